@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -22,6 +23,19 @@ TMP_MARK = ".tmp-"
 
 class StorageError(RuntimeError):
     """A storage location cannot be used (missing, unreadable, not writable)."""
+
+
+_SECRET_QUERY = re.compile(
+    r"([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|sig|token|access_token|"
+    r"AWSAccessKeyId|Credential)=)[^&\s]*",
+    re.IGNORECASE,
+)
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Strip credentials from URLs or messages: user:password@ and signature/token query parameters."""
+    return _SECRET_QUERY.sub(r"\1REDACTED", _USERINFO.sub(r"\1REDACTED@", text))
 
 
 def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
