@@ -1,0 +1,502 @@
+"""make-shards orchestration: check arguments, list, join, plan, run shard tasks, write the manifest last.
+
+Resume works from the plan digest: ``_state/plan.json`` records it when a run starts and
+``_state/shard-NNNNNN.json`` records each finished shard. A rerun with the same digest keeps shards whose
+record and size match and writes the rest; a different digest is refused unless ``--overwrite``. When the
+manifest is written the state folder is removed, so a finished output holds only its final files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from pass_wds import __version__, manifest, planning, sources, storage
+from pass_wds.config import ConfigError, ConvertConfig, to_dict
+from pass_wds.writing import ShardResult, ShardTask, TaskItem, WriteOptions, estimate_json_size, write_shard
+
+log = logging.getLogger("pass_wds.make_shards")
+
+STATE = "_state"
+CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
+_ATTRIBUTION_HINTS = ("licen", "url", "link", "credit", "copyright", "owner", "source")
+# Options that change the bytes of the output; anything else (workers, progress, …) may differ on resume.
+_OUTPUT_OPTIONS = (
+    "name",
+    "key_column",
+    "shard_size",
+    "max_count",
+    "seed",
+    "validate",
+    "allow_missing_metadata",
+    "resize_max_side",
+    "quality",
+    "max_image_pixels",
+    "creator_column",
+)
+
+
+@dataclass
+class Prepared:
+    """Everything known before the first shard is written."""
+
+    inputs: list[sources.InputSpec]
+    items: list[sources.SourceItem]
+    rows: list[str | None]
+    rejections: list[sources.Rejection]
+    unmatched_metadata: list[str]
+    metadata_rows: int
+    plan: planning.ShardPlan
+    digest: str
+    attribution_columns: tuple[str, ...]
+
+
+@dataclass
+class Summary:
+    output: str
+    shards: int = 0
+    shards_resumed: int = 0
+    samples: int = 0
+    output_bytes: int = 0
+    input_bytes: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    metadata_without_image: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.samples / self.seconds if self.seconds else 0.0
+        mbps = self.output_bytes / 1e6 / self.seconds if self.seconds else 0.0
+        out = [
+            f"wrote {self.samples:,} samples in {self.shards} shards ({self.output_bytes / 1e6:,.1f} MB) "
+            f"to {storage.redact(self.output)} in {self.seconds:.1f}s ({rate:,.0f} img/s, {mbps:,.1f} MB/s)",
+        ]
+        if self.shards_resumed:
+            out.append(f"kept {self.shards_resumed} shards completed by an earlier run")
+        total = sum(self.rejected.values())
+        detail = ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
+        out.append(f"rejected {total} inputs" + (f" ({detail}); see errors.jsonl" if total else ""))
+        if self.metadata_without_image:
+            out.append(f"{self.metadata_without_image} metadata rows have no image (see {manifest.UNMATCHED})")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_output_writable(output: str) -> None:
+    """Fail before anything is written when a local output cannot be created or written."""
+    if not storage.is_local(output):
+        return
+    path = output.removeprefix("file://")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"output exists and is not a folder: {output}")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"output is not writable: {output} ({probe} does not allow writing)")
+
+
+def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:
+    if cfg.creator_column:
+        if columns and cfg.creator_column not in columns:
+            raise ConfigError(f"creator column {cfg.creator_column!r} not found in metadata")
+        return cfg.creator_column
+    lower = {c.lower(): c for c in columns}
+    return next((lower[c] for c in CREATOR_COLUMNS if c in lower), None)
+
+
+def attribution_columns(cfg: ConvertConfig, columns: list[str]) -> tuple[str, ...]:
+    """Creator first, then every licence / URL-like column present (CC-BY asks for both)."""
+    creator = _creator_column(cfg, columns)
+    rest = [c for c in columns if c != creator and c != cfg.key_column and any(h in c.lower() for h in _ATTRIBUTION_HINTS)]
+    return tuple(([creator] if creator else []) + rest)
+
+
+# --------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prepared:
+    """Expand inputs, read the allowlist, list every archive and folder, join, and plan the shards."""
+    cfg.validate_values()
+    so = cfg.storage_options
+    inputs = sources.expand_inputs(cfg.inputs, so)
+    if cfg.metadata is None and not cfg.allow_missing_metadata:
+        raise ConfigError(
+            "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
+        )
+    md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
+    check_output_writable(str(cfg.output))
+
+    t0 = time.monotonic()
+    jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
+    if pool is not None and len(jobs) > 1:
+        listings = list(pool.map(_list_one, jobs))
+    else:
+        listings = [_list_one(j) for j in jobs]
+    merged = sources.merge_listings(inputs, listings)
+    log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
+
+    items: list[sources.SourceItem] = []
+    rows: list[str | None] = []
+    rejections = list(merged.rejections)
+    for item in merged.items:
+        row = md.rows.get(item.key) if md is not None else None
+        if row is None and not cfg.allow_missing_metadata:
+            rejections.append(
+                sources.Rejection(item.key, inputs[item.source].name, item.member, sources.MISSING_METADATA, "no metadata row")
+            )
+            continue
+        items.append(item)
+        rows.append(row)
+    present = {i.key for i in merged.items} | {r.key for r in merged.rejections}
+    unmatched = sorted(k for k in md.rows if k not in present) if md is not None else []
+
+    sizes = [
+        planning.sample_bytes(item.size, estimate_json_size(_task_item(inputs, item, row)))
+        for item, row in zip(items, rows, strict=True)
+    ]
+    plan = planning.plan_shards(
+        [i.key for i in items], sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
+    )
+    attr = attribution_columns(cfg, md.columns if md is not None else [])
+    digest = plan_digest(cfg, inputs, items, rows, plan, attr)
+    return Prepared(inputs, items, rows, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
+
+
+def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> sources.Listing:
+    spec, index, so = job
+    return sources.list_input(spec, index, so)
+
+
+def _task_item(inputs: list[sources.InputSpec], item: sources.SourceItem, row: str | None) -> TaskItem:
+    spec = inputs[item.source]
+    return TaskItem(
+        key=item.key,
+        url=sources.item_url(inputs, item),
+        source=spec.name,
+        member=item.member,
+        offset=item.offset,
+        size=item.size,
+        from_tar=spec.kind == "tar",
+        row=row,
+    )
+
+
+def output_options(cfg: ConvertConfig) -> dict[str, Any]:
+    d = to_dict(cfg)
+    return {k: d[k] for k in _OUTPUT_OPTIONS} | {"shard_bytes": cfg.shard_bytes}
+
+
+def plan_digest(
+    cfg: ConvertConfig,
+    inputs: list[sources.InputSpec],
+    items: list[sources.SourceItem],
+    rows: list[str | None],
+    plan: planning.ShardPlan,
+    attr: tuple[str, ...],
+) -> str:
+    """Identifies the output a plan will produce: format version, output options, and every planned item."""
+
+    def parts() -> Iterator[str]:
+        yield "pass-wds-shards-v1"
+        yield json.dumps(output_options(cfg), sort_keys=True)
+        yield json.dumps(attr)
+        for shard in plan.shards:
+            yield "|"
+            for i in shard:
+                it = items[i]
+                yield f"{it.key}\t{inputs[it.source].name}\t{it.member}\t{it.offset}\t{it.size}"
+                yield rows[i] or ""
+
+    return planning.digest(parts())
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
+    """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
+    started = time.monotonic()
+    cfg.validate_values()
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
+    try:
+        prep = prepare(cfg, pool)
+        finished = _already_complete(cfg, prep)
+        if finished is not None:
+            log.info("output is already complete for this plan; nothing to do")
+            return finished
+        _claim_output(cfg, prep)
+        results, resumed = _write_all(cfg, prep, pool, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    summary = _finish(cfg, prep, results, started)
+    summary.shards_resumed = resumed
+    return summary
+
+
+def _already_complete(cfg: ConvertConfig, prep: Prepared) -> Summary | None:
+    """A finished output of the same plan (every shard present at its manifest size) needs no work."""
+    out, so = str(cfg.output), cfg.storage_options
+    index = _read_json(storage.join(out, manifest.INDEX), so)
+    if index is None or index.get("plan_digest") != prep.digest:
+        return None
+    sizes = {}
+    try:
+        for entry in index["shardlist"]:
+            sizes[entry["url"]] = storage.file_size(storage.join(out, entry["url"]), so)
+    except FileNotFoundError:
+        return None
+    if any(sizes[e["url"]] != e["filesize"] for e in index["shardlist"]):
+        return None
+    stats = _read_json(storage.join(out, manifest.STATS), so) or {}
+    summary = Summary(out, shards=len(sizes), shards_resumed=len(sizes))
+    summary.samples = index["totals"]["samples"]
+    summary.output_bytes = index["totals"]["bytes"]
+    summary.rejected = Counter(stats.get("rejected", {}))
+    summary.metadata_without_image = int(stats.get("metadata_without_image", 0))
+    return summary
+
+
+def _state_url(cfg: ConvertConfig, name: str) -> str:
+    return storage.join(str(cfg.output), STATE, name)
+
+
+def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(storage.read_bytes(url, so))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _claim_output(cfg: ConvertConfig, prep: Prepared) -> None:
+    """Refuse to mix two different plans in one output (unless --overwrite); record ours."""
+    out, so = str(cfg.output), cfg.storage_options
+    previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(storage.join(out, manifest.INDEX), so)
+    if previous is not None and previous.get("plan_digest") != prep.digest:
+        if not cfg.overwrite:
+            raise ConfigError(
+                f"output {storage.redact(out)} holds a different conversion (other inputs or options); "
+                "use a new --output, or --overwrite to replace it"
+            )
+        _clear_output(cfg)
+    storage.makedirs(out, so)
+    storage.remove_temp_files(out, so)
+    storage.write_bytes(
+        _state_url(cfg, "plan.json"),
+        manifest.dumps({"plan_digest": prep.digest, "shards": len(prep.plan.shards)}),
+        so,
+    )
+
+
+def _clear_output(cfg: ConvertConfig) -> None:
+    out, so = str(cfg.output), cfg.storage_options
+    ours = {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
+    for name in storage.listdir(out, so):
+        if name in ours or (name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx"))):
+            storage.remove(storage.join(out, name), so)
+    storage.remove(storage.join(out, STATE), so, recursive=True)
+
+
+def _done_result(cfg: ConvertConfig, prep: Prepared, index: int, listing: set[str]) -> ShardResult | None:
+    so = cfg.storage_options
+    record = _read_json(_state_url(cfg, f"shard-{index:06d}.json"), so)
+    name = manifest.shard_name(cfg.name, index)
+    if record is None or record.get("plan_digest") != prep.digest or name not in listing:
+        return None
+    if manifest.idx_name(cfg.name, index) not in listing:
+        return None
+    result = ShardResult(**record["result"])
+    if storage.file_size(storage.join(str(cfg.output), name), so) != result.filesize:
+        return None
+    return result
+
+
+def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[ShardTask]:
+    opts = WriteOptions(
+        validate=cfg.validate,
+        resize_max_side=cfg.resize_max_side,
+        quality=cfg.quality if cfg.reencode else None,
+        max_image_pixels=cfg.max_image_pixels,
+        attribution_columns=prep.attribution_columns,
+        storage_options=cfg.storage_options,
+    )
+    out = str(cfg.output)
+    for s in todo:
+        yield ShardTask(
+            index=s,
+            url=storage.join(out, manifest.shard_name(cfg.name, s)),
+            idx_url=storage.join(out, manifest.idx_name(cfg.name, s)),
+            items=[_task_item(prep.inputs, prep.items[i], prep.rows[i]) for i in prep.plan.shards[s]],
+            options=opts,
+        )
+
+
+def _write_all(
+    cfg: ConvertConfig, prep: Prepared, pool: ProcessPoolExecutor | None, progress: Callable[..., Any] | None
+) -> tuple[list[ShardResult], int]:
+    so = cfg.storage_options
+    listing = set(storage.listdir(str(cfg.output), so))
+    results: dict[int, ShardResult] = {}
+    for s in range(len(prep.plan.shards)):
+        done = _done_result(cfg, prep, s, listing)
+        if done is not None:
+            results[s] = done
+    resumed = len(results)
+    todo = [s for s in range(len(prep.plan.shards)) if s not in results]
+    bar = _Progress(prep, cfg, already={s: len(prep.plan.shards[s]) for s in results}, callback=progress)
+
+    def record(result: ShardResult) -> None:
+        storage.write_bytes(
+            _state_url(cfg, f"shard-{result.index:06d}.json"),
+            manifest.dumps({"plan_digest": prep.digest, "result": result.to_json()}),
+            so,
+        )
+        results[result.index] = result
+        bar.shard_done(result, len(prep.plan.shards[result.index]))
+
+    try:
+        if pool is None:
+            for task in _tasks(cfg, prep, todo):
+                record(write_shard(task))
+        else:
+            pending: set[Future[ShardResult]] = set()
+            tasks = _tasks(cfg, prep, todo)
+            for task in tasks:  # keep a bounded window of tasks in flight: plans can have 10,000s of shards
+                pending.add(pool.submit(write_shard, task))
+                if len(pending) >= 2 * cfg.workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        record(fut.result())
+            for fut in pending:
+                record(fut.result())
+    finally:
+        bar.close()
+    return [results[s] for s in sorted(results)], resumed
+
+
+def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], started: float) -> Summary:
+    out, so = str(cfg.output), cfg.storage_options
+    shard_rejections = [r for res in results for r in res.rejections]
+    errors = [r.to_json() for r in prep.rejections] + shard_rejections
+    storage.write_bytes(storage.join(out, manifest.ERRORS), manifest.jsonl(errors), so)
+    storage.write_bytes(
+        storage.join(out, manifest.ATTRIBUTION),
+        manifest.attribution_csv(list(prep.attribution_columns), (row for res in results for row in res.attribution)),
+        so,
+    )
+    storage.write_bytes(
+        storage.join(out, manifest.UNMATCHED), "".join(k + "\n" for k in prep.unmatched_metadata).encode(), so
+    )
+    # Shards planned beyond this plan's count belong to an older, overwritten plan.
+    for name in storage.listdir(out, so):
+        if name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx")):
+            stem = name[len(cfg.name) + 1 : -4]
+            if stem.isdigit() and int(stem) >= len(prep.plan.shards):
+                storage.remove(storage.join(out, name), so)
+
+    summary = Summary(out)
+    summary.shards = len(results)
+    summary.samples = sum(r.nsamples for r in results)
+    summary.output_bytes = sum(r.filesize for r in results)
+    summary.input_bytes = sum(r.input_bytes for r in results)
+    summary.rejected = Counter(e["reason"] for e in errors)
+    summary.metadata_without_image = len(prep.unmatched_metadata)
+    summary.seconds = time.monotonic() - started
+
+    sizes = [r.filesize for r in results]
+    mean = sum(sizes) / len(sizes) if sizes else 0.0
+    stats = {
+        "samples_written": summary.samples,
+        "shards": summary.shards,
+        "inputs_listed": len(prep.items) + len(prep.rejections),
+        "rejected": dict(sorted(summary.rejected.items())),
+        "rejected_total": sum(summary.rejected.values()),
+        "metadata_rows": prep.metadata_rows,
+        "metadata_without_image": summary.metadata_without_image,
+        "bytes": {"input_images": summary.input_bytes, "output": summary.output_bytes},
+        "shard_bytes": {
+            "min": min(sizes, default=0),
+            "max": max(sizes, default=0),
+            "mean": mean,
+            "max_dev_pct": (max(abs(s - mean) for s in sizes) / mean * 100) if mean else 0.0,
+            "target": cfg.shard_bytes,
+        },
+        "shard_samples": {"min": min((r.nsamples for r in results), default=0), "max": max((r.nsamples for r in results), default=0)},
+        "seconds": summary.seconds,
+        "images_per_second": summary.samples / summary.seconds if summary.seconds else 0.0,
+        "workers": cfg.workers,
+    }
+    storage.write_bytes(storage.join(out, manifest.STATS), manifest.dumps(stats), so)
+    config = to_dict(cfg)
+    for private in ("storage_options", "overwrite", "progress", "output"):
+        config.pop(private, None)
+    config["inputs"] = [storage.redact(i) for i in cfg.inputs]
+    config["metadata"] = storage.redact(cfg.metadata) if cfg.metadata else None
+    index = manifest.build_index(
+        cfg.name, results, seed=cfg.seed, config=config, plan_digest=prep.digest, version=__version__
+    )
+    storage.write_bytes(storage.join(out, manifest.INDEX), manifest.dumps(index), so)  # last: marks completion
+    storage.remove(storage.join(out, STATE), so, recursive=True)
+    return summary
+
+
+# -------------------------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A tqdm bar on a terminal (samples/s, MB/s, ETA); periodic plain log lines otherwise."""
+
+    def __init__(self, prep: Prepared, cfg: ConvertConfig, already: dict[int, int], callback: Callable[..., Any] | None):
+        self.total = prep.plan.num_samples
+        self.shards = len(prep.plan.shards)
+        self.done_samples = sum(already.values())
+        self.done_shards = len(already)
+        self.bytes = 0
+        self.t0 = time.monotonic()
+        self.last_log = self.t0
+        self.callback = callback
+        show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done_samples, unit="img", unit_scale=True, desc="make-shards", dynamic_ncols=True)
+
+    def shard_done(self, result: ShardResult, planned: int) -> None:
+        self.done_samples += planned
+        self.done_shards += 1
+        self.bytes += result.filesize
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.update(planned)
+            self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", MBps=f"{self.bytes / 1e6 / elapsed:.1f}")
+        elif time.monotonic() - self.last_log >= 10 or self.done_shards == self.shards:
+            self.last_log = time.monotonic()
+            rate = (self.done_samples) / elapsed
+            eta = (self.total - self.done_samples) / rate if rate else 0.0
+            log.info(
+                "%d/%d shards, %d/%d samples, %.0f img/s, %.1f MB/s, ETA %.0fs",
+                self.done_shards, self.shards, self.done_samples, self.total, rate, self.bytes / 1e6 / elapsed, eta,
+            )
+        if self.callback is not None:
+            self.callback(self.done_shards, self.shards)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

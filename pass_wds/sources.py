@@ -1,0 +1,411 @@
+"""Inputs: raw tar archives and image folders (listed, never extracted), and the metadata allowlist.
+
+A raw tar is scanned header by header; each regular member becomes a :class:`SourceItem` holding the byte
+offset of its data, so a shard writer can later read exactly that image with one seek. Everything the
+listing refuses (directories, links, unsafe paths, duplicates) becomes a :class:`Rejection` with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import braceexpand
+
+from pass_wds import storage
+from pass_wds.config import ConfigError
+
+# Reason names written to errors.jsonl (a stable vocabulary other tools can rely on).
+CORRUPT = "corrupt"
+EMPTY = "empty"
+NOT_AN_IMAGE = "not-an-image"
+BOMB = "decompression-bomb"
+MISSING_METADATA = "missing-metadata"
+DUPLICATE_KEY = "duplicate-key"
+NOT_REGULAR = "not-a-regular-file"
+UNSAFE_PATH = "unsafe-path"
+READ_ERROR = "read-error"
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One expanded input: a raw tar archive or a folder of image files."""
+
+    url: str
+    kind: str  # "tar" | "dir"
+
+    @property
+    def name(self) -> str:
+        """Location-independent name recorded in provenance (so outputs do not depend on where inputs lie)."""
+        return posixpath.basename(self.url.rstrip("/")) or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class SourceItem:
+    """One candidate image: where its bytes are (input index, member, data offset, size)."""
+
+    key: str
+    source: int
+    member: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    key: str
+    source: str
+    member: str
+    reason: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "source": self.source,
+            "member": self.member,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Listing:
+    inputs: list[InputSpec]
+    items: list[SourceItem] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def key_of(member: str) -> str:
+    """The key of an image is its file name without the last extension (``dir/ab12.jpeg`` → ``ab12``)."""
+    base = posixpath.basename(member)
+    stem, dot, _ext = base.rpartition(".")
+    return stem if dot and stem else base
+
+
+def is_unsafe(member: str) -> bool:
+    """Absolute paths and paths with a ``..`` component are never followed or written anywhere."""
+    if member.startswith("/") or member.startswith("\\") or re.match(r"^[A-Za-z]:", member):
+        return True
+    return ".." in re.split(r"[/\\]", member)
+
+
+def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputSpec]:
+    """Expand paths, globs and brace patterns (``PASS.{0..9}.tar``) into existing tar files and folders."""
+    specs: list[InputSpec] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        for expanded in braceexpand.braceexpand(pattern):
+            fs, path = storage.get_fs(expanded, storage_options)
+            proto = _protocol(expanded)
+            if _GLOB_CHARS.search(path):
+                matches = sorted(fs.glob(path))
+                if not matches:
+                    raise ConfigError(f"input pattern matches nothing: {storage.redact(expanded)}")
+            else:
+                try:
+                    found = fs.exists(path)
+                except (OSError, ValueError) as e:
+                    raise ConfigError(f"cannot access input {storage.redact(expanded)}: {e}") from None
+                if not found:
+                    raise ConfigError(f"input not found: {storage.redact(expanded)}")
+                matches = [path]
+            for m in matches:
+                url = m if proto is None else f"{proto}://{m}"
+                if url in seen:
+                    continue
+                seen.add(url)
+                specs.append(_classify(fs, m, url))
+    return specs
+
+
+def _protocol(url: str) -> str | None:
+    return url.split("://", 1)[0] if "://" in url and not url.startswith("file://") else None
+
+
+def _classify(fs: Any, path: str, url: str) -> InputSpec:
+    if fs.isdir(path):
+        return InputSpec(url, "dir")
+    lower = path.lower()
+    if lower.endswith(_COMPRESSED_TAR):
+        raise ConfigError(
+            f"compressed tar input is not supported (raw images must be read by offset): {storage.redact(url)}; "
+            "decompress it first"
+        )
+    if lower.endswith(".tar"):
+        return InputSpec(url, "tar")
+    raise ConfigError(f"unsupported input (expected a .tar archive or a folder of images): {storage.redact(url)}")
+
+
+def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
+    """Scan one uncompressed tar's headers; regular members become items, others rejections."""
+    out = Listing([spec])
+    try:
+        with storage.open_read(spec.url, storage_options) as f, tarfile.open(fileobj=f, mode="r:") as tf:
+            while True:
+                try:
+                    info = tf.next()
+                except tarfile.ReadError as e:  # a truncated archive: keep what was listed before the damage
+                    out.rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
+                    break
+                if info is None:
+                    break
+                tf.members.clear()  # tarfile caches every header; we keep our own compact list
+                _admit_member(out, spec, source_index, info)
+    except tarfile.ReadError as e:
+        raise ConfigError(f"not a readable tar archive: {storage.redact(spec.url)} ({e})") from None
+    return out
+
+
+def _admit_member(out: Listing, spec: InputSpec, source_index: int, info: tarfile.TarInfo) -> None:
+    name = info.name
+    key = key_of(name)
+    if is_unsafe(name):
+        out.rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "absolute path or '..' component"))
+    elif not info.isreg():
+        if info.isdir():
+            return  # folder entries carry no data; they are structure, not rejected inputs
+        kind = "symlink" if info.issym() else "hard link" if info.islnk() else f"type {info.type!r}"
+        out.rejections.append(Rejection(key, spec.name, name, NOT_REGULAR, kind))
+    else:
+        out.items.append(SourceItem(key, source_index, name, info.offset_data, info.size))
+
+
+def list_dir(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
+    """List every regular file under a folder, recursively, in sorted order (hidden files skipped)."""
+    fs, root = storage.get_fs(spec.url, storage_options)
+    out = Listing([spec])
+    root = root.rstrip("/")
+    for path, info in sorted(fs.find(root, detail=True, withdirs=False).items()):
+        rel = path[len(root) :].lstrip("/")
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if info.get("type") not in (None, "file"):
+            out.rejections.append(Rejection(key_of(rel), spec.name, rel, NOT_REGULAR, str(info.get("type"))))
+            continue
+        out.items.append(SourceItem(key_of(rel), source_index, rel, 0, int(info.get("size") or 0)))
+    return out
+
+
+def list_input(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
+    return (list_tar if spec.kind == "tar" else list_dir)(spec, source_index, storage_options)
+
+
+def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> Listing:
+    """Concatenate per-input listings in input order; the first occurrence of a key wins."""
+    merged = Listing(inputs)
+    seen: dict[str, SourceItem] = {}
+    for listing in listings:
+        merged.rejections.extend(listing.rejections)
+        for item in listing.items:
+            first = seen.get(item.key)
+            if first is not None:
+                merged.rejections.append(
+                    Rejection(
+                        item.key,
+                        inputs[item.source].name,
+                        item.member,
+                        DUPLICATE_KEY,
+                        f"first seen in {inputs[first.source].name}:{first.member}",
+                    )
+                )
+                continue
+            seen[item.key] = item
+            merged.items.append(item)
+    return merged
+
+
+def item_url(inputs: list[InputSpec], item: SourceItem) -> str:
+    spec = inputs[item.source]
+    return spec.url if spec.kind == "tar" else storage.join(spec.url, item.member)
+
+
+# --------------------------------------------------------------------------------------------- metadata
+
+_JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
+@dataclass
+class Metadata:
+    """The allowlist: key → the row as the *inside* of a compact JSON object (``"a":1,"b":"x"``).
+
+    Rows are serialised once, at load time, so shard writers only concatenate bytes and the plan knows each
+    sample's JSON size exactly.
+    """
+
+    columns: list[str]
+    rows: dict[str, str]
+    duplicate_rows: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def read_metadata(
+    url: str, key_column: str = "hash", storage_options: dict[str, Any] | None = None
+) -> Metadata:
+    """Read CSV/TSV, JSON Lines, JSON or Parquet metadata keyed by ``key_column``."""
+    lower = url.lower().removesuffix(".gz")
+    try:
+        if not storage.exists(url, storage_options):
+            raise ConfigError(f"metadata not found: {storage.redact(url)}")
+        if lower.endswith((".parquet", ".pq")):
+            return _read_parquet(url, key_column, storage_options)
+        if lower.endswith((".jsonl", ".ndjson")):
+            return _read_jsonl(url, key_column, storage_options)
+        if lower.endswith(".json"):
+            return _read_json(url, key_column, storage_options)
+        return _read_csv(url, key_column, storage_options, delimiter="\t" if lower.endswith(".tsv") else ",")
+    except ConfigError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read metadata {storage.redact(url)}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _missing_key(url: str, key_column: str, columns: list[str]) -> ConfigError:
+    shown = ", ".join(columns[:20]) + (" …" if len(columns) > 20 else "")
+    return ConfigError(f"key column {key_column!r} not found in {storage.redact(url)} (columns: {shown})")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _add_row(md: Metadata, key: Any, body: str) -> None:
+    if key is None:  # a row without a key can never match an image
+        return
+    k = str(key)
+    if k in md.rows:
+        md.duplicate_rows += 1
+        return
+    md.rows[k] = body
+
+
+def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None, delimiter: str) -> Metadata:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    with storage.open_read(url, storage_options) as raw:
+        header_line = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        columns = next(csv.reader(header_line, delimiter=delimiter), None)
+    if not columns:
+        raise ConfigError(f"metadata {storage.redact(url)} is empty (no header row)")
+    if key_column not in columns:
+        raise _missing_key(url, key_column, columns)
+    with storage.open_read(url, storage_options) as raw:
+        table = pacsv.read_csv(
+            raw,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+        )
+    # A column is numeric when every non-empty cell is a JSON number: then its text goes out verbatim, so
+    # numbers stay numbers with no float round-trip; anything else (leading zeros, "NaN", dates) stays text.
+    numeric = []
+    names = table.column_names
+    for i, name in enumerate(names):
+        col = table.column(i)
+        nonnull = col.drop_null()
+        numeric.append(
+            name != key_column
+            and len(nonnull) > 0
+            and bool(pc.all(pc.match_substring_regex(nonnull, _JSON_NUMBER)).as_py())
+        )
+    prefixes = [_dump(n) + ":" for n in names]
+    md = Metadata(list(names), {})
+    key_idx = names.index(key_column)
+    for batch in table.to_batches(max_chunksize=65536):
+        cols = [batch.column(i).to_pylist() for i in range(len(names))]
+        encoded = []
+        for i, values in enumerate(cols):
+            if numeric[i]:
+                encoded.append([prefixes[i] + ("null" if v is None else v) for v in values])
+            else:
+                encoded.append([prefixes[i] + ("null" if v is None else _dump(v)) for v in values])
+        for r, key in enumerate(cols[key_idx]):
+            _add_row(md, key, ",".join(col[r] for col in encoded))
+    return md
+
+
+def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+    md = Metadata([], {})
+    with storage.open_read(url, storage_options) as raw:
+        for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"metadata {storage.redact(url)} line {lineno} is not JSON: {e.msg}") from None
+            _admit_object(md, url, key_column, row, f"line {lineno}")
+    if not md.columns:
+        raise ConfigError(f"metadata {storage.redact(url)} has no rows")
+    return md
+
+
+def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+    try:
+        data = json.loads(storage.read_bytes(url, storage_options))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"metadata {storage.redact(url)} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    if isinstance(data, dict) and key_column not in data:
+        # {key: {column: value}} mapping form
+        data = [{key_column: k, **v} if isinstance(v, dict) else {key_column: k, "value": v} for k, v in data.items()]
+    if not isinstance(data, list):
+        raise ConfigError(f"metadata {storage.redact(url)} must be a JSON list of objects or an object of objects")
+    md = Metadata([], {})
+    for i, row in enumerate(data):
+        _admit_object(md, url, key_column, row, f"item {i}")
+    if not md.columns:
+        raise ConfigError(f"metadata {storage.redact(url)} has no rows")
+    return md
+
+
+def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise ConfigError(f"metadata {storage.redact(url)} {where} is not a JSON object")
+    if key_column not in row:
+        raise _missing_key(url, key_column, list(row))
+    if not md.columns:
+        md.columns = list(row)
+    _add_row(md, row[key_column], _dump(row)[1:-1])
+
+
+def _read_parquet(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+    import pyarrow.parquet as pq
+
+    with storage.open_read(url, storage_options) as raw:
+        pf = pq.ParquetFile(raw)
+        names = pf.schema_arrow.names
+        if key_column not in names:
+            raise _missing_key(url, key_column, names)
+        md = Metadata(list(names), {})
+        for batch in pf.iter_batches(batch_size=65536):
+            for row in batch.to_pylist():
+                _add_row(md, row[key_column], _dump(row)[1:-1])
+    return md
+
+
+def iter_row_values(body: str) -> Iterator[tuple[str, Any]]:
+    """Decode one stored row back into ``(column, value)`` pairs."""
+    yield from json.loads("{" + body + "}").items()

@@ -1,0 +1,351 @@
+"""Writing one shard: deterministic ustar members, a DALI index, and a sha256, computed in one pass.
+
+A shard is an independent task (:class:`ShardTask` → :class:`ShardResult`): it reads each planned image by
+offset, checks what it really is, and appends ``<key>.<ext>`` and ``<key>.json`` to the archive. The tar and
+its ``.idx`` are written through :func:`storage.atomic_write`, so they appear under their final names only
+when complete. Memory stays at one image at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import tarfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pass_wds import sources, storage
+from pass_wds.planning import BLOCK, END_OF_ARCHIVE, padded, safe_key
+
+# Fixed header fields: the same inputs give byte-identical archives on any machine, at any time.
+MTIME = 1_609_459_200  # 2021-01-01T00:00:00Z, the PASS release year
+MODE = 0o644
+
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",  # a JPEG with extra frames; every JPEG decoder reads the first
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "JPEG2000": "jp2",
+    "AVIF": "avif",
+    "HEIF": "heic",
+    "PPM": "ppm",
+    "ICO": "ico",
+}
+
+PROVENANCE = "_provenance"
+
+
+class Rejected(Exception):
+    """An input that is not a usable image; carries the errors.jsonl reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class TaskItem:
+    """Everything needed to write one sample (picklable; sent to worker processes)."""
+
+    key: str
+    url: str
+    source: str
+    member: str
+    offset: int
+    size: int
+    from_tar: bool
+    row: str | None
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    validate: bool = True
+    resize_max_side: int | None = None
+    quality: int | None = None
+    max_image_pixels: int = 89_478_485
+    attribution_columns: tuple[str, ...] = ()
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reencode(self) -> bool:
+        return self.resize_max_side is not None or self.quality is not None
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    url: str
+    idx_url: str
+    items: list[TaskItem]
+    options: WriteOptions
+
+
+@dataclass
+class ShardResult:
+    index: int
+    nsamples: int
+    filesize: int
+    sha256: str
+    input_bytes: int
+    rejections: list[dict[str, str]]
+    attribution: list[list[str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    ext: str
+    width: int
+    height: int
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+@contextlib.contextmanager
+def _pixel_limit(limit: int) -> Iterator[None]:
+    """Pillow keeps its bomb threshold in a module global: set it for this call only, warnings as errors."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
+    """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`."""
+    if not data:
+        raise Rejected(sources.EMPTY, "0 bytes")
+    with _pixel_limit(max_pixels):
+        try:
+            im = Image.open(io.BytesIO(data))
+            fmt = im.format or ""
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise Rejected(sources.CORRUPT, f"invalid size {width}x{height}")
+            if validate:
+                im.load()
+        except Rejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise Rejected(sources.BOMB, str(e)) from None
+        except UnidentifiedImageError:
+            raise Rejected(sources.NOT_AN_IMAGE, "not a format Pillow can identify") from None
+        except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
+            raise Rejected(sources.CORRUPT, f"{type(e).__name__}: {e}") from None
+    ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
+    return ImageInfo(fmt, ext, width, height)
+
+
+def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes, int, int]:
+    """EXIF-orient, convert to RGB, shrink so the long side is at most ``max_side``, save as JPEG."""
+    im = Image.open(io.BytesIO(data))
+    if max_side is not None and im.format == "JPEG" and max(im.size) > 2 * max_side:
+        im.draft("RGB", (max_side, max_side))  # DCT-domain downscale: much faster, still ≥ the target size
+    im = ImageOps.exif_transpose(im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    w, h = im.size
+    if max_side is not None and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality, optimize=False, progressive=False)
+    return out.getvalue(), im.size[0], im.size[1]
+
+
+# ------------------------------------------------------------------------------------------------ json
+
+
+def provenance(item: TaskItem, info: ImageInfo, nbytes: int) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "source": item.source,
+        "member": item.member,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "bytes": nbytes,
+    }
+
+
+def sample_json(row: str | None, prov: dict[str, Any]) -> bytes:
+    """``{<metadata columns in file order>, "_provenance": {...}}`` as compact UTF-8 JSON."""
+    tail = json.dumps(prov, ensure_ascii=False, separators=(",", ":"))
+    body = f"{row}," if row else ""
+    return ("{" + body + f'"{PROVENANCE}":' + tail + "}").encode("utf-8")
+
+
+def estimate_json_size(item: TaskItem) -> int:
+    """The JSON member's size before the image is opened (width/height assumed 4 digits; padding absorbs it)."""
+    return len(sample_json(item.row, provenance(item, _PLACEHOLDER, item.size)))
+
+
+_PLACEHOLDER = ImageInfo("JPEG", "jpg", 1000, 1000)
+
+
+# ------------------------------------------------------------------------------------------------- tar
+
+
+def tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = MTIME
+    info.mode = MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="ascii", errors="strict")
+
+
+class TarWriter:
+    """Appends members to a binary stream, hashing as it goes and remembering each member's data offset."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.offset = 0
+        self.sha256 = hashlib.sha256()
+
+    def _write(self, b: bytes) -> None:
+        self._f.write(b)
+        self.sha256.update(b)
+        self.offset += len(b)
+
+    def add(self, name: str, data: bytes) -> int:
+        """Write one member; return the offset of its data (what DALI's index records)."""
+        self._write(tar_header(name, len(data)))
+        start = self.offset
+        self._write(data)
+        pad = padded(len(data)) - len(data)
+        if pad:
+            self._write(b"\0" * pad)
+        return start
+
+    def close(self) -> None:
+        self._write(b"\0" * END_OF_ARCHIVE)
+
+
+def idx_text(lines: list[str]) -> bytes:
+    """DALI webdataset index v1.2: a header with the sample count, then one line per sample."""
+    return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+class _Reader:
+    """Keeps one open handle per source archive for the duration of a task."""
+
+    def __init__(self, storage_options: dict[str, Any]) -> None:
+        self._so = storage_options
+        self._handles: dict[str, IO[bytes]] = {}
+
+    def read(self, item: TaskItem) -> bytes:
+        if not item.from_tar:
+            return storage.read_bytes(item.url, self._so)
+        f = self._handles.get(item.url)
+        if f is None:
+            f = self._handles[item.url] = storage.open_read(item.url, self._so)
+        f.seek(item.offset)
+        data = f.read(item.size)
+        if len(data) != item.size:
+            raise OSError(f"short read in {storage.redact(item.url)} at {item.offset}: archive truncated?")
+        return data
+
+    def close(self) -> None:
+        for f in self._handles.values():
+            with contextlib.suppress(Exception):
+                f.close()
+
+
+def write_shard(task: ShardTask) -> ShardResult:
+    """Write one planned shard (and its ``.idx``); bad images are left out and reported."""
+    opts = task.options
+    reader = _Reader(opts.storage_options)
+    rejections: list[dict[str, str]] = []
+    attribution: list[list[str]] = []
+    idx_lines: list[str] = []
+    input_bytes = 0
+    try:
+        with storage.atomic_write(task.url, opts.storage_options) as f:
+            tw = TarWriter(f)
+            for item in task.items:
+                data = reader.read(item)
+                input_bytes += len(data)
+                try:
+                    info = inspect_image(data, validate=opts.validate, max_pixels=opts.max_image_pixels)
+                except Rejected as r:
+                    rejections.append(
+                        sources.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()
+                    )
+                    continue
+                prov = provenance(item, info, len(data))
+                if opts.reencode:
+                    data, w, h = reencode(data, max_side=opts.resize_max_side, quality=opts.quality or 95)
+                    prov.update(width=w, height=h, format="JPEG", bytes=len(data))
+                    prov.update(original_width=info.width, original_height=info.height, original_format=info.format)
+                    info = ImageInfo("JPEG", "jpg", w, h)
+                key = safe_key(item.key)
+                meta = sample_json(item.row, prov)
+                img_name, json_name = f"{key}.{info.ext}", f"{key}.json"
+                img_off = tw.add(img_name, data)
+                json_off = tw.add(json_name, meta)
+                idx_lines.append(
+                    f"{info.ext} {img_off} {len(data)} {img_name} json {json_off} {len(meta)} {json_name}"
+                )
+                if opts.attribution_columns:
+                    attribution.append([key, *_attribution_values(item.row, opts.attribution_columns)])
+            tw.close()
+        storage.write_bytes(task.idx_url, idx_text(idx_lines), opts.storage_options)
+    finally:
+        reader.close()
+    return ShardResult(
+        index=task.index,
+        nsamples=len(idx_lines),
+        filesize=tw.offset,
+        sha256=tw.sha256.hexdigest(),
+        input_bytes=input_bytes,
+        rejections=rejections,
+        attribution=attribution,
+    )
+
+
+def _attribution_values(row: str | None, columns: tuple[str, ...]) -> list[str]:
+    if not row:
+        return ["" for _ in columns]
+    values = dict(sources.iter_row_values(row))
+    return ["" if values.get(c) is None else str(values.get(c)) for c in columns]
+
+
+def read_idx(text: str) -> list[list[tuple[str, int, int, str]]]:
+    """Parse a DALI v1.2 index into samples of ``(ext, data offset, size, member name)``."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("v1.2"):
+        raise ValueError("not a DALI v1.2 index")
+    samples = []
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) % 4:
+            raise ValueError(f"malformed index line: {line[:80]!r}")
+        samples.append([(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)])
+    return samples
+
+
+__all__ = ["BLOCK", "ShardResult", "ShardTask", "TaskItem", "WriteOptions", "read_idx", "write_shard"]
