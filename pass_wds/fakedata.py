@@ -387,14 +387,53 @@ def _tarinfo(m: _Member, mtime: int) -> tarfile.TarInfo:
     return ti
 
 
-def _write_tar(path: Path, members: Sequence[_Member], seed: int) -> None:
-    mtime = 1_632_000_000 + seed % 1000
-    tmp = path.with_name(path.name + ".partial")
-    with tarfile.open(tmp, "w", format=TAR_FORMAT) as tf:
-        for m in members:
-            ti = _tarinfo(m, mtime)
-            tf.addfile(ti, io.BytesIO(m.data) if m.type == tarfile.REGTYPE else None)
-    os.replace(tmp, path)
+class _PartWriter:
+    """Streams one archive at a time (bounded memory): good images in index order, with the planted extra
+    members interleaved at their planned positions (``pos`` = number of good members before them)."""
+
+    def __init__(
+        self, out: Path, archives: Sequence[str], extras: Sequence[Sequence[tuple[int, _Member]]], seed: int
+    ):
+        self.out, self.archives, self.mtime = out, archives, 1_632_000_000 + seed % 1000
+        self.extras = [sorted(e, key=lambda pm: pm[0]) for e in extras]  # stable: keeps planting order
+        self.part, self.count, self.next_extra = -1, 0, 0
+        self.tf: tarfile.TarFile | None = None
+
+    def _add(self, m: _Member) -> None:
+        assert self.tf is not None
+        self.tf.addfile(_tarinfo(m, self.mtime), io.BytesIO(m.data) if m.type == tarfile.REGTYPE else None)
+
+    def _flush_extras(self, upto: int) -> None:
+        extras = self.extras[self.part]
+        while self.next_extra < len(extras) and extras[self.next_extra][0] <= upto:
+            self._add(extras[self.next_extra][1])
+            self.next_extra += 1
+
+    def _close(self) -> None:
+        if self.tf is not None:
+            self._flush_extras(10**18)
+            self.tf.close()
+            path = self.out / self.archives[self.part]
+            os.replace(path.with_name(path.name + ".partial"), path)
+            self.tf = None
+
+    def _open(self, part: int) -> None:
+        self._close()
+        self.part, self.count, self.next_extra = part, 0, 0
+        path = self.out / self.archives[part]
+        self.tf = tarfile.open(path.with_name(path.name + ".partial"), "w", format=TAR_FORMAT)  # noqa: SIM115
+
+    def add_good(self, part: int, m: _Member) -> None:
+        while self.part < part:
+            self._open(self.part + 1)
+        self._flush_extras(self.count)
+        self._add(m)
+        self.count += 1
+
+    def finish(self) -> None:
+        while self.part < len(self.archives) - 1:
+            self._open(self.part + 1)
+        self._close()
 
 
 def _accepted_entry(
@@ -430,28 +469,29 @@ def make_fake_pass(cfg: FakePassConfig) -> FakePassResult:
     keys = [pass_hash(cfg.seed, "img", i) for i in range(cfg.n_images)]
     jobs = [_ImageJob(cfg.seed, i, photos) for i in range(cfg.n_images)]
     part_of = [i * cfg.parts // cfg.n_images for i in range(cfg.n_images)]
+    per_part = [part_of.count(p) for p in range(cfg.parts)]
     archives = [f"PASS.{p}.tar" for p in range(cfg.parts)]
-    members: list[list[_Member]] = [[] for _ in range(cfg.parts)]
+    extras: list[list[tuple[int, _Member]]] = [[] for _ in range(cfg.parts)]
     accepted: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, str]] = []
+    rejected: list[dict[str, Any]] = []
+    orphans: list[str] = []
+    if cfg.bad:
+        _plant_bad(cfg, rng, archives, per_part, extras, accepted, rejected, rows)
+        orphans = [pass_hash(cfg.seed, "orphan", j) for j in range(cfg.orphan_rows)]
+        rows.extend(metadata_row(rng, k, hard=True) for k in orphans)
+    writer = _PartWriter(out, archives, extras, cfg.seed)
     for i, img in enumerate(_render_all(jobs, cfg.workers)):
         key, p = keys[i], part_of[i]
-        members[p].append(_Member(member_name(key), img.data))
+        writer.add_good(p, _Member(member_name(key), img.data))
         accepted[key] = _accepted_entry(
             archives[p], member_name(key), img.data, "JPEG", img.width, img.height, img.mode, img.progressive
         )
         rows.append(metadata_row(rng, key, hard=i % 5 == 0))
-    rejected: list[dict[str, Any]] = []
-    orphans: list[str] = []
-    if cfg.bad:
-        _plant_bad(cfg, rng, archives, members, accepted, rejected, rows)
-        orphans = [pass_hash(cfg.seed, "orphan", j) for j in range(cfg.orphan_rows)]
-        rows.extend(metadata_row(rng, k, hard=True) for k in orphans)
+    writer.finish()
     order = rng.permutation(len(rows))
     rows = [rows[int(j)] for j in order]
     tars = [out / a for a in archives]
-    for path, mem in zip(tars, members, strict=True):
-        _write_tar(path, mem, cfg.seed)
     meta_path = out / METADATA_NAME
     write_metadata(meta_path, rows)
     expected: dict[str, Any] = {
@@ -493,7 +533,8 @@ def _plant_bad(
     cfg: FakePassConfig,
     rng: np.random.Generator,
     archives: list[str],
-    members: list[list[_Member]],
+    per_part: list[int],
+    extras: list[list[tuple[int, _Member]]],
     accepted: dict[str, dict[str, Any]],
     rejected: list[dict[str, Any]],
     rows: list[dict[str, str]],
@@ -504,9 +545,10 @@ def _plant_bad(
     def new_key() -> str:
         return pass_hash(cfg.seed, "bad", next(counter))
 
-    def place(part: int, m: _Member) -> None:
-        pos = int(rng.integers(0, len(members[part]) + 1))
-        members[part].insert(pos, m)
+    def place(part: int, m: _Member, pos: int | None = None) -> int:
+        pos = int(rng.integers(0, per_part[part] + 1)) if pos is None else pos
+        extras[part].append((pos, m))
+        return pos
 
     def reject(part: int, m: _Member, key: str, reason: str, note: str, with_row: bool = True) -> None:
         place(part, m)
@@ -603,14 +645,14 @@ def _plant_bad(
     first_img = synth_image(rng, 500, 400)
     first = encode_jpeg(first_img, 90)
     m_first = _Member(member_name(k), first)
-    members[0].insert(int(rng.integers(0, len(members[0]) + 1)), m_first)
+    pos_first = place(0, m_first)
     accepted[k] = _accepted_entry(
         archives[0], m_first.name, first, "JPEG", first_img.width, first_img.height, "RGB", False
     )
     rows.append(metadata_row(rng, k, hard=True))
     second = encode_jpeg(synth_image(rng, 500, 400), 90)
     if last == 0:  # single part: the duplicate goes after the first in the same archive
-        members[0].insert(members[0].index(m_first) + 1, _Member(member_name(k), second))
+        place(0, _Member(member_name(k), second), pos_first)  # same position, planted later: written after
         rejected.append(
             {
                 "key": k,
