@@ -1,0 +1,364 @@
+"""``make_loader``: the exact, even, deterministic, resumable DDP loader built from the stages."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
+from pass_wds.loading.pipeline import EpochJob, PlannedBatches, Recipe
+from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
+from pass_wds.loading.shards import ShardInfo, resolve_source
+from pass_wds.loading.stream import IndexCache
+
+log = logging.getLogger("pass_wds.loading")
+STATE_VERSION = 1
+
+
+@dataclass
+class LoaderConfig:
+    """Options of the loader; field names are the YAML keys of ``configs/loader.yaml``."""
+
+    source: str | list[str] | None = None
+    batch_size: int = 64
+    recipe: str | None = None
+    num_workers: int = 4
+    seed: int = 0
+    shuffle: bool = True
+    remainder: str = "drop"
+    shuffle_buffer_bytes: str | int = "64MB"
+    segment_samples: int = 256
+    epoch_samples: int | None = None
+    on_error: str = "substitute"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    prefetch_factor: int = 2
+    pin_memory: bool = False
+    device: str | None = None
+    rank: int | None = None
+    world_size: int | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> LoaderConfig:
+        data = load_yaml(path)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = from_dict(cls, data, source=str(path))
+        cfg.validate_values()
+        return cfg
+
+    def validate_values(self) -> None:
+        if not self.source:
+            raise ConfigError("loader needs a source (index.json, brace pattern or list of shard URLs)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.remainder not in ("drop", "pad"):
+            raise ConfigError(f"remainder must be 'drop' or 'pad', got {self.remainder!r}")
+        if self.on_error not in ("substitute", "raise"):
+            raise ConfigError(f"on_error must be 'substitute' or 'raise', got {self.on_error!r}")
+        if self.segment_samples < 1:
+            raise ConfigError(f"segment_samples must be >= 1, got {self.segment_samples}")
+        if self.epoch_samples is not None and self.epoch_samples < 1:
+            raise ConfigError(f"epoch_samples must be >= 1, got {self.epoch_samples}")
+        if self.prefetch_factor < 1:
+            raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        parse_size(self.shuffle_buffer_bytes)
+
+    def build(self, recipe: str | Recipe | None = None) -> Loader:
+        """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
+        self.validate_values()
+        return Loader(self, recipe if recipe is not None else self.recipe)
+
+
+def distributed_topology(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Rank and world size: explicit values, else ``torch.distributed``, else torchrun's env, else 0/1."""
+    if rank is not None and world_size is not None:
+        r, ws = rank, world_size
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        r, ws = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        r, ws = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if ws < 1 or not 0 <= r < ws:
+        raise ConfigError(f"invalid rank {r} for world size {ws}")
+    return r, ws
+
+
+def _load_recipe(recipe: str | Recipe | None) -> Recipe | None:
+    """Names and YAML paths go through ``pass_wds.augment.load_recipe``; callables are used as they are."""
+    if recipe is None:
+        return None
+    try:
+        load = getattr(importlib.import_module("pass_wds.augment"), "load_recipe", None)
+    except ImportError:
+        load = None
+    if load is None:
+        if callable(recipe):
+            return recipe
+        raise ConfigError(f"recipe {recipe!r} needs pass_wds.augment.load_recipe, which is not available")
+    return load(recipe)  # type: ignore[no-any-return]
+
+
+@dataclass
+class LoaderStats:
+    """Counters over everything this loader delivered (summed over its workers)."""
+
+    batches: int = 0
+    samples: int = 0
+    errors: int = 0
+    substituted: list[tuple[str, str]] = field(default_factory=list)
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    peak_buffer_bytes: int = 0
+
+    def update(self, s: dict[str, Any], batch_size: int) -> None:
+        self.batches += 1
+        self.samples += batch_size
+        self.errors += int(s.get("errors", 0))
+        self.substituted.extend(tuple(x) for x in s.get("substituted", []))  # type: ignore[misc]
+        self.bad.extend(s.get("bad", []))
+        self.peak_buffer_bytes = max(self.peak_buffer_bytes, int(s.get("peak_buffer_bytes", 0)))
+
+
+class Loader:
+    """Iterable over this rank's batches of the current epoch. See ``docs/loader.md``.
+
+    ``len(loader)`` is the number of batches the next ``iter()`` yields: a full epoch, or its rest after a
+    resume or an interrupted iteration. A completed epoch advances to the next one automatically, and
+    ``set_epoch(e)`` selects an epoch explicitly (a no-op for the current one, so a resumed position stays).
+    """
+
+    def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
+        self.config = config
+        self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
+        self.shards: list[ShardInfo] = resolve_source(config.source, config.storage_options or None)  # type: ignore[arg-type]
+        self.recipe = _load_recipe(recipe)
+        self.params = PlanParams(
+            counts=tuple(s.nsamples for s in self.shards),
+            seed=config.seed,
+            batch_size=config.batch_size,
+            remainder=config.remainder,
+            shuffle=config.shuffle,
+            segment_samples=config.segment_samples,
+            shuffle_buffer_bytes=parse_size(config.shuffle_buffer_bytes),
+            epoch_samples=config.epoch_samples,
+        )
+        self.readers = max(1, config.num_workers)
+        self.epoch = 0
+        self._history: list[Generation] = []
+        self.stats = LoaderStats()
+        self._cache = IndexCache(self.shards, config.storage_options or None)
+        self._plans: tuple[Any, list[GenerationPlan]] | None = None
+        self.dropped_keys: list[str] = []
+        total = sum(self.params.counts)
+        if (
+            config.epoch_samples is None
+            and config.remainder == "drop"
+            and total < self.world_size * config.batch_size
+        ):
+            raise ConfigError(
+                f"{total} samples cannot fill one batch of {config.batch_size} on each of {self.world_size} ranks "
+                "(use remainder='pad' or a smaller batch size)"
+            )
+
+    # ----- epoch bookkeeping -------------------------------------------------------------------------
+
+    def _current_history(self) -> tuple[Generation, ...]:
+        hist = list(self._history)
+        if not hist or (hist[-1].world_size, hist[-1].num_workers) != (self.world_size, self.readers):
+            hist.append(Generation(self.world_size, self.readers, 0))
+        return tuple(hist)
+
+    def _generation_plans(self, history: tuple[Generation, ...]) -> list[GenerationPlan]:
+        key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
+        if self._plans is None or self._plans[0] != key:
+            offsets = shard_offsets(self.params.counts)
+            sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
+            self._plans = (key, EpochPlanner(self.params, sizes).generations(self.epoch, history))
+        return self._plans[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._history = []
+
+    def __len__(self) -> int:
+        hist = self._current_history()
+        return self._generation_plans(hist)[-1].batches_per_rank - hist[-1].batches
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches per rank in a full epoch with the current topology."""
+        plans = EpochPlanner(self.params).generations(
+            self.epoch, (Generation(self.world_size, self.readers),)
+        )
+        return plans[0].batches_per_rank
+
+    def dropped(self) -> list[str]:
+        """Keys left out of the current generation by ``remainder="drop"`` (fewer than world_size × batch_size)."""
+        plan = self._generation_plans(self._current_history())[-1]
+        offsets = shard_offsets(self.params.counts)
+        return [self._cache.key(offsets, int(g)) for g in plan.sequence[plan.dropped]]
+
+    # ----- iteration ---------------------------------------------------------------------------------
+
+    def _job(self, history: tuple[Generation, ...]) -> EpochJob:
+        return EpochJob(
+            shards=self.shards,
+            params=self.params,
+            epoch=self.epoch,
+            history=history,
+            rank=self.rank,
+            recipe=self.recipe,
+            on_error=self.config.on_error,
+            storage_options=self.config.storage_options or None,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        history = self._current_history()
+        plan = self._generation_plans(history)[-1]
+        expected = plan.batches_per_rank - history[-1].batches
+        if history[-1].batches == 0 and len(plan.dropped):
+            self.dropped_keys = self.dropped()
+            log.info(
+                "epoch %d: dropping %d samples (remainder of %d over world_size x batch_size = %d): %s",
+                self.epoch,
+                len(plan.dropped),
+                len(plan.base) + len(plan.dropped),
+                self.world_size * self.params.batch_size,
+                " ".join(self.dropped_keys),
+            )
+        self._history = list(history)
+        dataset = PlannedBatches(self._job(history))
+        if self.config.num_workers == 0:
+            batches: Any = iter(dataset)
+        else:
+            batches = DataLoader(
+                dataset,
+                batch_size=None,
+                num_workers=self.config.num_workers,
+                prefetch_factor=self.config.prefetch_factor,
+                pin_memory=self.config.pin_memory,
+                persistent_workers=False,
+            )
+        delivered = 0
+        device = torch.device(self.config.device) if self.config.device else None
+        for batch in batches:
+            self.stats.update(batch.pop("__stats__", {}), self.params.batch_size)
+            gen = self._history[-1]
+            self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
+            delivered += 1
+            if device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage"):
+                batch = self.recipe.device_stage(batch, device)
+            yield batch
+        if delivered != expected:
+            raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
+        self.epoch += 1
+        self._history = []
+
+    # ----- checkpointing -----------------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Identifies the data and every setting that changes the sample order."""
+        p = self.params
+        desc = {
+            "shards": [[s.url.rsplit("/", 1)[-1], s.nsamples] for s in self.shards],
+            "params": [
+                p.seed,
+                p.batch_size,
+                p.remainder,
+                p.shuffle,
+                p.segment_samples,
+                p.shuffle_buffer_bytes,
+                p.epoch_samples,
+            ],
+        }
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Small and identical on every rank: epoch, delivered batches per generation, fingerprint."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "seed": self.params.seed,
+            "batch_size": self.params.batch_size,
+            "fingerprint": self.fingerprint(),
+            "generations": [[g.world_size, g.num_workers, g.batches] for g in self._history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported loader state version {state.get('version')!r}")
+        if state["fingerprint"] != self.fingerprint():
+            raise ValueError(
+                "loader state belongs to different shards or settings (seed, batch_size, remainder, shuffle, "
+                f"segment_samples, shuffle_buffer_bytes, epoch_samples): {state['fingerprint']} != {self.fingerprint()}"
+            )
+        self.epoch = int(state["epoch"])
+        self._history = [Generation(int(a), int(b), int(c)) for a, b, c in state["generations"]]
+        self._plans = None
+        if self._history:
+            plans = self._generation_plans(tuple(self._history))
+            if self._history[-1].batches > plans[-1].batches_per_rank:
+                raise ValueError("loader state has more batches than its epoch")
+
+
+def make_loader(
+    source: str | Sequence[str],
+    *,
+    batch_size: int,
+    recipe: str | Recipe | None = None,
+    num_workers: int = 4,
+    seed: int = 0,
+    shuffle: bool = True,
+    remainder: str = "drop",
+    shuffle_buffer_bytes: str | int = "64MB",
+    segment_samples: int = 256,
+    epoch_samples: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    on_error: str = "substitute",
+    rank: int | None = None,
+    world_size: int | None = None,
+    device: str | None = None,
+    prefetch_factor: int = 2,
+    pin_memory: bool = False,
+) -> Loader:
+    """Build the loader for ``source`` (``index.json`` URL, brace pattern, or list of shard URLs).
+
+    ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
+    ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
+    """
+    cfg = LoaderConfig(
+        source=source if isinstance(source, str) else list(source),
+        batch_size=batch_size,
+        recipe=recipe if isinstance(recipe, str) else None,
+        num_workers=num_workers,
+        seed=seed,
+        shuffle=shuffle,
+        remainder=remainder,
+        shuffle_buffer_bytes=shuffle_buffer_bytes,
+        segment_samples=segment_samples,
+        epoch_samples=epoch_samples,
+        on_error=on_error,
+        storage_options=dict(storage_options or {}),
+        prefetch_factor=prefetch_factor,
+        pin_memory=pin_memory,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+    )
+    return cfg.build(recipe if callable(recipe) else None)
+
+
+__all__ = ["Loader", "LoaderConfig", "LoaderStats", "distributed_topology", "make_loader"]

@@ -1,0 +1,334 @@
+"""Worker-side stages: planned reading → shuffle buffer → decode/augment → whole batches.
+
+Each stage is a plain generator, and :class:`PlannedSamples` / :class:`PlannedBatches` wrap them as
+``IterableDataset``\\s, so they compose with a torch ``DataLoader`` or webdataset's ``DataPipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pass_wds.loading.plan import (
+    EpochPlanner,
+    Generation,
+    GenerationPlan,
+    PlanParams,
+    rank_worker_for,
+    shard_offsets,
+)
+from pass_wds.loading.shards import IMAGE_EXTS, ShardError, ShardInfo
+from pass_wds.loading.stream import IndexCache, Sample, read_samples
+
+log = logging.getLogger("pass_wds.loading")
+
+Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+_AUG_TAG = 0xA06
+
+
+class SampleError(RuntimeError):
+    """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen."""
+
+
+@dataclass
+class EpochJob:
+    """Everything a reader needs to produce its part of an epoch (picklable, no open handles)."""
+
+    shards: list[ShardInfo]
+    params: PlanParams
+    epoch: int
+    history: tuple[Generation, ...]
+    rank: int
+    recipe: Recipe | None = None
+    on_error: str = "substitute"
+    storage_options: dict[str, Any] | None = None
+    cache: IndexCache | None = field(default=None, repr=False)
+
+    def index_cache(self) -> IndexCache:
+        if self.cache is None:
+            self.cache = IndexCache(self.shards, self.storage_options)
+        return self.cache
+
+    def planner(self) -> EpochPlanner:
+        cache = self.index_cache()
+        offsets = shard_offsets(self.params.counts)
+        sizes = (lambda gids: cache.sizes(offsets, gids)) if self.params.shuffle else None
+        return EpochPlanner(self.params, sizes)
+
+
+@dataclass
+class ReaderPlan:
+    """What one DataLoader worker emits: ``order`` (indices into ``plan.base``) and reads (``read``)."""
+
+    plan: GenerationPlan
+    order: np.ndarray
+    read: np.ndarray
+
+
+def reader_plan(job: EpochJob, worker_id: int) -> ReaderPlan:
+    """Pure: the rest of this worker's emission order and the base indices it must read, in read order."""
+    planner = job.planner()
+    plan = planner.generations(job.epoch, job.history)[-1]
+    gen = job.history[-1]
+    plan_worker, start_local = rank_worker_for(worker_id, gen.batches, gen.num_workers)
+    order = planner.worker_order(plan, job.rank, plan_worker)[start_local * job.params.batch_size :]
+    return ReaderPlan(plan, order, np.sort(order))
+
+
+def stream_planned(
+    job: EpochJob, worker_id: int, stats: dict[str, Any] | None = None
+) -> Iterator[tuple[int, Sample]]:
+    """Raw samples of this worker in emission order, as ``(base index, sample)``.
+
+    Samples are read in shard order and held only until their turn, which never exceeds what the simulated
+    byte-bounded shuffle buffer holds (see ``plan.shuffle_order``).
+    """
+    rp = reader_plan(job, worker_id)
+    if len(rp.order) == 0:
+        return
+    offsets = shard_offsets(job.params.counts)
+    gids = rp.plan.sequence[rp.plan.base[rp.read]]
+    pending: dict[int, Sample] = {}
+    held = 0
+    peak = 0
+    order = rp.order.tolist()
+    t = 0
+    for q, (_, sample) in zip(
+        rp.read.tolist(), read_samples(gids, offsets, job.index_cache(), job.storage_options), strict=True
+    ):
+        sample["__index__"] = q
+        if q == order[t]:
+            t += 1
+            yield q, sample
+        else:
+            pending[q] = sample
+            held += _nbytes(sample)
+            peak = max(peak, held)
+            if stats is not None:
+                stats["peak_buffer_bytes"] = peak
+        while t < len(order) and order[t] in pending:
+            s = pending.pop(order[t])
+            held -= _nbytes(s)
+            t += 1
+            yield order[t - 1], s
+    if t != len(order):
+        raise ShardError(f"reader ended after {t} of {len(order)} planned samples")
+
+
+def _nbytes(sample: Sample) -> int:
+    return sum(len(v) for k, v in sample.items() if not k.startswith("__") and isinstance(v, bytes))
+
+
+def image_member(sample: Sample) -> tuple[str, bytes] | None:
+    """The first member whose (last) extension is an image format, as ``(ext, bytes)``."""
+    for k, v in sample.items():
+        if not k.startswith("__") and isinstance(v, bytes):
+            ext = k.rsplit(".", 1)[-1].lower()
+            if ext in IMAGE_EXTS:
+                return ext, v
+    return None
+
+
+def sample_json(sample: Sample) -> dict[str, Any]:
+    raw = sample.get("json")
+    if raw is None:
+        return {}
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def apply_recipe(recipe: Recipe, sample: Sample, rng: np.random.Generator) -> dict[str, Any]:
+    """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy)."""
+    found = image_member(sample)
+    if found is None:
+        members = ", ".join(k for k in sample if not k.startswith("__")) or "none"
+        raise ValueError(f"no image member (members: {members})")
+    out = recipe(found[1], found[0], rng)
+    out["json"] = sample_json(sample)
+    return out
+
+
+def _rng(job: EpochJob, plan_index: int, q: int, substitute: int) -> np.random.Generator:
+    return np.random.default_rng([job.params.seed, job.epoch, plan_index, q, substitute, _AUG_TAG])
+
+
+def collate(outs: list[dict[str, Any]], samples: list[Sample]) -> dict[str, Any]:
+    """Stack recipe outputs into a batch dict (``image`` B×3×H×W or ``views`` list of those)."""
+    batch: dict[str, Any] = {
+        "__key__": [s["__key__"] for s in samples],
+        "__url__": [s["__url__"] for s in samples],
+    }
+    for name in outs[0]:
+        values = [o[name] for o in outs]
+        if name == "views":
+            batch["views"] = [_stack([v[i] for v in values], f"views[{i}]") for i in range(len(values[0]))]
+        elif isinstance(values[0], torch.Tensor):
+            batch[name] = _stack(values, name)
+        else:
+            batch[name] = values
+    return batch
+
+
+def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"recipe output {name!r} has different shapes in one batch: {sorted(shapes)}")
+    return torch.stack(tensors)
+
+
+def collate_raw(samples: list[Sample]) -> dict[str, Any]:
+    """Undecoded batch: keys, urls, parsed json, and one list of bytes (or None) per member extension."""
+    batch: dict[str, Any] = {
+        "__key__": [s["__key__"] for s in samples],
+        "__url__": [s["__url__"] for s in samples],
+    }
+    exts = sorted({k for s in samples for k in s if not k.startswith("__") and k != "json"})
+    for ext in exts:
+        batch[ext] = [s.get(ext) for s in samples]
+    batch["json"] = [sample_json(s) for s in samples]
+    return batch
+
+
+def batch_stream(
+    job: EpochJob, items: Iterable[tuple[int, Sample]], plan_index: int, stats: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Decode and batch ``items`` into whole batches; bad samples follow ``job.on_error``.
+
+    ``substitute``: a failed sample is replaced by re-augmenting the nearest good sample of the same batch
+    (later first, then earlier) with the failed sample's own random stream; if a whole batch fails it borrows
+    the first good sample of the worker's next batch. Both rules look only at the batch and what follows it,
+    so a resumed run substitutes exactly as the uninterrupted one did.
+    """
+    bs = job.params.batch_size
+    waiting: list[tuple[list[Sample], list[dict[str, Any] | None], list[int]]] = []
+    chunk: list[tuple[int, Sample]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) < bs:
+            continue
+        samples = [s for _, s in chunk]
+        if job.recipe is None:
+            yield _with_stats(collate_raw(samples), stats)
+            chunk = []
+            continue
+        outs: list[dict[str, Any] | None] = []
+        for q, s in chunk:
+            try:
+                outs.append(apply_recipe(job.recipe, s, _rng(job, plan_index, q, 0)))
+            except Exception as e:  # any failure of decode/augment is a bad sample
+                if job.on_error == "raise":
+                    raise SampleError(
+                        f"sample {s['__key__']!r} of {s['__url__']}: {type(e).__name__}: {e}"
+                    ) from e
+                outs.append(None)
+                _count(stats, s, type(e).__name__, str(e))
+        qs = [q for q, _ in chunk]
+        chunk = []
+        good = [j for j, o in enumerate(outs) if o is not None]
+        if not good:
+            waiting.append((samples, outs, qs))
+            continue
+        donor_sample = samples[good[0]]
+        for w_samples, w_outs, w_qs in waiting:
+            _substitute(job, plan_index, w_samples, w_outs, w_qs, [], donor_sample, stats)
+            yield _with_stats(collate(w_outs, w_samples), stats)  # type: ignore[arg-type]
+        waiting = []
+        _substitute(job, plan_index, samples, outs, qs, good, None, stats)
+        yield _with_stats(collate(outs, samples), stats)  # type: ignore[arg-type]
+    if chunk:
+        raise ShardError(f"reader produced {len(chunk)} samples beyond its last whole batch (plan bug)")
+    if waiting:
+        keys = [s["__key__"] for w in waiting for s in w[0]]
+        raise ShardError(
+            f"no decodable sample left in this reader to substitute for {len(keys)} bad samples "
+            f"(first keys: {keys[:5]}); are these image shards?"
+        )
+
+
+def _count(stats: dict[str, Any], sample: Sample, reason: str, detail: str) -> None:
+    stats["errors"] = stats.get("errors", 0) + 1
+    stats.setdefault("bad", []).append(
+        {"key": sample["__key__"], "url": sample["__url__"], "reason": reason, "detail": detail[:200]}
+    )
+    log.warning(
+        "bad sample %r in %s (%s: %s); substituting",
+        sample["__key__"],
+        sample["__url__"],
+        reason,
+        detail[:200],
+    )
+
+
+def _substitute(
+    job: EpochJob,
+    plan_index: int,
+    samples: list[Sample],
+    outs: list[dict[str, Any] | None],
+    qs: list[int],
+    good: list[int],
+    donor: Sample | None,
+    stats: dict[str, Any],
+) -> None:
+    for j, o in enumerate(outs):
+        if o is not None:
+            continue
+        if donor is None:
+            later = [g for g in good if g > j]
+            d = later[0] if later else good[-1]
+            src = samples[d]
+        else:
+            src = donor
+        try:
+            out = apply_recipe(job.recipe, src, _rng(job, plan_index, qs[j], 1))  # type: ignore[arg-type]
+        except Exception:
+            if donor is not None:
+                raise
+            out = outs[d]  # type: ignore[assignment]
+        outs[j] = out
+        stats.setdefault("substituted", []).append([samples[j]["__key__"], src["__key__"]])
+        samples[j] = {"__key__": src["__key__"], "__url__": src["__url__"]}
+
+
+def _with_stats(batch: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    batch["__stats__"] = dict(stats)
+    stats.pop("bad", None)
+    stats.pop("substituted", None)
+    stats["errors"] = 0
+    return batch
+
+
+def _worker_id() -> int:
+    info = get_worker_info()
+    return 0 if info is None else info.id
+
+
+class PlannedSamples(IterableDataset):
+    """Raw sample dicts (``__key__``, ``__url__``, ext → bytes) of this rank and DataLoader worker, in planned
+    order. Batch them in groups of exactly ``batch_size`` to keep epochs exact (e.g. ``wds.batched``)."""
+
+    def __init__(self, job: EpochJob) -> None:
+        self.job = job
+
+    def __iter__(self) -> Iterator[Sample]:
+        for _, sample in stream_planned(self.job, _worker_id()):
+            yield sample
+
+
+class PlannedBatches(IterableDataset):
+    """Whole batches of this rank and DataLoader worker (use ``DataLoader(..., batch_size=None)``)."""
+
+    def __init__(self, job: EpochJob) -> None:
+        self.job = job
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        wid = _worker_id()
+        stats: dict[str, Any] = {"errors": 0, "worker": wid}
+        plan_index = len(self.job.history) - 1
+        yield from batch_stream(self.job, stream_planned(self.job, wid, stats), plan_index, stats)

@@ -1,0 +1,188 @@
+"""Tar streaming with ``.idx`` seeks: read exactly the samples a reader needs, in the order it needs them.
+
+Consecutive wanted samples of a shard become one *span*, read as one sequential byte range through
+``storage.open_stream`` (one ranged GET on an object store). Small gaps are read through; larger gaps start a
+new span, so resuming or reading a segment never reads a shard from its start. Gzipped shards cannot be
+seeked: they are streamed from the start and unwanted samples are skipped without being kept.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+import numpy as np
+
+from pass_wds import storage
+from pass_wds.loading.shards import ShardError, ShardIndex, ShardInfo, load_shard_index, split_key
+
+GAP_READ_THROUGH = 1 << 20
+"""Read through gaps smaller than this instead of opening a new byte range."""
+
+Sample = dict[str, Any]
+
+
+class IndexCache:
+    """Per-process LRU of parsed shard indexes (a worker touches only a few shards at a time)."""
+
+    def __init__(self, shards: Sequence[ShardInfo], storage_options: dict[str, Any] | None, size: int = 16):
+        self.shards = shards
+        self.storage_options = storage_options
+        self.size = size
+        self._cache: OrderedDict[int, ShardIndex] = OrderedDict()
+
+    def get(self, shard: int) -> ShardIndex:
+        if shard in self._cache:
+            self._cache.move_to_end(shard)
+            return self._cache[shard]
+        index = load_shard_index(self.shards[shard], self.storage_options)
+        self._cache[shard] = index
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return index
+
+    def sizes(self, offsets: np.ndarray, gids: np.ndarray) -> np.ndarray:
+        """Byte size of each global sample id (sum of its members)."""
+        out = np.zeros(len(gids), dtype=np.int64)
+        shard_of = np.searchsorted(offsets, gids, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = shard_of == s
+            out[sel] = self.get(int(s)).sample_bytes()[gids[sel] - offsets[s]]
+        return out
+
+    def key(self, offsets: np.ndarray, gid: int) -> str:
+        s = int(np.searchsorted(offsets, gid, side="right") - 1)
+        return self.get(s).keys[gid - int(offsets[s])]
+
+
+def _read_exact(f: IO[bytes], n: int, url: str) -> bytes:
+    chunks = []
+    left = n
+    while left > 0:
+        b = f.read(left)
+        if not b:
+            raise ShardError(
+                f"{url}: shard ends early (wanted {n} more bytes); the shard or its .idx is stale"
+            )
+        chunks.append(b)
+        left -= len(b)
+    return b"".join(chunks)
+
+
+def _skip(f: IO[bytes], n: int, url: str) -> None:
+    while n > 0:
+        b = f.read(min(n, 1 << 20))
+        if not b:
+            raise ShardError(f"{url}: shard ends early while skipping; the shard or its .idx is stale")
+        n -= len(b)
+
+
+def _check_header(header: bytes, size: int, url: str, key: str) -> None:
+    """A ustar header's size field must match the index (catches an ``.idx`` that belongs to another shard)."""
+    field = header[124:136]
+    if field[:1] and field[0] & 0x80:  # GNU base-256 size: trust the index
+        return
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        hsize = int(text, 8) if text else -1
+    except ValueError:
+        hsize = -1
+    if hsize != size:
+        raise ShardError(
+            f"{url}: tar header before sample {key!r} does not match its .idx entry (stale index?)"
+        )
+
+
+def _spans(gids: Sequence[int], offsets: np.ndarray, cache: IndexCache) -> Iterator[tuple[int, list[int]]]:
+    """Group wanted global ids (in read order) into ``(shard, [local indices])`` spans."""
+    cur_shard = -1
+    cur: list[int] = []
+    for gid in gids:
+        s = int(np.searchsorted(offsets, gid, side="right") - 1)
+        i = int(gid - offsets[s])
+        if cur and s == cur_shard and i > cur[-1]:
+            shard = cache.shards[s]
+            if shard.compressed:
+                cur.append(i)
+                continue
+            index = cache.get(s)
+            prev = index.members[cur[-1]][-1]
+            gap = index.members[i][0].offset - 512 - (prev.offset + prev.size)
+            if gap < GAP_READ_THROUGH:
+                cur.append(i)
+                continue
+        if cur:
+            yield cur_shard, cur
+        cur_shard, cur = s, [i]
+    if cur:
+        yield cur_shard, cur
+
+
+def _read_plain_span(
+    shard: ShardInfo, index: ShardIndex, wanted: list[int], so: dict[str, Any] | None
+) -> Iterator[tuple[int, Sample]]:
+    first = index.members[wanted[0]][0]
+    last = index.members[wanted[-1]][-1]
+    start = max(0, first.offset - 512)
+    end = last.offset + last.size
+    with storage.open_stream(shard.url, start, end, so) as f:
+        pos = start
+        for i in wanted:
+            sample: Sample = {"__key__": index.keys[i], "__url__": shard.url}
+            for m in index.members[i]:
+                if m.offset - 512 >= pos:
+                    _skip(f, m.offset - 512 - pos, shard.url)
+                    _check_header(_read_exact(f, 512, shard.url), m.size, shard.url, index.keys[i])
+                else:
+                    _skip(f, m.offset - pos, shard.url)
+                sample[m.ext] = _read_exact(f, m.size, shard.url)
+                pos = m.offset + m.size
+            yield i, sample
+
+
+def _read_compressed_span(
+    shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None
+) -> Iterator[tuple[int, Sample]]:
+    want = set(wanted)
+    last = wanted[-1]
+    i = -1
+    key: str | None = None
+    sample: Sample = {}
+    with storage.open_stream(shard.url, 0, None, so) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
+        for m in tf:
+            if not m.isreg():
+                continue
+            k, ext = split_key(m.name)
+            if k != key:
+                if i in want:
+                    yield i, sample
+                if i >= last:
+                    return
+                i += 1
+                key = k
+                sample = {"__key__": k, "__url__": shard.url}
+            if i in want:
+                f = tf.extractfile(m)
+                sample[ext] = f.read() if f is not None else b""
+        if i in want:
+            yield i, sample
+            i += 1
+    if last >= i:
+        raise ShardError(f"{shard.url}: has fewer samples than expected ({last + 1} needed)")
+
+
+def read_samples(
+    gids: Sequence[int], offsets: np.ndarray, cache: IndexCache, storage_options: dict[str, Any] | None = None
+) -> Iterator[tuple[int, Sample]]:
+    """Yield ``(global id, sample dict)`` for ``gids`` in the given order (raw member bytes, not decoded)."""
+    for s, wanted in _spans(gids, offsets, cache):
+        shard = cache.shards[s]
+        base = int(offsets[s])
+        if shard.compressed:
+            it = _read_compressed_span(shard, wanted, storage_options)
+        else:
+            it = _read_plain_span(shard, cache.get(s), wanted, storage_options)
+        for i, sample in it:
+            yield base + i, sample
