@@ -55,32 +55,88 @@ MAKE_SHARDS_DESCRIPTION = (
 
 def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # only flags actually given override the YAML config
-    p.add_argument("inputs", nargs="*", default=S, metavar="INPUT",
-                   help="raw tar archives, image folders, globs or brace patterns ('PASS.{0..9}.tar'); local or fsspec URLs")
-    p.add_argument("--config", metavar="YAML", help="read options from a YAML file (keys = long option names)")
-    p.add_argument("-o", "--output", default=S, metavar="DIR", help="output folder or URL (s3://bucket/prefix)")
-    p.add_argument("-m", "--metadata", default=S, metavar="FILE",
-                   help="metadata (CSV, TSV, JSON Lines, JSON, Parquet): the allowlist, joined on --key-column")
-    p.add_argument("--key-column", default=S, help="metadata column matching image file name stems (default: hash)")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        default=S,
+        metavar="INPUT",
+        help="raw tar archives, image folders, globs or brace patterns ('PASS.{0..9}.tar'); local or fsspec URLs",
+    )
+    p.add_argument(
+        "--config", metavar="YAML", help="read options from a YAML file (keys = long option names)"
+    )
+    p.add_argument(
+        "-o", "--output", default=S, metavar="DIR", help="output folder or URL (s3://bucket/prefix)"
+    )
+    p.add_argument(
+        "-m",
+        "--metadata",
+        default=S,
+        metavar="FILE",
+        help="metadata (CSV, TSV, JSON Lines, JSON, Parquet): the allowlist, joined on --key-column",
+    )
+    p.add_argument(
+        "--key-column", default=S, help="metadata column matching image file name stems (default: hash)"
+    )
     p.add_argument("--name", default=S, help="shard name prefix: NAME-000000.tar … (default: pass)")
-    p.add_argument("--shard-size", default=S, metavar="SIZE", help="target shard size, e.g. 256MB, 1GiB (default: 256MB)")
+    p.add_argument(
+        "--shard-size", default=S, metavar="SIZE", help="target shard size, e.g. 256MB, 1GiB (default: 256MB)"
+    )
     p.add_argument("--max-count", type=int, default=S, metavar="N", help="at most N samples per shard")
     p.add_argument("--seed", type=int, default=S, help="seed of the global shuffle (default: 0)")
-    p.add_argument("-j", "--workers", type=int, default=S, metavar="N", help="parallel processes (default: 1)")
-    p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=S,
-                   help="fully decode every image and reject broken ones (default: on)")
-    p.add_argument("--allow-missing-metadata", action="store_true", default=S,
-                   help="keep images that have no metadata row (default: reject them)")
-    p.add_argument("--overwrite", action="store_true", default=S,
-                   help="replace an existing output made with other inputs or options")
-    p.add_argument("--resize-max-side", type=int, default=S, metavar="N",
-                   help="re-encode: shrink so the long side is at most N px (EXIF orientation applied first)")
-    p.add_argument("--quality", type=int, default=S, metavar="Q", help="re-encode as JPEG with quality Q (default when resizing: 95)")
-    p.add_argument("--creator-column", default=S, help="metadata column naming the creator to credit (default: auto, e.g. unickname)")
-    p.add_argument("--max-image-pixels", type=int, default=S, metavar="N",
-                   help="reject larger images as decompression bombs (default: Pillow's 89,478,485)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S,
-                   help="progress bar (default: on a terminal; plain log lines otherwise)")
+    p.add_argument(
+        "-j", "--workers", type=int, default=S, metavar="N", help="parallel processes (default: 1)"
+    )
+    p.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="fully decode every image and reject broken ones (default: on)",
+    )
+    p.add_argument(
+        "--allow-missing-metadata",
+        action="store_true",
+        default=S,
+        help="keep images that have no metadata row (default: reject them)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=S,
+        help="replace an existing output made with other inputs or options",
+    )
+    p.add_argument(
+        "--resize-max-side",
+        type=int,
+        default=S,
+        metavar="N",
+        help="re-encode: shrink so the long side is at most N px (EXIF orientation applied first)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=S,
+        metavar="Q",
+        help="re-encode as JPEG with quality Q (default when resizing: 95)",
+    )
+    p.add_argument(
+        "--creator-column",
+        default=S,
+        help="metadata column naming the creator to credit (default: auto, e.g. unickname)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=S,
+        metavar="N",
+        help="reject larger images as decompression bombs (default: Pillow's 89,478,485)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="progress bar (default: on a terminal; plain log lines otherwise)",
+    )
     _add_storage_options(p)
 
 
@@ -149,21 +205,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("make-shards", help="convert raw images + metadata into WebDataset shards",
-                       description=MAKE_SHARDS_DESCRIPTION)
+    p = sub.add_parser(
+        "make-shards",
+        help="convert raw images + metadata into WebDataset shards",
+        description=MAKE_SHARDS_DESCRIPTION,
+    )
     add_make_shards_arguments(p)
     p.set_defaults(func=cmd_make_shards)
 
-    p = sub.add_parser("verify", help="re-check every shard against index.json",
-                       description="Re-check every shard against index.json: size, sha256, tar structure, "
-                       "sample count and .idx. Exits 1 naming each bad shard.")
+    p = sub.add_parser(
+        "verify",
+        help="re-check every shard against index.json",
+        description="Re-check every shard against index.json: size, sha256, tar structure, "
+        "sample count and .idx. Exits 1 naming each bad shard.",
+    )
     p.add_argument("output", help="output folder/URL or its index.json")
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("inspect", help="summarise an output, or print one sample's metadata",
-                       description="Print shards, samples, bytes, balance and rejected inputs of an output.")
+    p = sub.add_parser(
+        "inspect",
+        help="summarise an output, or print one sample's metadata",
+        description="Print shards, samples, bytes, balance and rejected inputs of an output.",
+    )
     p.add_argument("output", help="output folder/URL or its index.json")
     p.add_argument("--sample", metavar="KEY", help="print the JSON metadata of the sample with this key")
     _add_storage_options(p)

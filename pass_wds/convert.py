@@ -85,7 +85,9 @@ class Summary:
         detail = ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
         out.append(f"rejected {total} inputs" + (f" ({detail}); see errors.jsonl" if total else ""))
         if self.metadata_without_image:
-            out.append(f"{self.metadata_without_image} metadata rows have no image (see {manifest.UNMATCHED})")
+            out.append(
+                f"{self.metadata_without_image} metadata rows have no image (see {manifest.UNMATCHED})"
+            )
         return out
 
 
@@ -121,7 +123,11 @@ def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:
 def attribution_columns(cfg: ConvertConfig, columns: list[str]) -> tuple[str, ...]:
     """Creator first, then every licence / URL-like column present (CC-BY asks for both)."""
     creator = _creator_column(cfg, columns)
-    rest = [c for c in columns if c != creator and c != cfg.key_column and any(h in c.lower() for h in _ATTRIBUTION_HINTS)]
+    rest = [
+        c
+        for c in columns
+        if c != creator and c != cfg.key_column and any(h in c.lower() for h in _ATTRIBUTION_HINTS)
+    ]
     return tuple(([creator] if creator else []) + rest)
 
 
@@ -156,7 +162,13 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
         row = md.rows.get(item.key) if md is not None else None
         if row is None and not cfg.allow_missing_metadata:
             rejections.append(
-                sources.Rejection(item.key, inputs[item.source].name, item.member, sources.MISSING_METADATA, "no metadata row")
+                sources.Rejection(
+                    item.key,
+                    inputs[item.source].name,
+                    item.member,
+                    sources.MISSING_METADATA,
+                    "no metadata row",
+                )
             )
             continue
         items.append(item)
@@ -287,7 +299,9 @@ def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
 def _claim_output(cfg: ConvertConfig, prep: Prepared) -> None:
     """Refuse to mix two different plans in one output (unless --overwrite); record ours."""
     out, so = str(cfg.output), cfg.storage_options
-    previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(storage.join(out, manifest.INDEX), so)
+    previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(
+        storage.join(out, manifest.INDEX), so
+    )
     if previous is not None and previous.get("plan_digest") != prep.digest:
         if not cfg.overwrite:
             raise ConfigError(
@@ -397,7 +411,9 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     storage.write_bytes(storage.join(out, manifest.ERRORS), manifest.jsonl(errors), so)
     storage.write_bytes(
         storage.join(out, manifest.ATTRIBUTION),
-        manifest.attribution_csv(list(prep.attribution_columns), (row for res in results for row in res.attribution)),
+        manifest.attribution_csv(
+            list(prep.attribution_columns), (row for res in results for row in res.attribution)
+        ),
         so,
     )
     storage.write_bytes(
@@ -437,7 +453,10 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
             "max_dev_pct": (max(abs(s - mean) for s in sizes) / mean * 100) if mean else 0.0,
             "target": cfg.shard_bytes,
         },
-        "shard_samples": {"min": min((r.nsamples for r in results), default=0), "max": max((r.nsamples for r in results), default=0)},
+        "shard_samples": {
+            "min": min((r.nsamples for r in results), default=0),
+            "max": max((r.nsamples for r in results), default=0),
+        },
         "seconds": summary.seconds,
         "images_per_second": summary.samples / summary.seconds if summary.seconds else 0.0,
         "workers": cfg.workers,
@@ -451,7 +470,9 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     index = manifest.build_index(
         cfg.name, results, seed=cfg.seed, config=config, plan_digest=prep.digest, version=__version__
     )
-    storage.write_bytes(storage.join(out, manifest.INDEX), manifest.dumps(index), so)  # last: marks completion
+    storage.write_bytes(
+        storage.join(out, manifest.INDEX), manifest.dumps(index), so
+    )  # last: marks completion
     storage.remove(storage.join(out, STATE), so, recursive=True)
     return summary
 
@@ -462,7 +483,9 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
 class _Progress:
     """A tqdm bar on a terminal (samples/s, MB/s, ETA); periodic plain log lines otherwise."""
 
-    def __init__(self, prep: Prepared, cfg: ConvertConfig, already: dict[int, int], callback: Callable[..., Any] | None):
+    def __init__(
+        self, prep: Prepared, cfg: ConvertConfig, already: dict[int, int], callback: Callable[..., Any] | None
+    ):
         self.total = prep.plan.num_samples
         self.shards = len(prep.plan.shards)
         self.done_samples = sum(already.values())
@@ -476,7 +499,14 @@ class _Progress:
         if show:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, initial=self.done_samples, unit="img", unit_scale=True, desc="make-shards", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.done_samples,
+                unit="img",
+                unit_scale=True,
+                desc="make-shards",
+                dynamic_ncols=True,
+            )
 
     def shard_done(self, result: ShardResult, planned: int) -> None:
         self.done_samples += planned
@@ -485,14 +515,22 @@ class _Progress:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         if self.bar is not None:
             self.bar.update(planned)
-            self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", MBps=f"{self.bytes / 1e6 / elapsed:.1f}")
+            self.bar.set_postfix(
+                shards=f"{self.done_shards}/{self.shards}", MBps=f"{self.bytes / 1e6 / elapsed:.1f}"
+            )
         elif time.monotonic() - self.last_log >= 10 or self.done_shards == self.shards:
             self.last_log = time.monotonic()
             rate = (self.done_samples) / elapsed
             eta = (self.total - self.done_samples) / rate if rate else 0.0
             log.info(
                 "%d/%d shards, %d/%d samples, %.0f img/s, %.1f MB/s, ETA %.0fs",
-                self.done_shards, self.shards, self.done_samples, self.total, rate, self.bytes / 1e6 / elapsed, eta,
+                self.done_shards,
+                self.shards,
+                self.done_samples,
+                self.total,
+                rate,
+                self.bytes / 1e6 / elapsed,
+                eta,
             )
         if self.callback is not None:
             self.callback(self.done_shards, self.shards)

@@ -94,7 +94,9 @@ def load_index(out: str, storage_options: dict[str, Any] | None = None) -> dict[
     try:
         data = json.loads(storage.read_bytes(url, storage_options))
     except FileNotFoundError:
-        raise FileNotFoundError(f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)") from None
+        raise FileNotFoundError(
+            f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
+        ) from None
     if data.get("__kind__") != KIND:
         raise ValueError(f"{storage.redact(url)} is not a {KIND} manifest")
     return data  # type: ignore[no-any-return]
@@ -114,7 +116,9 @@ class ShardCheck:
     problems: list[str]
 
 
-def check_shard(base: str, entry: dict[str, Any], storage_options: dict[str, Any] | None = None) -> ShardCheck:
+def check_shard(
+    base: str, entry: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> ShardCheck:
     """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, .idx."""
     url = storage.join(base, entry["url"])
     problems: list[str] = []
@@ -217,13 +221,18 @@ def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
     if sizes:
         mean = sum(sizes) / len(sizes)
         dev = max(abs(s - mean) for s in sizes) / mean * 100 if mean else 0.0
-        lines.append(f"shard size   min {min(sizes):,}  max {max(sizes):,}  mean {mean:,.0f}  (max dev {dev:.1f}%)")
+        lines.append(
+            f"shard size   min {min(sizes):,}  max {max(sizes):,}  mean {mean:,.0f}  (max dev {dev:.1f}%)"
+        )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
     lines.append(f"seed         {index.get('seed')}")
     try:
         errors = storage.read_text(storage.join(base, ERRORS), storage_options).splitlines()
         reasons = Counter(json.loads(e)["reason"] for e in errors if e.strip())
-        lines.append(f"rejected     {sum(reasons.values())}" + "".join(f"\n  {r:<22} {n}" for r, n in sorted(reasons.items())))
+        lines.append(
+            f"rejected     {sum(reasons.values())}"
+            + "".join(f"\n  {r:<22} {n}" for r, n in sorted(reasons.items()))
+        )
     except FileNotFoundError:
         lines.append("rejected     (no errors.jsonl)")
     return "\n".join(lines)
@@ -237,11 +246,11 @@ def find_sample(out: str, key: str, storage_options: dict[str, Any] | None = Non
         if not entry.get("idx"):
             continue
         for sample in read_idx(storage.read_text(storage.join(base, entry["idx"]), storage_options)):
-            for ext, offset, size, name in sample:
+            for ext, offset, nbytes, name in sample:
                 if ext == "json" and name.rsplit(".", 1)[0] == key:
                     with storage.open_read(storage.join(base, entry["url"]), storage_options) as f:
                         f.seek(offset)
-                        meta: dict[str, Any] = json.loads(f.read(size))
+                        meta: dict[str, Any] = json.loads(f.read(nbytes))
                     meta.setdefault("__shard__", entry["url"])
                     return meta
     return None

@@ -144,7 +144,9 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
         )
     if lower.endswith(".tar"):
         return InputSpec(url, "tar")
-    raise ConfigError(f"unsupported input (expected a .tar archive or a folder of images): {storage.redact(url)}")
+    raise ConfigError(
+        f"unsupported input (expected a .tar archive or a folder of images): {storage.redact(url)}"
+    )
 
 
 def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
@@ -156,11 +158,13 @@ def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any]
                 try:
                     info = tf.next()
                 except tarfile.ReadError as e:  # a truncated archive: keep what was listed before the damage
-                    out.rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
+                    out.rejections.append(
+                        Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}")
+                    )
                     break
                 if info is None:
                     break
-                tf.members.clear()  # tarfile caches every header; we keep our own compact list
+                tf.members.clear()  # type: ignore[attr-defined]  # tarfile caches every header; we keep our own compact list
                 _admit_member(out, spec, source_index, info)
     except tarfile.ReadError as e:
         raise ConfigError(f"not a readable tar archive: {storage.redact(spec.url)} ({e})") from None
@@ -356,7 +360,9 @@ def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | Non
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"metadata {storage.redact(url)} line {lineno} is not JSON: {e.msg}") from None
+                raise ConfigError(
+                    f"metadata {storage.redact(url)} line {lineno} is not JSON: {e.msg}"
+                ) from None
             _admit_object(md, url, key_column, row, f"line {lineno}")
     if not md.columns:
         raise ConfigError(f"metadata {storage.redact(url)} has no rows")
@@ -367,12 +373,19 @@ def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None
     try:
         data = json.loads(storage.read_bytes(url, storage_options))
     except json.JSONDecodeError as e:
-        raise ConfigError(f"metadata {storage.redact(url)} is not valid JSON: {e.msg} (line {e.lineno})") from None
+        raise ConfigError(
+            f"metadata {storage.redact(url)} is not valid JSON: {e.msg} (line {e.lineno})"
+        ) from None
     if isinstance(data, dict) and key_column not in data:
         # {key: {column: value}} mapping form
-        data = [{key_column: k, **v} if isinstance(v, dict) else {key_column: k, "value": v} for k, v in data.items()]
+        data = [
+            {key_column: k, **v} if isinstance(v, dict) else {key_column: k, "value": v}
+            for k, v in data.items()
+        ]
     if not isinstance(data, list):
-        raise ConfigError(f"metadata {storage.redact(url)} must be a JSON list of objects or an object of objects")
+        raise ConfigError(
+            f"metadata {storage.redact(url)} must be a JSON list of objects or an object of objects"
+        )
     md = Metadata([], {})
     for i, row in enumerate(data):
         _admit_object(md, url, key_column, row, f"item {i}")

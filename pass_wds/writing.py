@@ -156,7 +156,7 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
 
 def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes, int, int]:
     """EXIF-orient, convert to RGB, shrink so the long side is at most ``max_side``, save as JPEG."""
-    im = Image.open(io.BytesIO(data))
+    im: Image.Image = Image.open(io.BytesIO(data))
     if max_side is not None and im.format == "JPEG" and max(im.size) > 2 * max_side:
         im.draft("RGB", (max_side, max_side))  # DCT-domain downscale: much faster, still ≥ the target size
     im = ImageOps.exif_transpose(im)
@@ -300,7 +300,9 @@ def write_shard(task: ShardTask) -> ShardResult:
                 if opts.reencode:
                     data, w, h = reencode(data, max_side=opts.resize_max_side, quality=opts.quality or 95)
                     prov.update(width=w, height=h, format="JPEG", bytes=len(data))
-                    prov.update(original_width=info.width, original_height=info.height, original_format=info.format)
+                    prov.update(
+                        original_width=info.width, original_height=info.height, original_format=info.format
+                    )
                     info = ImageInfo("JPEG", "jpg", w, h)
                 key = safe_key(item.key)
                 meta = sample_json(item.row, prov)
@@ -344,7 +346,9 @@ def read_idx(text: str) -> list[list[tuple[str, int, int, str]]]:
         parts = line.split()
         if len(parts) % 4:
             raise ValueError(f"malformed index line: {line[:80]!r}")
-        samples.append([(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)])
+        samples.append(
+            [(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)]
+        )
     return samples
 
 

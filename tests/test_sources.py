@@ -1,0 +1,155 @@
+"""Inputs and metadata: listing raw tars in place, and loading the allowlist with exact fidelity."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pass_wds import sources
+from pass_wds.config import ConfigError
+
+ROWS = [
+    {
+        "hash": "aa01",
+        "unickname": 'Jo, "the" photographer',
+        "latitude": "51.5",
+        "longitude": "-0.12",
+        "photoid": "0012",
+        "note": "line1\nline2 é 漢字 🙂",
+    },
+    {"hash": "bb02", "unickname": "", "latitude": "", "longitude": "1e-3", "photoid": "7", "note": "plain"},
+]
+
+
+def _row(md: sources.Metadata, key: str) -> dict:
+    return json.loads("{" + md.rows[key] + "}")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_csv_fidelity(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    _write_csv(p, ROWS)
+    md = sources.read_metadata(str(p))
+    assert md.columns == list(ROWS[0])
+    a, b = _row(md, "aa01"), _row(md, "bb02")
+    assert list(a) == list(ROWS[0])  # column order kept
+    assert a["unickname"] == 'Jo, "the" photographer'
+    assert a["note"] == "line1\nline2 é 漢字 🙂"
+    assert a["latitude"] == 51.5 and b["longitude"] == 0.001  # numeric columns stay numbers
+    assert a["photoid"] == "0012" and b["photoid"] == "7"  # a leading zero keeps the column text
+    assert b["unickname"] is None and b["latitude"] is None  # empty cells become null
+    assert "1e-3" in md.rows["bb02"]  # numbers are written verbatim, no float round trip
+
+
+def test_jsonl_json_and_parquet_agree(tmp_path: Path) -> None:
+    rows = [{"hash": "k1", "n": 3, "t": "a,b", "x": None}, {"hash": "k2", "n": 4.5, "t": "é", "x": True}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    (tmp_path / "m.json").write_text(json.dumps(rows), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    for name in ("m.jsonl", "m.json", "m.parquet"):
+        md = sources.read_metadata(str(tmp_path / name))
+        assert _row(md, "k1")["t"] == "a,b" and _row(md, "k2")["t"] == "é", name
+        assert _row(md, "k1")["x"] is None, name
+        assert _row(md, "k2")["n"] == 4.5, name
+
+
+def test_missing_key_column_names_the_columns(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    _write_csv(p, ROWS)
+    with pytest.raises(ConfigError, match=r"key column 'id' not found .*columns: hash, unickname"):
+        sources.read_metadata(str(p), key_column="id")
+
+
+def test_unreadable_metadata(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="metadata not found"):
+        sources.read_metadata(str(tmp_path / "nope.csv"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        sources.read_metadata(str(bad))
+
+
+def test_duplicate_metadata_rows_first_wins(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    _write_csv(p, [{"hash": "a", "v": "1"}, {"hash": "a", "v": "2"}])
+    md = sources.read_metadata(str(p))
+    assert _row(md, "a")["v"] == 1 and md.duplicate_rows == 1
+
+
+def _tar_with_everything(path: Path) -> None:
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+
+        def add(name: str, data: bytes = b"x", type_: bytes = tarfile.REGTYPE, link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type = type_
+            info.size = len(data) if type_ == tarfile.REGTYPE else 0
+            info.linkname = link
+            tf.addfile(info, io.BytesIO(data) if type_ == tarfile.REGTYPE else None)
+
+        add("PASS_dataset/dummy_folder", type_=tarfile.DIRTYPE)
+        add("PASS_dataset/dummy_folder/good.jpeg", b"0123456789")
+        add("PASS_dataset/dummy_folder/link.jpeg", type_=tarfile.SYMTYPE, link="good.jpeg")
+        add("/etc/abs.jpeg")
+        add("PASS_dataset/../../evil.jpeg")
+        add("PASS_dataset/dummy_folder/fifo.jpeg", type_=tarfile.FIFOTYPE)
+
+
+def test_tar_listing_offsets_and_refusals(tmp_path: Path) -> None:
+    p = tmp_path / "PASS.0.tar"
+    _tar_with_everything(p)
+    [spec] = sources.expand_inputs([str(p)])
+    listing = sources.list_tar(spec, 0)
+    assert [i.key for i in listing.items] == ["good"]
+    item = listing.items[0]
+    assert p.read_bytes()[item.offset : item.offset + item.size] == b"0123456789"
+    reasons = {r.member: r.reason for r in listing.rejections}
+    assert reasons == {
+        "PASS_dataset/dummy_folder/link.jpeg": sources.NOT_REGULAR,
+        "/etc/abs.jpeg": sources.UNSAFE_PATH,
+        "PASS_dataset/../../evil.jpeg": sources.UNSAFE_PATH,
+        "PASS_dataset/dummy_folder/fifo.jpeg": sources.NOT_REGULAR,
+    }
+
+
+def test_expand_braces_globs_and_missing(tmp_path: Path) -> None:
+    for i in range(3):
+        _tar_with_everything(tmp_path / f"PASS.{i}.tar")
+    (tmp_path / "imgs").mkdir()
+    specs = sources.expand_inputs(
+        [str(tmp_path / "PASS.{0..1}.tar"), str(tmp_path / "PASS.2*"), str(tmp_path / "imgs")]
+    )
+    assert [s.name for s in specs] == ["PASS.0.tar", "PASS.1.tar", "PASS.2.tar", "imgs"]
+    assert [s.kind for s in specs] == ["tar", "tar", "tar", "dir"]
+    with pytest.raises(ConfigError, match="input not found"):
+        sources.expand_inputs([str(tmp_path / "PASS.{0..5}.tar")])
+    with pytest.raises(ConfigError, match="matches nothing"):
+        sources.expand_inputs([str(tmp_path / "*.zip")])
+
+
+def test_duplicates_across_archives_first_kept(tmp_path: Path) -> None:
+    for i in range(2):
+        _tar_with_everything(tmp_path / f"PASS.{i}.tar")
+    specs = sources.expand_inputs([str(tmp_path / "PASS.{0..1}.tar")])
+    merged = sources.merge_listings(specs, [sources.list_tar(s, i) for i, s in enumerate(specs)])
+    assert [(i.key, i.source) for i in merged.items] == [("good", 0)]
+    dup = [r for r in merged.rejections if r.reason == sources.DUPLICATE_KEY]
+    assert len(dup) == 1 and dup[0].source == "PASS.1.tar" and "PASS.0.tar" in dup[0].detail
+
+
+def test_key_of() -> None:
+    assert sources.key_of("PASS_dataset/dummy_folder/abc123.jpeg") == "abc123"
+    assert sources.key_of("x/pillow__16bit.cropped.tif") == "pillow__16bit.cropped"
+    assert sources.key_of("noext") == "noext"

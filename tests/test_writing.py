@@ -1,0 +1,150 @@
+"""The shard writer: deterministic ustar bytes, a correct DALI index, and honest image classification."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pass_wds import sources
+from pass_wds.writing import (
+    MTIME,
+    Rejected,
+    ShardTask,
+    TaskItem,
+    WriteOptions,
+    inspect_image,
+    read_idx,
+    reencode,
+    write_shard,
+)
+
+
+def _jpeg(w: int = 64, h: int = 48, **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 30, 40)).save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (10, 20), (1, 2, 3, 4)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _folder(tmp_path: Path, files: dict[str, bytes]) -> list[TaskItem]:
+    items = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        items.append(
+            TaskItem(
+                sources.key_of(name), str(tmp_path / name), "src", name, 0, len(data), False, f'"id":"{name}"'
+            )
+        )
+    return items
+
+
+def test_shard_bytes_header_fields_and_idx(tmp_path: Path) -> None:
+    items = _folder(tmp_path, {"a.jpeg": _jpeg(), "b.jpeg": _png(), "c.jpeg": b"not an image"})
+    task = ShardTask(
+        0, str(tmp_path / "s.tar"), str(tmp_path / "s.idx"), items, WriteOptions(attribution_columns=("id",))
+    )
+    result = write_shard(task)
+    data = (tmp_path / "s.tar").read_bytes()
+    assert result.nsamples == 2 and result.filesize == len(data) and len(data) % 512 == 0
+    assert [r["reason"] for r in result.rejections] == [sources.NOT_AN_IMAGE]
+    with tarfile.open(tmp_path / "s.tar") as tf:
+        members = tf.getmembers()
+        assert [m.name for m in members] == [
+            "a.jpg",
+            "a.json",
+            "b.png",
+            "b.json",
+        ]  # PNG bytes never go under .jpg
+        for m in members:
+            assert (m.mtime, m.uid, m.gid, m.mode, m.uname, m.gname) == (MTIME, 0, 0, 0o644, "", "")
+        meta = json.load(tf.extractfile("b.json"))  # type: ignore[arg-type]
+    assert meta["id"] == "b.jpeg"
+    assert meta["_provenance"] == {
+        "key": "b",
+        "source": "src",
+        "member": "b.jpeg",
+        "width": 10,
+        "height": 20,
+        "format": "PNG",
+        "bytes": len(_png()),
+    }
+    idx = read_idx((tmp_path / "s.idx").read_text())
+    assert len(idx) == 2
+    for sample in idx:
+        for ext, off, size, name in sample:
+            assert name.endswith("." + ext)
+            assert data[off - 512 : off - 512 + len(name)] == name.encode()  # header precedes data
+    (ext, off, size, _), _json = idx[0]
+    assert data[off : off + size] == _jpeg()  # original bytes, lossless
+    assert result.attribution == [["a", "a.jpeg"], ["b", "b.jpeg"]]
+
+
+def test_same_task_same_bytes(tmp_path: Path) -> None:
+    items = _folder(tmp_path, {"a.jpeg": _jpeg(), "b.jpeg": _jpeg(30, 30)})
+    outs = []
+    for i in range(2):
+        write_shard(
+            ShardTask(0, str(tmp_path / f"{i}.tar"), str(tmp_path / f"{i}.idx"), items, WriteOptions())
+        )
+        outs.append((tmp_path / f"{i}.tar").read_bytes())
+    assert outs[0] == outs[1]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", sources.EMPTY),
+        (b"hello world, not an image", sources.NOT_AN_IMAGE),
+        (_jpeg(200, 200)[:-400], sources.CORRUPT),
+    ],
+)
+def test_inspect_rejects(data: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as e:
+        inspect_image(data, validate=True, max_pixels=10**8)
+    assert e.value.reason == reason
+
+
+def test_truncation_is_only_seen_with_validation() -> None:
+    data = _jpeg(200, 200)[:-400]
+    assert inspect_image(data, validate=False, max_pixels=10**8).format == "JPEG"
+
+
+def test_decompression_bomb_limit_is_per_call_and_restored() -> None:
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(Rejected) as e:
+        inspect_image(_jpeg(100, 100), validate=True, max_pixels=5000)  # 10,000 px > limit (warning range)
+    assert e.value.reason == sources.BOMB
+    assert Image.MAX_IMAGE_PIXELS == before
+    assert inspect_image(_jpeg(100, 100), validate=True, max_pixels=20_000).width == 100
+
+
+def test_valid_variants_are_kept() -> None:
+    buf = io.BytesIO()
+    Image.new("CMYK", (40, 30), (0, 50, 100, 0)).save(buf, "JPEG")
+    assert inspect_image(buf.getvalue(), validate=True, max_pixels=10**8).ext == "jpg"
+    buf = io.BytesIO()
+    Image.new("L", (40, 30), 9).save(buf, "JPEG", progressive=True)
+    assert inspect_image(buf.getvalue(), validate=True, max_pixels=10**8).ext == "jpg"
+
+
+def test_reencode_orients_and_shrinks() -> None:
+    im = Image.new("RGB", (1000, 400), (10, 20, 30))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    out, w, h = reencode(buf.getvalue(), max_side=250, quality=90)
+    assert (w, h) == (100, 250)
+    assert Image.open(io.BytesIO(out)).size == (100, 250)
+    assert reencode(buf.getvalue(), max_side=250, quality=90)[0] == out
