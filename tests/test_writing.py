@@ -81,7 +81,7 @@ def test_shard_bytes_header_fields_and_idx(tmp_path: Path) -> None:
     idx = read_idx((tmp_path / "s.idx").read_text())
     assert len(idx) == 2
     for sample in idx:
-        for ext, off, size, name in sample:
+        for ext, off, _size, name in sample:
             assert name.endswith("." + ext)
             assert data[off - 512 : off - 512 + len(name)] == name.encode()  # header precedes data
     (ext, off, size, _), _json = idx[0]
