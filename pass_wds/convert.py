@@ -463,7 +463,7 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     }
     storage.write_bytes(storage.join(out, manifest.STATS), manifest.dumps(stats), so)
     config = to_dict(cfg)
-    for private in ("storage_options", "overwrite", "progress", "output"):
+    for private in ("storage_options", "overwrite", "progress", "output", "workers"):
         config.pop(private, None)
     config["inputs"] = [storage.redact(i) for i in cfg.inputs]
     config["metadata"] = storage.redact(cfg.metadata) if cfg.metadata else None
