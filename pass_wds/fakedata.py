@@ -320,10 +320,11 @@ class _Member:
 # ------------------------------------------------------------------------------------------ metadata
 
 
-def metadata_row(rng: np.random.Generator, key: str, hard: bool) -> dict[str, str]:
+def metadata_row(rng: np.random.Generator, key: str, hard: bool, name: str | None = None) -> dict[str, str]:
     """One CSV row as text cells ('' = empty cell). ``hard`` picks a creator name from HARD_NAMES."""
     names = HARD_NAMES if hard else PLAIN_NAMES
-    name = names[int(rng.integers(0, len(names)))]
+    pick = names[int(rng.integers(0, len(names)))]
+    name = pick if name is None else name
     uploaded = _EPOCH_2000 + int(rng.integers(0, 15 * 365 * 86400))
     taken = uploaded - int(rng.integers(0, 3 * 365 * 86400))
     has_date = rng.random() > 0.08
@@ -487,7 +488,9 @@ def make_fake_pass(cfg: FakePassConfig) -> FakePassResult:
         accepted[key] = _accepted_entry(
             archives[p], member_name(key), img.data, "JPEG", img.width, img.height, img.mode, img.progressive
         )
-        rows.append(metadata_row(rng, key, hard=i % 5 == 0))
+        # every 5th creator is hard text, cycling through all of HARD_NAMES (all present from 80 images on)
+        hard = HARD_NAMES[(i // 5) % len(HARD_NAMES)] if i % 5 == 0 else None
+        rows.append(metadata_row(rng, key, hard=False, name=hard))
     writer.finish()
     order = rng.permutation(len(rows))
     rows = [rows[int(j)] for j in order]

@@ -65,9 +65,10 @@ def test_clean_layout_and_metadata(tmp_path: Path) -> None:
 
 
 def test_metadata_has_hard_text_and_nulls(tmp_path: Path) -> None:
-    res = fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path), n_images=60, parts=1, seed=3))
+    res = fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path), n_images=80, parts=1, seed=3))
     rows = fd.read_metadata(res.metadata)
     names = {r["unickname"] for r in rows.values()}
+    assert set(fd.HARD_NAMES) <= names
     assert any("," in n for n in names) and any('"' in n for n in names) and any("\n" in n for n in names)
     assert any(any(ord(c) > 0xFFFF for c in n) for n in names), "no emoji"
     assert any(any(0x4E00 <= ord(c) <= 0x9FFF for c in n) for n in names), "no CJK"
