@@ -73,6 +73,11 @@ class Summary:
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
+        if self.shards and self.shards_resumed == self.shards and not self.seconds:
+            return [
+                f"{storage.redact(self.output)} is already complete for these inputs and options: "
+                f"{self.samples:,} samples in {self.shards} shards; nothing to do"
+            ]
         rate = self.samples / self.seconds if self.seconds else 0.0
         mbps = self.output_bytes / 1e6 / self.seconds if self.seconds else 0.0
         out = [
@@ -154,7 +159,12 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
         listings = [_list_one(j) for j in jobs]
     merged = sources.merge_listings(inputs, listings)
     log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
+    return build_plan(cfg, merged, md)
 
+
+def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata | None) -> Prepared:
+    """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this)."""
+    inputs = merged.inputs
     items: list[sources.SourceItem] = []
     rows: list[str | None] = []
     rejections = list(merged.rejections)
@@ -249,7 +259,6 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
         prep = prepare(cfg, pool)
         finished = _already_complete(cfg, prep)
         if finished is not None:
-            log.info("output is already complete for this plan; nothing to do")
             return finished
         _claim_output(cfg, prep)
         results, resumed = _write_all(cfg, prep, pool, progress)
@@ -523,7 +532,7 @@ class _Progress:
             rate = (self.done_samples) / elapsed
             eta = (self.total - self.done_samples) / rate if rate else 0.0
             log.info(
-                "%d/%d shards, %d/%d samples, %.0f img/s, %.1f MB/s, ETA %.0fs",
+                "%d/%d shards, %d/%d images, %.0f img/s, %.1f MB/s, ETA %.0fs",
                 self.done_shards,
                 self.shards,
                 self.done_samples,
