@@ -1,0 +1,470 @@
+"""Augmentation recipes: dataclass configs (1:1 with ``configs/recipes/*.yaml``) and the ``Recipe`` object.
+
+A recipe is split where the work is cheapest:
+
+* worker side (``Recipe.__call__``): header parse, crop sampling in the upright frame, one (possibly
+  DCT-reduced) decode, antialiased resize and flip per view → uint8 tensors, small to ship between processes;
+* device side (``Recipe.device_stage``): per-sample colour jitter, grayscale, blur, solarize and
+  normalisation as batched tensor ops on the training device.
+
+``colour: cpu`` moves the colour ops into the worker (fused, see ``colour.py``) for CPU-only training;
+the batch then stays uint8 and the device stage only normalises.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pass_wds.augment.colour import apply_colour, normalize, sample_colour_params
+from pass_wds.augment.geometry import sample_crop
+from pass_wds.config import ConfigError, from_dict, load_yaml
+from pass_wds.decoding import DecodeOptions, decode_rgb, open_image
+
+__all__ = [
+    "BUILTIN_RECIPES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CallableRecipe",
+    "Recipe",
+    "RecipeConfig",
+    "ViewConfig",
+    "builtin_config",
+    "load_recipe",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
+BUILTIN_RECIPES = ("eval", "simclr", "mocov2", "byol", "dino", "swav")
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a pair of numbers, got {value!r}") from None
+    if lo > hi:
+        raise ConfigError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return lo, hi
+
+
+@dataclass
+class ViewConfig:
+    """One kind of view (``count`` identical-parameter copies). Probabilities are per sample."""
+
+    count: int = 1
+    size: int = 224
+    crop: str = "random_resized"  # or "center"
+    resize: int | None = None  # center crop: shorter side resized to this first (eval: 256)
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bilinear"  # or "bicubic"
+    flip_p: float = 0.5
+    jitter_p: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    grayscale_p: float = 0.0
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 23
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5  # on the [0, 1] scale; pixels >= threshold are inverted
+
+    def __post_init__(self) -> None:
+        self.scale = _pair(self.scale, "scale")
+        self.ratio = _pair(self.ratio, "ratio")
+        self.blur_sigma = _pair(self.blur_sigma, "blur_sigma")
+        if self.count < 1 or self.size < 1:
+            raise ConfigError(f"view count and size must be >= 1, got count={self.count} size={self.size}")
+        if self.crop not in ("random_resized", "center"):
+            raise ConfigError(f"view crop must be random_resized or center, got {self.crop!r}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ConfigError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
+        if not (0 < self.scale[0] <= self.scale[1] <= 1):
+            raise ConfigError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+        if self.ratio[0] <= 0:
+            raise ConfigError(f"ratio must be positive, got {self.ratio}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {p}")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ConfigError(f"hue must be in [0, 0.5], got {self.hue}")
+        if self.blur_p > 0 and (self.blur_kernel < 3 or self.blur_kernel % 2 == 0):
+            raise ConfigError(f"blur_kernel must be odd and >= 3, got {self.blur_kernel}")
+        if self.blur_sigma[0] <= 0:
+            raise ConfigError(f"blur_sigma must be positive, got {self.blur_sigma}")
+
+    @property
+    def has_colour(self) -> bool:
+        return self.jitter_p > 0 or self.grayscale_p > 0 or self.blur_p > 0 or self.solarize_p > 0
+
+
+@dataclass
+class RecipeConfig:
+    """A whole recipe; maps 1:1 onto a YAML file in ``configs/recipes/``."""
+
+    name: str = "custom"
+    views: list[ViewConfig] = field(default_factory=lambda: [ViewConfig()])
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    colour: str = "device"  # "device": colour in device_stage; "cpu": fused colour in the worker
+    max_pixels: int = 89_478_485
+    alpha_background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self) -> None:
+        views = []
+        for i, v in enumerate(self.views):
+            if isinstance(v, ViewConfig):
+                views.append(v)
+            elif isinstance(v, dict):
+                views.append(from_dict(ViewConfig, v, source=f"recipe {self.name!r} view {i}"))
+            else:
+                raise ConfigError(f"recipe {self.name!r}: view {i} must be a mapping, got {type(v).__name__}")
+        if not views:
+            raise ConfigError(f"recipe {self.name!r} has no views")
+        self.views = views
+        self.mean = tuple(float(x) for x in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(x) for x in self.std)  # type: ignore[assignment]
+        self.alpha_background = tuple(int(x) for x in self.alpha_background)  # type: ignore[assignment]
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"recipe {self.name!r}: mean and std need 3 values, std > 0")
+        if self.colour not in ("device", "cpu"):
+            raise ConfigError(f"recipe {self.name!r}: colour must be 'device' or 'cpu', got {self.colour!r}")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, source: str = "recipe") -> RecipeConfig:
+        return from_dict(cls, data, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def builtin_config(name: str) -> RecipeConfig:
+    """The published parameters (sources in docs/augment.md); the YAML files mirror these exactly."""
+    if name == "eval":
+        view = ViewConfig(crop="center", size=224, resize=256, flip_p=0.0)
+        return RecipeConfig(name="eval", views=[view])
+    if name == "simclr":
+        # Chen et al. 2020, appendix A: colour distortion strength s=1.0 → (0.8s, 0.8s, 0.8s, 0.2s), p=0.8;
+        # grayscale 0.2; blur p=0.5, kernel 10% of the image side, sigma in [0.1, 2.0].
+        simclr = ViewConfig(
+            count=2,
+            scale=(0.08, 1.0),
+            jitter_p=0.8,
+            brightness=0.8,
+            contrast=0.8,
+            saturation=0.8,
+            hue=0.2,
+            grayscale_p=0.2,
+            blur_p=0.5,
+        )
+        return RecipeConfig(name="simclr", views=[simclr])
+    if name == "mocov2":
+        moco = ViewConfig(
+            count=2,
+            scale=(0.2, 1.0),
+            jitter_p=0.8,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.1,
+            grayscale_p=0.2,
+            blur_p=0.5,
+        )
+        return RecipeConfig(name="mocov2", views=[moco])
+    base: dict[str, Any] = dict(
+        jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2
+    )
+    if name == "byol":
+        v1 = ViewConfig(scale=(0.08, 1.0), blur_p=1.0, solarize_p=0.0, **base)
+        v2 = ViewConfig(scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2, **base)
+        return RecipeConfig(name="byol", views=[v1, v2])
+    if name == "dino":
+        g1 = ViewConfig(scale=(0.4, 1.0), interpolation="bicubic", blur_p=1.0, **base)
+        g2 = ViewConfig(scale=(0.4, 1.0), interpolation="bicubic", blur_p=0.1, solarize_p=0.2, **base)
+        local = ViewConfig(count=8, size=96, scale=(0.05, 0.4), interpolation="bicubic", blur_p=0.5, **base)
+        return RecipeConfig(name="dino", views=[g1, g2, local])
+    if name == "swav":
+        swav: dict[str, Any] = dict(
+            jitter_p=0.8, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2, blur_p=0.5
+        )
+        big = ViewConfig(count=2, size=224, scale=(0.14, 1.0), **swav)
+        small = ViewConfig(count=6, size=96, scale=(0.05, 0.14), **swav)
+        return RecipeConfig(name="swav", views=[big, small])
+    raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
+
+
+class Recipe:
+    """Worker-side geometry + device-side colour for one :class:`RecipeConfig` (picklable)."""
+
+    def __init__(self, config: RecipeConfig) -> None:
+        self.config = config
+        self.decode_options = DecodeOptions(
+            max_pixels=config.max_pixels, alpha_background=config.alpha_background
+        )
+        # expanded view list: view i of every sample uses views[self._kind[i]]
+        self._kind = [k for k, v in enumerate(config.views) for _ in range(v.count)]
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.config.name!r}, views={self.view_sizes}, colour={self.config.colour!r})"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def num_views(self) -> int:
+        return len(self._kind)
+
+    @property
+    def output_key(self) -> str:
+        """``image`` for single-view recipes, ``views`` for multi-view ones."""
+        return "image" if self.num_views == 1 else "views"
+
+    @property
+    def view_sizes(self) -> list[tuple[int, int]]:
+        return [(self.config.views[k].size, self.config.views[k].size) for k in self._kind]
+
+    @property
+    def colour_on_cpu(self) -> bool:
+        return self.config.colour == "cpu"
+
+    def with_colour(self, where: str) -> Recipe:
+        """A copy whose colour ops run on ``"cpu"`` (in the worker) or ``"device"`` (in device_stage)."""
+        cfg = copy.deepcopy(self.config)
+        cfg.colour = where
+        cfg.__post_init__()
+        return Recipe(cfg)
+
+    # -- worker side ---------------------------------------------------------------------------------------
+    def __call__(
+        self, data: bytes, ext: str = "jpg", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
+        """Encoded image → ``{"image": uint8 3xHxW}`` or ``{"views": [uint8 3xHxW, ...]}``.
+
+        Raises ``DecodeError`` for a corrupt image. Deterministic given ``rng``.
+        """
+        if rng is None:
+            rng = np.random.default_rng()
+        src = open_image(data, self.decode_options)
+        crops = [sample_crop(self.config.views[k], src.width, src.height, rng) for k in self._kind]
+        views = src.crops(crops)
+        if self.colour_on_cpu:
+            views = self.cpu_colour(views, rng)
+        return {"image": views[0]} if self.num_views == 1 else {"views": views}
+
+    def _groups(self) -> list[tuple[int, list[int]]]:
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(self._kind):
+            groups.setdefault(k, []).append(i)
+        return list(groups.items())
+
+    def cpu_colour(self, views: Sequence[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
+        """Fused colour ops on one sample's uint8 views (CPU, in the worker); returns uint8 views."""
+        out: list[torch.Tensor] = list(views)
+        for k, idx in self._groups():
+            spec = self.config.views[k]
+            if not spec.has_colour:
+                continue
+            params = sample_colour_params(spec, len(idx), rng)
+            x = torch.stack([views[i] for i in idx]).float().div_(255.0)
+            y = apply_colour(x, params, spec).mul_(255.0).round_().to(torch.uint8)
+            for j, i in enumerate(idx):
+                out[i] = y[j]
+        return out
+
+    # -- device side ---------------------------------------------------------------------------------------
+    def device_stage(
+        self,
+        batch: dict[str, Any],
+        device: torch.device | str = "cpu",
+        *,
+        generator: np.random.Generator | int | None = None,
+        normalize_output: bool = True,
+    ) -> dict[str, Any]:
+        """Colour (unless done on the CPU already) and normalisation of a collated batch, on ``device``.
+
+        ``batch["image"]`` is Bx3xHxW uint8, or ``batch["views"]`` a list of those. Returns a shallow copy of
+        the batch with float32 tensors on ``device``. Pass ``generator`` (a numpy Generator or a seed, e.g.
+        derived from seed, epoch and step) for reproducible parameters.
+        """
+        rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
+        key = self.output_key
+        if key not in batch:
+            raise KeyError(f"recipe {self.name!r} expects batch[{key!r}]; batch has {sorted(batch)}")
+        views = [batch[key]] if key == "image" else list(batch[key])
+        if len(views) != self.num_views:
+            raise ValueError(f"recipe {self.name!r} makes {self.num_views} views, batch has {len(views)}")
+        out_views: list[torch.Tensor] = [torch.empty(0)] * len(views)
+        for k, idx in self._groups():
+            spec = self.config.views[k]
+            x = torch.cat([views[i].to(device, non_blocking=True) for i in idx]).float().div_(255.0)
+            if not self.colour_on_cpu and spec.has_colour:
+                x = apply_colour(x, sample_colour_params(spec, x.shape[0], rng), spec)
+            if normalize_output:
+                x = normalize(x, self.config.mean, self.config.std)
+            for j, part in enumerate(x.split([views[i].shape[0] for i in idx])):
+                out_views[idx[j]] = part
+        result = dict(batch)
+        result[key] = out_views[0] if key == "image" else out_views
+        return result
+
+
+class CallableRecipe:
+    """A user callable as a recipe.
+
+    * ``fn(data: bytes, ext: str, rng: numpy.random.Generator) -> dict`` (three parameters) is called as is;
+    * any other callable is treated as a transform of the decoded upright RGB ``PIL.Image`` (e.g. a
+      torchvision ``Compose``) whose result (a tensor, a PIL image, or a list of them for multi-view) becomes
+      ``{"image": ...}`` or ``{"views": [...]}``. Torch's global RNG is seeded from ``rng`` for the call only
+      (``fork_rng``), so torchvision transforms are deterministic given ``rng`` too.
+
+    ``device_stage`` moves tensors to the device, turns uint8 into float [0, 1] and normalises them with
+    ``mean``/``std``; float tensors are taken as already normalised.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        decode_options: DecodeOptions | None = None,
+    ) -> None:
+        self.fn = fn
+        self.mean, self.std = mean, std
+        self.decode_options = decode_options or DecodeOptions()
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+        try:
+            params = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            self.raw = len(params) >= 3
+        except (TypeError, ValueError):
+            self.raw = False
+
+    def __repr__(self) -> str:
+        return f"CallableRecipe({self.fn!r}, raw={self.raw})"
+
+    @staticmethod
+    def _as_tensor(x: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x
+        arr = np.asarray(x)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+    def __call__(
+        self, data: bytes, ext: str = "jpg", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
+        if rng is None:
+            rng = np.random.default_rng()
+        if self.raw:
+            result = self.fn(data, ext, rng)
+            if not isinstance(result, dict):
+                raise TypeError(
+                    f"recipe callable {self.name} must return a dict, got {type(result).__name__}"
+                )
+            return result
+        img = decode_rgb(data, options=self.decode_options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(0, 2**63 - 1)))
+            result = self.fn(img)
+        if isinstance(result, list | tuple):
+            return {"views": [self._as_tensor(v) for v in result]}
+        return {"image": self._as_tensor(result)}
+
+    def device_stage(
+        self,
+        batch: dict[str, Any],
+        device: torch.device | str = "cpu",
+        *,
+        generator: np.random.Generator | int | None = None,
+        normalize_output: bool = True,
+    ) -> dict[str, Any]:
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(device, non_blocking=True)
+            if x.dtype == torch.uint8:
+                x = x.float().div_(255.0)
+                if normalize_output:
+                    x = normalize(x, self.mean, self.std)
+            return x
+
+        result = dict(batch)
+        if "image" in batch and isinstance(batch["image"], torch.Tensor):
+            result["image"] = prep(batch["image"])
+        if "views" in batch:
+            result["views"] = [prep(v) for v in batch["views"]]
+        return result
+
+
+def _recipe_file(name: str) -> Path | None:
+    path = RECIPE_DIR / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def load_recipe(
+    spec: str | Path | dict[str, Any] | RecipeConfig | Recipe | CallableRecipe | Callable[..., Any] | None,
+    *,
+    colour: str | None = None,
+) -> Recipe | CallableRecipe:
+    """Resolve a recipe: a built-in name (``eval``, ``simclr``, ``mocov2``, ``byol``, ``dino``, ``swav``; read
+    from ``configs/recipes/<name>.yaml`` when present), a YAML path, a mapping, a config, a Recipe, or a user
+    callable (wrapped in :class:`CallableRecipe`). ``colour`` overrides where colour runs (``device``/``cpu``).
+    ``None`` means ``eval``."""
+    if spec is None:
+        spec = "eval"
+    recipe: Recipe | CallableRecipe
+    if isinstance(spec, Recipe | CallableRecipe):
+        recipe = spec
+    elif isinstance(spec, RecipeConfig):
+        recipe = Recipe(copy.deepcopy(spec))
+    elif isinstance(spec, dict):
+        recipe = Recipe(RecipeConfig.from_mapping(spec))
+    elif isinstance(spec, str | Path):
+        text = str(spec)
+        path = Path(text)
+        if text in BUILTIN_RECIPES and not path.is_file():
+            found = _recipe_file(text)
+            cfg = (
+                RecipeConfig.from_mapping(load_yaml(found), source=str(found))
+                if found
+                else builtin_config(text)
+            )
+        elif path.suffix in (".yaml", ".yml") or path.is_file():
+            if not path.is_file():
+                raise ConfigError(f"recipe file not found: {text}")
+            cfg = RecipeConfig.from_mapping(load_yaml(path), source=text)
+        else:
+            raise ConfigError(
+                f"unknown recipe {text!r}: give one of {', '.join(BUILTIN_RECIPES)}, a YAML path, or a callable"
+            )
+        recipe = Recipe(cfg)
+    elif callable(spec):
+        recipe = CallableRecipe(spec)
+    else:
+        raise ConfigError(f"cannot use {type(spec).__name__} as a recipe")
+    if colour is not None:
+        if not isinstance(recipe, Recipe):
+            raise ConfigError("colour= applies to built-in/YAML recipes, not to user callables")
+        if recipe.config.colour != colour:
+            recipe = recipe.with_colour(colour)
+    return recipe

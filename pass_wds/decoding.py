@@ -1,0 +1,382 @@
+"""Image bytes → upright RGB uint8 pixels, fast and safe.
+
+Why this module exists: a training loader decodes every sample every epoch, so decoding is the floor of the
+input pipeline's cost, and a single bad file must never crash or stall a worker. The design:
+
+* ``open_image`` parses only the header (about 20 µs): format, stored size, EXIF orientation, and hence the
+  *upright* (oriented) size. Augmentation samples its crops in that upright frame *before* any pixel is decoded.
+* ``SourceImage.crops`` then decodes once and cuts every requested crop from the same pixels:
+
+  - a JPEG whose crops all tolerate it is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT scaling
+    (PIL ``Image.draft``), chosen so that every crop region still has at least its output resolution;
+  - other RGB/grayscale JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo straight into a tensor,
+    faster than PIL here), everything else through PIL;
+  - each crop is mapped from the upright frame into the stored frame, resized there with antialiasing
+    (``torch.nn.functional.interpolate`` on uint8, several times faster than ``PIL.Image.resize``), and only the
+    small output is rotated/flipped upright — never the full image.
+
+* Colour conversion: CMYK (including Adobe-inverted), grayscale, palette, 1-bit, 16-bit and float modes become
+  8-bit RGB; transparent images (RGBA, LA, PA, palette or RGB with a ``tRNS`` transparency) are composited onto
+  ``DecodeOptions.alpha_background`` (white by default, as a browser shows them). ICC profiles are not applied:
+  pixel values are taken as sRGB. Multi-frame files (GIF, APNG, animated WebP, MPO, multi-page TIFF) give their
+  first frame.
+* Every failure is a :class:`DecodeError` with a short machine-readable ``reason`` (``empty``, ``unidentified``,
+  ``bomb``, ``truncated``, ``corrupt``) and the underlying message. Decompression bombs are refused from the
+  header, before any allocation.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+try:  # torchvision's JPEG decoder is deprecated from 0.29 on but still the fastest path here.
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as _tv_decode_jpeg
+except ImportError:  # pragma: no cover - depends on the torchvision build
+    _tv_decode_jpeg = None
+
+__all__ = [
+    "DecodeError",
+    "DecodeOptions",
+    "SourceImage",
+    "decode_rgb",
+    "decode_tensor",
+    "open_image",
+]
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_JPEG_FORMATS = ("JPEG", "MPO")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class DecodeError(Exception):
+    """An image could not be decoded; ``reason`` is a short category, ``detail`` the underlying message."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling between DataLoader worker processes
+        return (DecodeError, (self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. ``max_pixels`` refuses bombs (Pillow's default limit); ``jpeg_backend`` is ``auto``
+    (torchvision for full-size RGB/gray JPEG, PIL otherwise), ``pil`` or ``torchvision``."""
+
+    max_pixels: int = 89_478_485
+    alpha_background: tuple[int, int, int] = (255, 255, 255)
+    draft: bool = True
+    jpeg_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if len(self.alpha_background) != 3 or not all(0 <= int(c) <= 255 for c in self.alpha_background):
+            raise ValueError(
+                f"alpha_background must be three values in 0..255, got {self.alpha_background!r}"
+            )
+        if self.jpeg_backend not in ("auto", "pil", "torchvision"):
+            raise ValueError(f"jpeg_backend must be auto, pil or torchvision, got {self.jpeg_backend!r}")
+
+
+DEFAULT_OPTIONS = DecodeOptions()
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One output view: ``box`` = (left, top, width, height) in the upright frame of the source image,
+    ``size`` = (height, width) of the output, ``flip`` = mirror the output left-right."""
+
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+    flip: bool = False
+    interpolation: str = "bilinear"
+
+
+def _classify(exc: BaseException) -> DecodeError:
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return DecodeError("bomb", msg)
+    if isinstance(exc, UnidentifiedImageError):
+        return DecodeError("unidentified", msg)
+    if "truncated" in low or "premature end" in low:
+        return DecodeError("truncated", msg)
+    if isinstance(exc, MemoryError):
+        return DecodeError("bomb", f"out of memory while decoding: {msg}")
+    return DecodeError("corrupt", f"{type(exc).__name__}: {msg}")
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation with ``ImageOps.exif_transpose`` semantics (EXIF, XMP or PNG raw-profile tag)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+        value = int(value)
+    except Exception:  # corrupt EXIF never makes the pixels unusable; treat it as upright
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+class SourceImage:
+    """An opened image whose header is parsed but whose pixels are not decoded yet.
+
+    ``width``/``height`` are the upright (EXIF-oriented) size; crops are expressed in that frame.
+    """
+
+    def __init__(self, data: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> None:
+        if not data:
+            raise DecodeError("empty", "zero-byte image")
+        self._data = data
+        self.options = options
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # EXIF/MPO chatter; bombs are checked below against our limit
+                img = Image.open(io.BytesIO(data))
+                stored_w, stored_h = img.size
+                if stored_w < 1 or stored_h < 1:
+                    raise DecodeError("corrupt", f"image has zero size {stored_w}x{stored_h}")
+                if stored_w * stored_h > options.max_pixels:
+                    raise DecodeError(
+                        "bomb",
+                        f"{stored_w}x{stored_h} = {stored_w * stored_h} pixels exceeds max_pixels={options.max_pixels}",
+                    )
+                if img.format == "PNG":
+                    # PNG has no reduced decode, and its eXIf chunk may follow the pixel data: load now so
+                    # that the orientation is known before crops are sampled.
+                    img.load()
+                self.orientation = _orientation(img)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise _classify(e) from None
+        self._img = img
+        self.format: str = img.format or "unknown"
+        self.mode: str = img.mode
+        self.stored_size = (stored_w, stored_h)
+        swap = self.orientation in (5, 6, 7, 8)
+        self.width, self.height = (stored_h, stored_w) if swap else (stored_w, stored_h)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Upright (width, height)."""
+        return self.width, self.height
+
+    # -- decoding -----------------------------------------------------------------------------------------
+    def _pil_pixels(self, draft_size: tuple[int, int] | None) -> np.ndarray:
+        img = self._img
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if draft_size is not None and self.format in _JPEG_FORMATS:
+                    img.draft("RGB", draft_size)
+                img.load()
+                return _to_rgb_array(img, self.options.alpha_background)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise _classify(e) from None
+
+    def decode_stored(self, min_scale: float = 1.0) -> torch.Tensor:
+        """Decode to uint8 3xHxW in the *stored* frame, possibly reduced (never below ``min_scale`` of the
+        stored size when a DCT-scaled decode is possible). Each SourceImage decodes at most once."""
+        opts = self.options
+        sw, sh = self.stored_size
+        use_draft = opts.draft and self.format in _JPEG_FORMATS and min_scale <= 0.5
+        if use_draft:
+            req = (max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale)))
+            return _hwc_to_chw(self._pil_pixels(req))
+        if (
+            _tv_decode_jpeg is not None
+            and opts.jpeg_backend != "pil"
+            and self.format in _JPEG_FORMATS
+            and self.mode in ("RGB", "L")
+        ):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return _tv_decode_jpeg(
+                        torch.frombuffer(bytearray(self._data), dtype=torch.uint8), mode=ImageReadMode.RGB
+                    )
+            except RuntimeError:
+                pass  # let PIL decode it or produce the precise error message
+        return _hwc_to_chw(self._pil_pixels(None))
+
+    def crops(self, crops: Sequence[Crop]) -> list[torch.Tensor]:
+        """Decode once and return each crop as a contiguous uint8 3xHxW tensor in the upright frame."""
+        if not crops:
+            return []
+        sw, sh = self.stored_size
+        # The smallest decode scale that keeps every crop at >= its output resolution.
+        need = 0.0
+        stored_boxes = []
+        for c in crops:
+            x0, y0, x1, y1 = _box_to_stored(c.box, self.orientation, self.width, self.height)
+            stored_boxes.append((x0, y0, x1, y1))
+            oh, ow = _stored_out_size(c.size, self.orientation)
+            need = max(need, ow / max(x1 - x0, 1e-9), oh / max(y1 - y0, 1e-9))
+        pixels = self.decode_stored(min(need, 1.0))
+        dh, dw = pixels.shape[1], pixels.shape[2]
+        sx, sy = dw / sw, dh / sh
+        out = []
+        for c, (x0, y0, x1, y1) in zip(crops, stored_boxes, strict=True):
+            ix0 = min(max(int(round(x0 * sx)), 0), dw - 1)
+            iy0 = min(max(int(round(y0 * sy)), 0), dh - 1)
+            ix1 = max(min(int(round(x1 * sx)), dw), ix0 + 1)
+            iy1 = max(min(int(round(y1 * sy)), dh), iy0 + 1)
+            region = pixels[:, iy0:iy1, ix0:ix1]
+            oh, ow = _stored_out_size(c.size, self.orientation)
+            resized = _resize(region, (oh, ow), c.interpolation)
+            out.append(_orient_and_flip(resized, self.orientation, c.flip))
+        return out
+
+    def full(self) -> torch.Tensor:
+        """The whole upright image as uint8 3xHxW at full resolution."""
+        return self.crops([Crop((0, 0, self.width, self.height), (self.height, self.width))])[0]
+
+
+def _hwc_to_chw(arr: np.ndarray) -> torch.Tensor:
+    """Zero-copy HxWx3 array → 3xHxW view (PIL's arrays are read-only; nothing writes to them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def _stored_out_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def _box_to_stored(
+    box: tuple[int, int, int, int], orientation: int, width: int, height: int
+) -> tuple[float, float, float, float]:
+    """Map an upright-frame box (left, top, w, h) into the stored frame as (x0, y0, x1, y1).
+
+    ``width``/``height`` are the upright size. Each case inverts the transpose that ``exif_transpose`` applies.
+    """
+    left, top, w, h = box
+    x0, y0, x1, y1 = float(left), float(top), float(left + w), float(top + h)
+    if orientation == 2:
+        return width - x1, y0, width - x0, y1
+    if orientation == 3:
+        return width - x1, height - y1, width - x0, height - y0
+    if orientation == 4:
+        return x0, height - y1, x1, height - y0
+    if orientation == 5:
+        return y0, x0, y1, x1
+    if orientation == 6:
+        return y0, width - x1, y1, width - x0
+    if orientation == 7:
+        return height - y1, width - x1, height - y0, width - x0
+    if orientation == 8:
+        return height - y1, x0, height - y0, x1
+    return x0, y0, x1, y1
+
+
+def _orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Tensor:
+    """Apply the EXIF transpose (as PIL does) and an optional left-right flip to a small CHW tensor."""
+    if orientation == 2:
+        x = x.flip(2)
+    elif orientation == 3:
+        x = x.flip(1, 2)
+    elif orientation == 4:
+        x = x.flip(1)
+    elif orientation == 5:
+        x = x.transpose(1, 2)
+    elif orientation == 6:
+        x = torch.rot90(x, -1, dims=(1, 2))
+    elif orientation == 7:
+        x = x.transpose(1, 2).flip(1, 2)
+    elif orientation == 8:
+        x = torch.rot90(x, 1, dims=(1, 2))
+    if flip:
+        x = x.flip(2)
+    return x.contiguous()
+
+
+def _resize(region: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
+    """Antialiased resize of a uint8 CHW region (torch's uint8 kernels; bilinear or bicubic)."""
+    if tuple(region.shape[1:]) == tuple(size):
+        return region
+    batch = region.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    mode = "bicubic" if interpolation == "bicubic" else "bilinear"
+    return F.interpolate(batch, size=size, mode=mode, antialias=True, align_corners=False)[0]
+
+
+def _to_rgb_array(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """Loaded PIL image of any mode → HxWx3 uint8 RGB (see the module docstring for the rules)."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return np.asarray(img)
+    if mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and int(arr.max()) <= 255 and int(arr.min()) >= 0:
+            gray = arr.astype(np.uint8)  # an 8-bit image stored as 32-bit ints
+        else:
+            gray = (np.clip(arr.astype(np.int64), 0, 65535) // 257).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 1.0
+        gray = np.clip(np.nan_to_num(arr) * scale + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("P", "L", "RGB", "1") and "transparency" in img.info or mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)
+        alpha = rgba[:, :, 3:4]
+        bg = np.asarray(background, dtype=np.uint16).reshape(1, 1, 3)
+        rgb = (rgba[:, :, :3] * alpha + bg * (255 - alpha) + 127) // 255
+        return rgb.astype(np.uint8)
+    return np.asarray(img.convert("RGB"))
+
+
+def open_image(data: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> SourceImage:
+    """Parse the header of an encoded image (no pixel decoding); raises :class:`DecodeError`."""
+    return SourceImage(data, options)
+
+
+def decode_tensor(data: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> torch.Tensor:
+    """Decode to an upright uint8 3xHxW tensor at full resolution."""
+    return open_image(data, options).full()
+
+
+def decode_rgb(
+    data: bytes, *, draft: tuple[int, int] | None = None, options: DecodeOptions = DEFAULT_OPTIONS
+) -> Image.Image:
+    """Decode to an upright RGB PIL image (PIL path, for user transforms that expect PIL).
+
+    ``draft`` = (width, height) in the upright frame: a JPEG may then be decoded at a reduced DCT scale whose
+    result is still at least that size in both dimensions.
+    """
+    src = open_image(data, options)
+    req = None
+    if draft is not None and options.draft:
+        dw, dh = (draft[1], draft[0]) if src.orientation in (5, 6, 7, 8) else draft
+        req = (max(1, int(dw)), max(1, int(dh)))
+    arr = src._pil_pixels(req)
+    img = Image.fromarray(arr, "RGB")
+    method = _TRANSPOSE.get(src.orientation)
+    return img.transpose(method) if method is not None else img
