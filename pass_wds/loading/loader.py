@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.loading.pipeline import EpochJob, PlannedBatches, Recipe
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
-from pass_wds.loading.shards import ShardInfo, resolve_source
+from pass_wds.loading.shards import IMAGE_EXTS, ShardError, ShardInfo, resolve_source
 from pass_wds.loading.stream import IndexCache
 
 log = logging.getLogger("pass_wds.loading")
@@ -159,6 +159,8 @@ class Loader:
         self._cache = IndexCache(self.shards, config.storage_options or None)
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self.dropped_keys: list[str] = []
+        if self.recipe is not None:
+            self._check_images()
         total = sum(self.params.counts)
         if (
             config.epoch_samples is None
@@ -169,6 +171,21 @@ class Loader:
                 f"{total} samples cannot fill one batch of {config.batch_size} on each of {self.world_size} ranks "
                 "(use remainder='pad' or a smaller batch size)"
             )
+
+    def _check_images(self) -> None:
+        """Fail early, naming the shard, when a shard that a recipe must decode holds no image members."""
+        checked = [i for i, s in enumerate(self.shards) if s.index is not None and s.nsamples]
+        first_indexed = next((i for i, s in enumerate(self.shards) if s.index is None and s.nsamples), None)
+        if first_indexed is not None:
+            checked.append(first_indexed)
+        for i in checked:
+            index = self._cache.get(i)
+            exts = {m.ext for ms in index.members for m in ms}
+            if not any(e.rsplit(".", 1)[-1].lower() in IMAGE_EXTS for e in exts):
+                raise ShardError(
+                    f"{self.shards[i].url}: no image members (extensions: {', '.join(sorted(exts)) or 'none'}); "
+                    "pass recipe=None to get undecoded samples"
+                )
 
     # ----- epoch bookkeeping -------------------------------------------------------------------------
 

@@ -1,0 +1,359 @@
+"""Loader in one process: planning properties, shuffle bounds, resume chains, foreign shards, errors, HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
+from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards  # noqa: E402
+
+from pass_wds.config import ConfigError  # noqa: E402
+from pass_wds.loading import (  # noqa: E402
+    EpochJob,
+    EpochPlanner,
+    Generation,
+    LoaderConfig,
+    PlannedSamples,
+    PlanParams,
+    SampleError,
+    ShardError,
+    make_loader,
+    shuffle_order,
+)
+
+COUNTS = [13, 7, 20, 5, 1]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root, COUNTS)
+    return root
+
+
+def _keys(loader: Any) -> list[list[str]]:
+    return [b["__key__"] for b in loader]
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+@pytest.mark.parametrize(
+    "counts,ws,workers,bs,remainder",
+    [
+        ([13, 7, 20, 5, 1], 2, 2, 3, "drop"),
+        ([13, 7, 20, 5, 1], 3, 4, 2, "pad"),
+        ([5], 4, 3, 1, "drop"),  # one shard, 12 readers
+        ([2, 1], 2, 2, 2, "pad"),  # fewer samples than readers
+        ([100, 3, 0, 40], 5, 1, 7, "drop"),
+    ],
+)
+def test_plan_partitions_every_epoch_exactly(
+    counts: list[int], ws: int, workers: int, bs: int, remainder: str
+) -> None:
+    params = PlanParams(
+        tuple(counts), seed=3, batch_size=bs, remainder=remainder, segment_samples=4, shuffle_buffer_bytes=5
+    )
+    planner = EpochPlanner(params, sizes=lambda g: (g % 3 + 1).astype(np.int64))
+    total = sum(counts)
+    for epoch in (0, 1):
+        plan = planner.generations(epoch, (Generation(ws, workers),))[0]
+        delivered = []
+        for rank in range(ws):
+            rank_batches = 0
+            for w in range(workers):
+                order = planner.worker_order(plan, rank, w)
+                assert len(order) % bs == 0
+                rank_batches += len(order) // bs
+                delivered.extend(plan.sequence[plan.base[order]].tolist())
+            assert rank_batches == plan.batches_per_rank
+        g = ws * bs
+        if remainder == "drop":
+            assert len(delivered) == total - total % g == len(set(delivered))
+            assert sorted(delivered + plan.sequence[plan.dropped].tolist()) == list(range(total))
+        else:
+            assert set(delivered) == set(range(total)) and len(delivered) == -(-total // g) * g
+
+
+def test_same_seed_same_plan_other_epoch_or_seed_other_plan() -> None:
+    def seq(seed: int, epoch: int) -> list[int]:
+        p = PlanParams(tuple(COUNTS), seed=seed, batch_size=2, segment_samples=3)
+        planner = EpochPlanner(p, sizes=lambda g: np.ones(len(g), dtype=np.int64))
+        plan = planner.generations(epoch, (Generation(2, 2),))[0]
+        return plan.sequence[plan.base[planner.worker_order(plan, 0, 1)]].tolist()
+
+    assert seq(1, 4) == seq(1, 4)
+    assert seq(1, 4) != seq(1, 5) and seq(1, 4) != seq(2, 4)
+
+
+def test_shuffle_order_is_bounded_deterministic_and_mixes() -> None:
+    sizes = np.random.default_rng(0).integers(1, 100, size=500)
+    a = shuffle_order(sizes, 1000, np.random.default_rng(7))
+    assert sorted(a.tolist()) == list(range(500))
+    assert a.tolist() == shuffle_order(sizes, 1000, np.random.default_rng(7)).tolist()
+    assert a.tolist() != list(range(500))
+    # Replay: a sample is held from its arrival until its emission; the bytes held never exceed the bound.
+    emit_at = {int(v): t for t, v in enumerate(a)}
+    for t in range(0, 500, 7):
+        held = sum(int(sizes[i]) for i in range(500) if i <= max(t, 0) and emit_at[i] > t)
+        assert held <= 1000 + int(sizes.max())
+    assert shuffle_order(sizes, 0, np.random.default_rng(1)).tolist() == list(range(500))
+
+
+# ------------------------------------------------------------------------------------------- epochs, resume
+
+
+def test_epoch_covers_all_but_a_rotating_remainder(shards: Path) -> None:
+    loader = make_loader(str(shards / "index.json"), batch_size=4, num_workers=2, segment_samples=4)
+    assert len(loader) == 46 // 4
+    dropped = []
+    for epoch in range(3):
+        keys = [k for b in _keys(loader) for k in b]
+        assert loader.epoch == epoch + 1  # a finished epoch advances by itself
+        assert len(keys) == len(set(keys)) == 44
+        assert sorted(keys + loader.dropped_keys) == sorted(all_keys(COUNTS))
+        dropped.append(tuple(loader.dropped_keys))
+    assert len(set(dropped)) == 3
+
+
+def test_interrupted_iteration_continues_and_state_resumes_identically(shards: Path) -> None:
+    src = str(shards / "index.json")
+    kw: dict[str, Any] = {
+        "batch_size": 3,
+        "num_workers": 2,
+        "segment_samples": 4,
+        "seed": 5,
+        "shuffle_buffer_bytes": 3000,
+    }
+    full = make_loader(src, **kw)
+    full.set_epoch(2)
+    reference = _keys(full)
+    part = make_loader(src, **kw)
+    part.set_epoch(2)
+    got = [b["__key__"] for b in itertools.islice(part, 4)]
+    state = part.state_dict()
+    assert state["generations"] == [[1, 2, 4]] and state["epoch"] == 2
+    fresh = make_loader(src, **kw)
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    fresh.set_epoch(2)  # the usual training-loop call must not lose the position
+    assert len(fresh) == len(reference) - 4
+    assert got + _keys(fresh) == reference
+    assert got + _keys(part) == reference  # the interrupted loader itself also continues
+    assert fresh.state_dict()["epoch"] == 3
+
+
+def test_resume_chain_across_topologies_covers_rest_once(shards: Path) -> None:
+    src = str(shards / "index.json")
+    kw: dict[str, Any] = {"batch_size": 2, "segment_samples": 3, "seed": 9}
+    # 2 ranks × 2 workers deliver 3 batches each; then 3 ranks × 1 worker deliver 2; then 1 rank × 3 workers.
+    first = [make_loader(src, rank=r, world_size=2, num_workers=2, **kw) for r in range(2)]
+    seen = [k for ld in first for b in itertools.islice(ld, 3) for k in b["__key__"]]
+    state = first[0].state_dict()
+    assert state == first[1].state_dict()
+    second = [make_loader(src, rank=r, world_size=3, num_workers=0, **kw) for r in range(3)]
+    for ld in second:
+        ld.load_state_dict(state)
+    seen += [k for ld in second for b in itertools.islice(ld, 2) for k in b["__key__"]]
+    state2 = second[0].state_dict()
+    assert state2["generations"] == [[2, 2, 3], [3, 1, 2]]
+    last = make_loader(src, rank=0, world_size=1, num_workers=3, **kw)
+    last.load_state_dict(state2)
+    rest = [k for b in _keys(last) for k in b]
+    assert len(seen) == len(set(seen)) and not set(seen) & set(rest) and len(rest) == len(set(rest))
+    everything = set(all_keys(COUNTS))
+    # 46 samples: 46 % 4 = 2 dropped by the first plan, 12 delivered; of the 32 left 32 % 6 = 2 dropped by the
+    # second, 12 delivered; the last 18 fit world size 1 exactly.
+    dropped = first[0].dropped_keys + second[0].dropped_keys
+    assert len(first[0].dropped_keys) == 2 and len(second[0].dropped_keys) == 2 and last.dropped_keys == []
+    assert len(seen) == 24 and len(rest) == 18
+    assert sorted(seen + rest + dropped) == sorted(everything)
+
+
+def test_state_of_other_data_or_settings_is_refused(shards: Path) -> None:
+    src = str(shards / "index.json")
+    a = make_loader(src, batch_size=2, num_workers=0, seed=1)
+    b = make_loader(src, batch_size=2, num_workers=0, seed=2)
+    with pytest.raises(ValueError, match="different shards or settings"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_resampled_mode(shards: Path) -> None:
+    src = str(shards / "index.json")
+    loader = make_loader(src, batch_size=5, num_workers=0, epoch_samples=60, segment_samples=4)
+    assert len(loader) == 12
+    e0 = [k for b in _keys(loader) for k in b]
+    e1 = [k for b in _keys(loader) for k in b]
+    assert len(e0) == len(e1) == 60 and e0 != e1
+    assert set(e0) <= set(all_keys(COUNTS)) and max(Counter(e0).values()) >= 2
+    again = make_loader(src, batch_size=5, num_workers=0, epoch_samples=60, segment_samples=4)
+    assert [k for b in _keys(again) for k in b] == e0
+
+
+def test_shuffle_buffer_peak_is_bounded(shards: Path) -> None:
+    loader = make_loader(
+        str(shards / "index.json"), batch_size=2, num_workers=0, shuffle_buffer_bytes=3000, segment_samples=50
+    )
+    _keys(loader)
+    largest = max(len(jpeg_bytes(i)) + 60 for i in range(46))
+    assert 0 < loader.stats.peak_buffer_bytes <= 3000 + largest
+
+
+def test_no_shuffle_reads_in_shard_order(shards: Path) -> None:
+    loader = make_loader(str(shards / "index.json"), batch_size=2, num_workers=0, shuffle=False)
+    assert [k for b in _keys(loader) for k in b] == all_keys(COUNTS)[:46]
+
+
+# ------------------------------------------------------------------------------------- decode and errors
+
+
+def test_recipe_batches_and_json(shards: Path) -> None:
+    loader = make_loader(
+        str(shards / "index.json"), batch_size=4, num_workers=2, recipe=TinyRecipe(size=8, views=2)
+    )
+    batch = next(iter(loader))
+    assert [v.shape for v in batch["views"]] == [(4, 3, 8, 8)] * 2
+    assert all(v.dtype.is_floating_point is False for v in batch["views"])
+    for key, meta in zip(batch["__key__"], batch["json"], strict=True):
+        assert key == f"s{meta['shard']:03d}_{meta['i']:05d}"
+
+
+def _bad_first(shard: int, i: int) -> bytes:
+    return b"\xff\xd8\xff\xe0 not a jpeg" if (shard, i) == (0, 1) else jpeg_bytes(i)
+
+
+def test_on_error_raise_and_substitute(tmp_path: Path) -> None:
+    write_shards(tmp_path, [8], image=_bad_first)
+    src = str(tmp_path / "index.json")
+    with pytest.raises(SampleError, match="s000_00001"):
+        _keys(make_loader(src, batch_size=4, num_workers=0, recipe=TinyRecipe(), on_error="raise"))
+    loader = make_loader(src, batch_size=4, num_workers=0, recipe=TinyRecipe())
+    keys = [k for b in _keys(loader) for k in b]
+    assert len(keys) == 8 and "s000_00001" not in keys
+    assert loader.stats.errors == 1 and loader.stats.bad[0]["key"] == "s000_00001"
+
+
+def test_stale_idx_is_detected(tmp_path: Path) -> None:
+    write_shards(tmp_path / "a", [6])
+    write_shards(tmp_path / "b", [6], image=lambda s, i: jpeg_bytes(i, size=(40, 30)))
+    shutil.copy(tmp_path / "a" / "shard-000000.idx", tmp_path / "b" / "shard-000000.idx")
+    with pytest.raises(ShardError, match="stale|does not match"):
+        _keys(make_loader(str(tmp_path / "b" / "index.json"), batch_size=2, num_workers=0))
+
+
+# ------------------------------------------------------------------------------------------ foreign shards
+
+
+def test_upstream_shardwriter_shards_without_idx(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "up-%06d.tar")
+    with wds.ShardWriter(pattern, maxcount=7, verbose=0) as sink:
+        for i in range(17):
+            sink.write({"__key__": f"k{i:03d}", "jpg": jpeg_bytes(i), "json": {"i": i}})
+    src = str(tmp_path / "up-{000000..000002}.tar")
+    loader = make_loader(src, batch_size=3, num_workers=2, recipe=TinyRecipe(), remainder="pad")
+    batches = list(loader)
+    keys = [k for b in batches for k in b["__key__"]]
+    assert set(keys) == {f"k{i:03d}" for i in range(17)} and len(keys) == 18
+    assert all(b["json"][j]["i"] == int(k[1:]) for b in batches for j, k in enumerate(b["__key__"]))
+
+
+IMAGE_SHARDS = {
+    "clipretrieval__image1.tar": 4,
+    "clipretrieval__image2.tar": 3,
+    "pillow__hopper.tar": 1,
+    "aistore__single-png-cls.tar": 1,
+    "webdataset__sample.tgz": 90,
+}
+OTHER_SHARDS = {
+    "webdataset__mpdata.tar": 100,
+    "webdataset__testgz.tar": 1000,
+    "lhotse__recording.000000.tar": 2,
+}
+
+
+def test_foreign_image_shards(corpus: Path) -> None:
+    urls = [str(corpus / "foreign-shards" / n) for n in IMAGE_SHARDS]
+    loader = make_loader(urls, batch_size=3, num_workers=2, recipe=TinyRecipe(), segment_samples=8)
+    assert len(loader) == sum(IMAGE_SHARDS.values()) // 3
+    keys = [k for b in loader for k in b["__key__"]]
+    assert len(keys) == len(set(keys))
+    assert loader.stats.errors == 0
+    assert "tar-single/0001" in keys + loader.dropped_keys and "hopper" in keys + loader.dropped_keys
+    assert len(keys) + len(loader.dropped_keys) == sum(IMAGE_SHARDS.values())
+
+
+def test_foreign_non_image_shards_raw_or_clear_error(corpus: Path) -> None:
+    for name, n in OTHER_SHARDS.items():
+        url = str(corpus / "foreign-shards" / name)
+        with pytest.raises(ShardError, match="no image members"):
+            make_loader(url, batch_size=1, num_workers=0, recipe=TinyRecipe())
+        raw = make_loader(url, batch_size=1, num_workers=0)
+        keys = [k for b in raw for k in b["__key__"]]
+        assert len(keys) == len(set(keys)) == n
+    raw = make_loader(str(corpus / "foreign-shards" / "webdataset__mpdata.tar"), batch_size=4, num_workers=0)
+    batch = next(iter(raw))
+    assert isinstance(batch["mp"][0], bytes) and batch["json"] == [{}] * 4
+
+
+# ------------------------------------------------------------------------------------- stages, config, HTTP
+
+
+def test_planned_samples_compose_with_webdataset_pipeline(shards: Path) -> None:
+    loader = make_loader(str(shards / "index.json"), batch_size=4, num_workers=0)
+    job = EpochJob(loader.shards, loader.params, epoch=0, history=(Generation(1, 1),), rank=0)
+    pipeline = wds.DataPipeline(
+        PlannedSamples(job), wds.map(lambda s: s["__key__"]), wds.batched(4, collation_fn=list, partial=False)
+    )
+    assert list(pipeline) == _keys(loader)
+
+
+def test_loader_config_yaml(tmp_path: Path, shards: Path) -> None:
+    path = tmp_path / "loader.yaml"
+    path.write_text(
+        f"source: {shards / 'index.json'}\nbatch_size: 5\nnum_workers: 0\nshuffle_buffer_bytes: 1MB\n"
+    )
+    cfg = LoaderConfig.from_yaml(path)
+    assert cfg.batch_size == 5 and len(cfg.build()) == 46 // 5
+    path.write_text("source: x\nbatch_sise: 5\n")
+    with pytest.raises(ConfigError, match="batch_sise"):
+        LoaderConfig.from_yaml(path)
+    shipped = LoaderConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / "loader.yaml")
+    assert shipped.remainder in ("drop", "pad")
+
+
+def test_http_shards_resume_seeks_with_idx(tmp_path: Path) -> None:
+    from servers import HttpServer
+
+    root = tmp_path / "www"
+    write_shards(root, [40], image=lambda s, i: jpeg_bytes(i, size=(96, 64)))
+    server = HttpServer(root).start()
+    try:
+        src = f"{server.url}/index.json"
+        kw: dict[str, Any] = {"batch_size": 4, "num_workers": 0, "shuffle": False}
+        first = make_loader(src, **kw)
+        head = [b["__key__"] for b in itertools.islice(first, 8)]
+        state = first.state_dict()
+        before = len(server.requests)
+        resumed = make_loader(src, **kw)
+        resumed.load_state_dict(state)
+        rest = _keys(resumed)
+        assert head + rest == [all_keys([40])[i : i + 4] for i in range(0, 40, 4)]
+        idx_lines = (root / "shard-000000.idx").read_text().splitlines()
+        first_needed = int(idx_lines[1 + 32].split()[1]) - 512  # sample 32 is the first not yet seen
+        starts = [
+            int(r.split("=")[1].split("-")[0])
+            for m, p, r in server.requests[before:]
+            if m == "GET" and p.endswith(".tar") and r
+        ]
+        assert starts and min(starts) >= first_needed
+    finally:
+        server.stop()
