@@ -1,0 +1,208 @@
+"""Optional node-local shard cache for multi-epoch training from a remote store.
+
+Every worker and rank on a node shares one cache folder. A shard is downloaded once per node: the first
+process to want it takes an exclusive ``fcntl.flock`` on ``<entry>.lock`` and downloads into a temporary file
+that is renamed into place when complete (and checked against the expected size / sha256 when given);
+processes that want the same shard meanwhile block on the lock and then open the finished file. Entries are
+named ``<sha256(url, endpoint)[:16]>-<basename>``, so shards of different datasets (or the same path on two
+endpoints) never collide. The total size is kept under ``max_bytes`` by evicting the least recently used
+entries (file mtime is the access time; it is refreshed on every hit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from pass_wds import storage
+
+_LOCK = ".lock"
+_TMP = ".tmp-"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class ShardCache:
+    """A size-capped LRU cache of whole remote objects in ``directory`` (shared by processes on a node).
+
+    A single object larger than ``max_bytes`` is still cached (it is needed), with everything else evicted.
+    """
+
+    directory: str
+    max_bytes: int
+    retry: storage.RetryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0:
+            raise ValueError(f"cache max_bytes must be positive, got {self.max_bytes}")
+        os.makedirs(self.directory, exist_ok=True)
+
+    # ----------------------------------------------------------------------------------------- naming
+
+    def entry_path(self, url: str, storage_options: dict[str, Any] | None = None) -> str:
+        """The cache file for ``url``: a hash of the URL and endpoint, plus a readable base name."""
+        so = storage_options or {}
+        endpoint = (so.get("client_kwargs") or {}).get("endpoint_url") or so.get("endpoint_url") or ""
+        if not endpoint and url.startswith(("s3://", "s3a://")):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        digest = hashlib.sha256(json.dumps([url, endpoint]).encode()).hexdigest()[:16]
+        base = _SAFE.sub("_", url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0])[-80:] or "object"
+        return os.path.join(self.directory, f"{digest}-{base}")
+
+    # ------------------------------------------------------------------------------------------- get
+
+    def get(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> str:
+        """Local path of a complete copy of ``url``, downloading it if no process on this node has yet.
+
+        ``size`` / ``sha256`` (from index.json) are checked before the copy is committed; a mismatch raises
+        :class:`~pass_wds.storage.StorageError` and caches nothing.
+        """
+        if storage.is_local(url):
+            return url.removeprefix("file://")
+        path = self.entry_path(url, storage_options)
+        if self._touch(path):
+            return path
+        with self._locked(path):
+            if not self._touch(path):  # another process may have finished it while we waited
+                self._download(url, path, storage_options, size, sha256)
+        self.evict(keep=path)
+        return path
+
+    def open(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> IO[bytes]:
+        """Open the cached copy of ``url`` (an open file stays readable even if it is evicted meanwhile)."""
+        for _ in range(3):
+            path = self.get(url, storage_options, size=size, sha256=sha256)
+            with contextlib.suppress(FileNotFoundError):
+                return open(path, "rb")  # noqa: SIM115 (returned to the caller)
+        raise storage.StorageError(
+            f"cache entry for {storage.redact(url)} keeps being evicted; raise max_bytes"
+        )
+
+    def _touch(self, path: str) -> bool:
+        try:
+            os.utime(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    @contextlib.contextmanager
+    def _locked(self, path: str) -> Iterator[None]:
+        fd = os.open(path + _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _download(
+        self, url: str, path: str, so: dict[str, Any] | None, size: int | None, sha256: str | None
+    ) -> None:
+        tmp = f"{path}{_TMP}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        h = hashlib.sha256()
+        n = 0
+        try:
+            with storage.open_stream(url, 0, None, so, retry=self.retry) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    h.update(chunk)
+                    n += len(chunk)
+            where = storage.redact(url, so)
+            if size is not None and n != size:
+                raise storage.StorageError(f"{where}: downloaded {n} bytes, index.json says {size}")
+            if sha256 is not None and h.hexdigest() != sha256:
+                raise storage.StorageError(f"{where}: sha256 differs from index.json (corrupt or changed)")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+
+    # ---------------------------------------------------------------------------------------- eviction
+
+    def entries(self) -> list[tuple[float, int, str]]:
+        """(last access, size, path) of the complete entries, least recently used first."""
+        out = []
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if e.name.endswith(_LOCK) or _TMP in e.name or e.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = e.stat()
+                    out.append((st.st_mtime, st.st_size, e.path))
+        return sorted(out)
+
+    def size(self) -> int:
+        return sum(s for _, s, _ in self.entries())
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Delete least recently used entries until the cache fits ``max_bytes``; return what was removed.
+
+        Runs under a cache-wide lock. Downloads in progress are temp files and never evicted; a file already
+        opened stays readable after eviction (POSIX), and :meth:`open` re-fetches an entry evicted between
+        ``get`` and ``open``. Temp files of killed downloads are removed; small ``.lock`` files are kept (a
+        lock file must not be deleted while another process may wait on it).
+        """
+        removed: list[str] = []
+        fd = os.open(os.path.join(self.directory, ".evict" + _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._remove_dead_temp_files()
+            entries = self.entries()
+            total = sum(s for _, s, _ in entries)
+            for _, sz, path in entries:
+                if total <= self.max_bytes:
+                    break
+                if path == keep:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+                total -= sz
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return removed
+
+    def _remove_dead_temp_files(self) -> None:
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if _TMP not in e.name:
+                    continue
+                pid = e.name.rsplit(_TMP, 1)[1].split("-", 1)[0]
+                if pid.isdigit() and not _alive(int(pid)) or time.time() - e.stat().st_mtime > 24 * 3600:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(e.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
