@@ -174,6 +174,16 @@ def test_listing_only(tmp_path: Path) -> None:
             assert listing.offsets[b] == listing.offsets[a] + (listing.sizes[a] + 511) // 512 * 512 + 512
 
 
+def test_from_real_photos(tmp_path: Path, corpus: Path) -> None:
+    res = fd.make_fake_pass(
+        fd.FakePassConfig(out=str(tmp_path), n_images=6, parts=1, photos=str(corpus / "photos"))
+    )
+    for e in res.expected["accepted"].values():
+        assert e["format"] == "JPEG" and max(e["width"], e["height"]) <= 500
+    with tarfile.open(res.tars[0]) as tf:
+        assert len(tf.getmembers()) == 6
+
+
 def test_cli_help_and_run(tmp_path: Path) -> None:
     script = REPO / "scripts" / "make_fake_pass.py"
     h = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
