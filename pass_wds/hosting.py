@@ -1,0 +1,382 @@
+"""Hosting an output on an object store or web server: ``upload`` a finished local output, print ``urls``.
+
+``upload`` copies shards, ``.idx`` files and the side files in parallel through :mod:`pass_wds.storage`
+(atomic: an interrupted upload never leaves a truncated object under a final name) and writes ``index.json``
+last, so a reader that sees the manifest sees a complete dataset. It is resumable: an object already present
+with the right size is skipped (S3 ETags are not content hashes for multipart uploads, so the sha256 from
+index.json is what ``verify=True`` checks, by reading the object back). Every uploaded shard is hashed while
+it is sent and the upload is discarded if the bytes differ from index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pass_wds import manifest, storage
+
+log = logging.getLogger(__name__)
+
+SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED)
+_PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
+
+
+@dataclass
+class UploadReport:
+    """What an upload did: names uploaded (``index.json`` last), skipped as already present, bytes sent."""
+
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Item:
+    name: str
+    size: int
+    sha256: str | None  # from index.json (shards); None: compare with the local file's hash
+
+
+def _local_index(local_out: str) -> tuple[dict[str, Any], bytes]:
+    path = os.path.join(local_out, manifest.INDEX)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise storage.StorageNotFoundError(
+            f"no {manifest.INDEX} in {local_out} (not a finished pass-wds output; run make-shards first)"
+        ) from None
+    index = json.loads(raw)
+    if index.get("__kind__") != manifest.KIND:
+        raise storage.StorageError(f"{path} is not a {manifest.KIND} manifest")
+    return index, raw
+
+
+def _plan(local_out: str, index: dict[str, Any]) -> list[_Item]:
+    items: list[_Item] = []
+    for entry in index["shardlist"]:
+        rel = str(entry["url"])
+        if "://" in rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise storage.StorageError(f"index.json lists a non-relative shard URL {storage.redact(rel)!r}")
+        path = os.path.join(local_out, rel)
+        size = os.path.getsize(path) if os.path.isfile(path) else -1
+        if size != entry.get("filesize"):
+            raise storage.StorageError(
+                f"local shard {path} is missing or has {size} bytes, index.json says {entry.get('filesize')}; "
+                f"run `pass-wds verify {local_out}`"
+            )
+        items.append(_Item(rel, size, entry.get("sha256")))
+        if entry.get("idx"):
+            idx = os.path.join(local_out, str(entry["idx"]))
+            if not os.path.isfile(idx):
+                raise storage.StorageError(f"local index file {idx} is missing")
+            items.append(_Item(str(entry["idx"]), os.path.getsize(idx), None))
+    for name in SIDE_FILES:
+        path = os.path.join(local_out, name)
+        if os.path.isfile(path):
+            items.append(_Item(name, os.path.getsize(path), None))
+    return items
+
+
+def _sha256_local(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_remote(url: str, so: dict[str, Any] | None) -> str:
+    h = hashlib.sha256()
+    with storage.open_stream(url, storage_options=so) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def upload(
+    local_out: str,
+    url: str,
+    *,
+    workers: int = 8,
+    storage_options: dict[str, Any] | None = None,
+    verify: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> UploadReport:
+    """Copy a finished local output to ``url`` (any fsspec store), ``index.json`` last; resumable.
+
+    Objects already at the destination with the right size are skipped; with ``verify`` they are also read
+    back and their sha256 compared (a mismatch is re-uploaded). A destination whose ``index.json`` belongs
+    to a different dataset is refused unless ``overwrite`` (then that manifest is removed first, so readers
+    never see a mixture).
+    """
+    started = time.monotonic()
+    index, index_raw = _local_index(local_out)
+    items = _plan(local_out, index)
+    so = storage_options or {}
+    storage.makedirs(url, so)
+    remote_index = storage.join(url, manifest.INDEX)
+    try:
+        current = storage.read_bytes(remote_index, so)
+    except FileNotFoundError:
+        current = None
+    if current is not None and current != index_raw:
+        old = json.loads(current)
+        if old.get("plan_digest") != index.get("plan_digest") and not overwrite:
+            raise storage.StorageError(
+                f"{storage.redact(url)} already holds a different dataset (its index.json differs); "
+                "use another URL, or --overwrite to replace it"
+            )
+        storage.remove(remote_index, so)  # readers must not see the old manifest over new shards
+
+    report = UploadReport()
+    lock = threading.Lock()
+    bar = _progress(sum(i.size for i in items) + len(index_raw), progress)
+
+    def one(item: _Item) -> None:
+        local = os.path.join(local_out, item.name)
+        remote = storage.join(url, item.name)
+        if _already_there(item, local, remote, so, verify):
+            with lock:
+                report.skipped.append(item.name)
+            bar(item.size)
+            return
+        _send(local, remote, so, item)
+        with lock:
+            report.uploaded.append(item.name)
+            report.bytes_uploaded += item.size
+        bar(item.size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(one, items))  # re-raises the first failure; index.json is then not written
+    if current == index_raw and report.uploaded == []:
+        report.skipped.append(manifest.INDEX)
+    else:
+        storage.write_bytes(remote_index, index_raw, so)
+        report.uploaded.append(manifest.INDEX)
+        report.bytes_uploaded += len(index_raw)
+    bar(len(index_raw), done=True)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _already_there(item: _Item, local: str, remote: str, so: dict[str, Any], verify: bool) -> bool:
+    try:
+        size = storage.file_size(remote, so)
+    except FileNotFoundError:
+        return False
+    if size != item.size:
+        return False
+    if not verify:
+        return True
+    expected = item.sha256 or _sha256_local(local)
+    if _sha256_remote(remote, so) == expected:
+        return True
+    log.warning(
+        "%s has the right size but a different sha256; uploading it again", storage.redact(remote, so)
+    )
+    return False
+
+
+def _send(local: str, remote: str, so: dict[str, Any], item: _Item) -> None:
+    h = hashlib.sha256()
+    with open(local, "rb") as src, storage.atomic_write(remote, so, block_size=_PART) as dst:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+            dst.write(chunk)
+        if item.sha256 is not None and h.hexdigest() != item.sha256:
+            # raising inside the with-block discards the upload: a corrupt shard is never published
+            raise storage.StorageError(
+                f"local shard {local} does not match its sha256 in index.json; run `pass-wds verify`"
+            )
+
+
+def _progress(total: int, enabled: bool | None) -> Callable[..., None]:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return lambda n, done=False: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload")
+    lock = threading.Lock()
+
+    def update(n: int, done: bool = False) -> None:
+        with lock:
+            bar.update(n)
+            if done:
+                bar.close()
+
+    return update
+
+
+# ------------------------------------------------------------------------------------------------- urls
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9.]+)$")
+
+
+def resolve(base: str, rel: str) -> str:
+    """An absolute URL for ``rel`` (as listed in index.json) relative to the folder ``base``."""
+    if "://" in rel or rel.startswith("/"):
+        return rel
+    if base.startswith(("http://", "https://")):
+        return urllib.parse.urljoin(base.rstrip("/") + "/", rel)
+    if storage.is_local(base) and not base.startswith("file://"):
+        return os.path.normpath(os.path.join(os.path.abspath(base), rel))
+    scheme, _, path = base.partition("://")
+    return f"{scheme}://{posixpath.normpath(posixpath.join(path.rstrip('/'), rel))}"
+
+
+def urls(
+    source: str,
+    base: str | None = None,
+    brace: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """Absolute shard URLs of an output (folder/URL or its index.json), in shard order.
+
+    index.json lists shards relative to its own folder; they are resolved against ``base`` when given (the
+    place the output is hosted), else against the index's location. ``brace`` collapses consecutively
+    numbered shards into brace patterns such as ``s3://b/p/pass-{000000..000012}.tar`` (one per run).
+    """
+    index = manifest.load_index(source, storage_options)
+    folder = base or manifest.output_dir(source)
+    out = [resolve(folder, str(e["url"])) for e in index["shardlist"]]
+    return brace_patterns(out) if brace else out
+
+
+def brace_patterns(names: list[str]) -> list[str]:
+    """Collapse runs of consecutively numbered names (same prefix, suffix and digit width) to ``{a..b}``."""
+    out: list[str] = []
+    run: list[tuple[str, int, str, int]] = []  # prefix, number, suffix, width
+
+    def flush() -> None:
+        if not run:
+            return
+        prefix, first, suffix, width = run[0]
+        last = run[-1][1]
+        if len(run) == 1:
+            out.append(f"{prefix}{first:0{width}d}{suffix}")
+        else:
+            out.append(f"{prefix}{{{first:0{width}d}..{last:0{width}d}}}{suffix}")
+        run.clear()
+
+    for name in names:
+        m = _NUMBERED.match(name)
+        if not m:
+            flush()
+            out.append(name)
+            continue
+        prefix, digits, suffix = m.groups()
+        cur = (prefix, int(digits), suffix, len(digits))
+        if run and (
+            run[-1][0] != prefix
+            or run[-1][2] != suffix
+            or run[-1][3] != len(digits)
+            or run[-1][1] + 1 != cur[1]
+        ):
+            flush()
+        run.append(cur)
+    flush()
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _storage_options_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help='fsspec options for the remote side, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
+        "(standard AWS environment variables and profiles work without it)",
+    )
+
+
+def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "upload",
+        help="copy a finished local output to S3 or another fsspec store (resumable)",
+        description="Copy a finished local make-shards output to URL in parallel: shards, .idx files, "
+        "stats.json, errors.jsonl, attribution.csv, then index.json last. Objects already present with the "
+        "right size are skipped; --verify also reads them back and compares sha256.",
+    )
+    p.add_argument("local_out", help="local output folder (contains index.json)")
+    p.add_argument("url", help="destination, e.g. s3://bucket/pass-wds/v1")
+    p.add_argument("-j", "--workers", type=int, default=8, help="parallel uploads (default: 8)")
+    p.add_argument("--verify", action="store_true", help="read back existing objects and compare sha256")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at URL")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+    )
+    _storage_options_arg(p)
+    p.set_defaults(func=cmd_upload)
+    return p
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise storage.StorageError(f"--workers must be >= 1, got {args.workers}")
+    report = upload(
+        args.local_out,
+        args.url,
+        workers=args.workers,
+        storage_options=args.storage_options,
+        verify=args.verify,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    mb = report.bytes_uploaded / 1e6
+    print(
+        f"uploaded {len(report.uploaded)} objects ({mb:,.1f} MB), skipped {len(report.skipped)} already present, "
+        f"in {report.seconds:.1f}s → {storage.redact(args.url, args.storage_options)}"
+    )
+    return 0
+
+
+def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "urls",
+        help="print absolute shard URLs (or brace patterns) of an output",
+        description="Print the absolute URL of every shard of an output, one per line, resolved against "
+        "--base (where the output is hosted) or the location of index.json.",
+    )
+    p.add_argument("source", help="output folder/URL or its index.json")
+    p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
+    p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
+    _storage_options_arg(p)
+    p.set_defaults(func=cmd_urls)
+    return p
+
+
+def cmd_urls(args: argparse.Namespace) -> int:
+    for u in urls(args.source, base=args.base, brace=args.brace, storage_options=args.storage_options):
+        print(u)
+    return 0

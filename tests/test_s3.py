@@ -1,0 +1,209 @@
+"""pass_wds.storage against moto's standalone S3 server (a real server process on loopback).
+
+Every check looks at the bucket with boto3, independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from servers import Bucket, FaultProxy, MotoServer, free_port, make_bucket
+
+from pass_wds import storage
+
+MiB = 1024 * 1024
+
+
+def test_round_trip_and_listing(s3: Bucket) -> None:
+    so = s3.storage_options
+    data = os.urandom(300_000)
+    storage.write_bytes(f"{s3.url}/ds/a.bin", data, so)
+    storage.write_bytes(f"{s3.url}/ds/sub/b.txt", "héllo".encode(), so)
+    assert s3.keys() == ["ds/a.bin", "ds/sub/b.txt"]
+    assert s3.get("ds/a.bin") == data
+    assert storage.read_bytes(f"{s3.url}/ds/a.bin", so) == data
+    assert storage.read_text(f"{s3.url}/ds/sub/b.txt", so) == "héllo"
+    assert storage.exists(f"{s3.url}/ds/a.bin", so)
+    assert not storage.exists(f"{s3.url}/ds/zzz.bin", so)
+    assert storage.file_size(f"{s3.url}/ds/a.bin", so) == len(data)
+    assert storage.listdir(f"{s3.url}/ds", so) == ["a.bin", "sub"]
+    assert storage.listdir(f"{s3.url}/nothing-here", so) == []
+    with storage.open_stream(f"{s3.url}/ds/a.bin", 1000, 250_001, so) as f:
+        assert f.read() == data[1000:250_001]
+    with storage.open_read(f"{s3.url}/ds/a.bin", so) as f:
+        f.seek(299_990)
+        assert f.read() == data[299_990:]
+    storage.remove(f"{s3.url}/ds/a.bin", so)
+    assert s3.keys() == ["ds/sub/b.txt"]
+
+
+def test_environment_endpoint_works_without_storage_options(
+    s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard AWS configuration: AWS_ENDPOINT_URL (MinIO/Ceph style) plus credentials from the env."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.server.endpoint)
+    storage.write_bytes(f"{s3.url}/env/x.bin", b"via-env", None)
+    assert s3.get("env/x.bin") == b"via-env"
+    assert storage.read_bytes(f"{s3.url}/env/x.bin") == b"via-env"
+
+
+@pytest.mark.parametrize("size", [4096, 12 * MiB], ids=["single-put", "multipart"])
+def test_failed_writer_never_commits(s3: Bucket, size: int) -> None:
+    so = s3.storage_options
+    with (
+        pytest.raises(RuntimeError, match="writer failed"),
+        storage.atomic_write(f"{s3.url}/out/shard.tar", so, block_size=5 * MiB) as f,
+    ):
+        f.write(os.urandom(size))
+        if size > 5 * MiB:  # a part has really been uploaded
+            assert s3.open_uploads() == ["out/shard.tar"]
+        raise RuntimeError("writer failed")
+    import gc
+
+    gc.collect()  # fsspec files close (and would commit) on garbage collection: make sure that is harmless
+    assert s3.keys() == []
+    assert s3.open_uploads() == []  # the multipart upload was aborted, not just left pending
+
+
+def test_multipart_success_is_exact(s3: Bucket) -> None:
+    data = os.urandom(11 * MiB + 123)
+    with storage.atomic_write(f"{s3.url}/big.bin", s3.storage_options, block_size=5 * MiB) as f:
+        for i in range(0, len(data), 1_000_000):
+            f.write(data[i : i + 1_000_000])
+    assert s3.get("big.bin") == data
+    with storage.open_stream(f"{s3.url}/big.bin", 5 * MiB - 7, None, s3.storage_options) as f:
+        assert f.read() == data[5 * MiB - 7 :]
+
+
+def test_killed_writer_leaves_no_object(s3: Bucket, tmp_path: Path) -> None:
+    """kill -9 of a process in the middle of a multipart upload: no object; remove_temp_files cleans up."""
+    script = tmp_path / "writer.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, time
+            from pass_wds import storage
+            so = {s3.storage_options!r}
+            with storage.atomic_write("{s3.url}/out/pass-000000.tar", so, block_size=5 * 1024 * 1024) as f:
+                f.write(os.urandom(11 * 1024 * 1024))
+                print("PARTS-SENT", flush=True)
+                time.sleep(120)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "PARTS-SENT"
+        assert s3.open_uploads() == ["out/pass-000000.tar"]
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert s3.keys() == []
+    storage.write_bytes(f"{s3.url}/out/pass-000001.tar.tmp-abc", b"leftover", s3.storage_options)
+    removed = storage.remove_temp_files(f"{s3.url}/out", s3.storage_options)
+    assert sorted(removed) == ["pass-000000.tar (incomplete upload)", "pass-000001.tar.tmp-abc"]
+    assert s3.open_uploads() == []
+    assert s3.keys() == []
+
+
+def test_missing_bucket_is_one_clear_line(moto_server: MotoServer, aws_env: None) -> None:
+    so = {**moto_server.storage_options(), "secret": "sEcReT-value-42"}
+    url = "s3://no-such-bucket-pwds/out"
+    for op in (
+        lambda: storage.makedirs(url, so),
+        lambda: storage.listdir(url, so),
+        lambda: storage.read_bytes(url + "/index.json", so),
+        lambda: storage.check_writable(url, so),
+    ):
+        with pytest.raises(storage.StorageNotFoundError) as e:
+            op()
+        msg = str(e.value)
+        assert msg == "bucket 'no-such-bucket-pwds' does not exist (s3://no-such-bucket-pwds/out" + (
+            "/index.json)" if "index.json" in msg else ")"
+        )
+    # makedirs must never create the bucket as a side effect
+    names = [b["Name"] for b in moto_server.client().list_buckets()["Buckets"]]
+    assert "no-such-bucket-pwds" not in names
+
+
+def test_wrong_endpoint_is_one_clear_line_without_secrets(aws_env: None) -> None:
+    port = free_port()  # nothing listens here
+    so = {
+        "key": "AKIAEXAMPLEKEY99",
+        "secret": "sEcReT/value+42",
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }
+    for op in (
+        lambda: storage.read_bytes("s3://bucket/x.bin", so),
+        lambda: storage.makedirs("s3://bucket/o", so),
+    ):
+        start = time.monotonic()
+        with pytest.raises(storage.StorageConnectionError) as e:
+            op()
+        msg = str(e.value)
+        assert "\n" not in msg
+        assert f"cannot connect to http://127.0.0.1:{port}" in msg
+        assert "AKIAEXAMPLEKEY99" not in msg and "sEcReT" not in msg
+        assert time.monotonic() - start < 20
+
+
+def test_permission_denied_is_clear_and_not_retried(s3: Bucket, fault_proxy: object) -> None:
+    s3.put("k.bin", b"x" * 100)
+    proxy: FaultProxy = fault_proxy(s3.server.endpoint)  # type: ignore[operator]
+    so = {**s3.storage_options, "client_kwargs": {"endpoint_url": proxy.url}}
+    proxy.fail_first(50, status=403)
+    with pytest.raises(storage.StoragePermissionError) as e:
+        with storage.open_stream(f"{s3.url}/k.bin", storage_options=so) as f:
+            f.read()
+    assert str(e.value).startswith(f"permission denied to read {s3.url}/k.bin")
+    assert len(proxy.gets()) == 1  # no retry storm on a permanent error
+
+
+def test_stream_resumes_over_s3_after_dropped_connections(s3: Bucket, fault_proxy: object) -> None:
+    data = os.urandom(3 * MiB + 17)
+    s3.put("shard.tar", data)
+    proxy: FaultProxy = fault_proxy(s3.server.endpoint)  # type: ignore[operator]
+    so = {**s3.storage_options, "client_kwargs": {"endpoint_url": proxy.url}}
+    proxy.drop_after(1_000_000, times=2)
+    with storage.open_stream(f"{s3.url}/shard.tar", 10, None, so) as f:
+        got = f.read()
+    assert got == data[10:]
+    ranges = [r for _, r in proxy.gets()]
+    assert len(ranges) == 3 and ranges[0] == "bytes=10-"
+    offsets = [int(r.split("=")[1].split("-")[0]) for r in ranges]  # type: ignore[union-attr]
+    assert offsets[0] < offsets[1] < offsets[2]  # resumed further on each time, never from the start
+
+
+def test_slowdown_is_retried(s3: Bucket, fault_proxy: object) -> None:
+    data = os.urandom(200_000)
+    s3.put("t.bin", data)
+    proxy: FaultProxy = fault_proxy(s3.server.endpoint)  # type: ignore[operator]
+    so = {**s3.storage_options, "client_kwargs": {"endpoint_url": proxy.url}}
+    proxy.fail_first(3, status=503)
+    with storage.open_stream(f"{s3.url}/t.bin", storage_options=so) as f:
+        assert f.read() == data
+    assert len(proxy.gets()) == 4
+
+
+def test_check_writable_and_restarted_server(moto_factory: object, aws_env: None) -> None:
+    server: MotoServer = moto_factory()  # type: ignore[operator]
+    bucket = make_bucket(server)
+    storage.check_writable(bucket.url + "/out", bucket.storage_options)
+    assert bucket.keys() == []  # the probe is removed
+    storage.write_bytes(bucket.url + "/a", b"1", bucket.storage_options)
+    server.kill()
+    with pytest.raises(storage.StorageError):
+        storage.read_bytes(bucket.url + "/a", bucket.storage_options)
+    server.start()  # same port, empty state: the cached session reconnects
+    bucket.client.create_bucket(Bucket=bucket.bucket)
+    storage.write_bytes(bucket.url + "/a", b"2", bucket.storage_options)
+    assert storage.read_bytes(bucket.url + "/a", bucket.storage_options) == b"2"
