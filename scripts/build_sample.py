@@ -29,7 +29,18 @@ from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
 MTIME = 1_632_000_000  # fixed member mtime (2021-09-18, the month PASS was released)
-COLUMNS = ("hash", "unickname", "datetaken", "dateuploaded", "latitude", "longitude", "photoid", "license", "url", "origin")
+COLUMNS = (
+    "hash",
+    "unickname",
+    "datetaken",
+    "dateuploaded",
+    "latitude",
+    "longitude",
+    "photoid",
+    "license",
+    "url",
+    "origin",
+)
 SKIMAGE = "https://pypi.org/project/scikit-image/0.25.2/"
 SKLEARN = "https://pypi.org/project/scikit-learn/1.7.2/"
 
@@ -47,7 +58,11 @@ MAX = {
     "max-color": ("IBM/MAX-Image-Colorizer", "8a14212e8dbc445c20a1608d3e6a394644b2840c", "Pexels"),
     "max-style": ("IBM/MAX-Fast-Neural-Style-Transfer", "be6db0596d96c43bf971226e66479ef3fb55ec54", "Pexels"),
     "max-segweb": ("IBM/MAX-Image-Segmenter-Web-App", "21b9def7796a37b55b769ee212c0196b8aa1df4a", "Pixabay"),
-    "max-objdet": ("IBM/MAX-Object-Detector", "7302bae74d4fdc33da24cd5e180b308d364bfd75", "the MAX-Object-Detector authors"),
+    "max-objdet": (
+        "IBM/MAX-Object-Detector",
+        "7302bae74d4fdc33da24cd5e180b308d364bfd75",
+        "the MAX-Object-Detector authors",
+    ),
 }
 
 
@@ -70,15 +85,78 @@ def _max(file: str, path: str, subject: str) -> Photo:
 
 # Only CC0 / public domain / CC-BY with a named creator; nothing marked as showing people (SOURCES.md).
 PHOTOS: tuple[Photo, ...] = (
-    Photo("sklearn__china.jpg", "danielbuechele (Flickr)", "CC-BY-2.0", SKLEARN, "scikit-learn 1.7.2: sklearn/datasets/images/china.jpg", "Summer Palace pagoda"),
-    Photo("skimage__rocket.jpg", "SpaceX", "public-domain", SKIMAGE, "scikit-image 0.25.2: skimage/data/rocket.jpg", "Falcon 9 launch"),
-    Photo("skimage__hubble_deep_field.jpg", "NASA", "public-domain", SKIMAGE, "scikit-image 0.25.2: skimage/data/hubble_deep_field.jpg", "Hubble eXtreme Deep Field"),
-    Photo("skimage__chelsea.png", "Stefan van der Walt", "CC0-1.0", SKIMAGE, "scikit-image 0.25.2: skimage/data/chelsea.png", "cat"),
-    Photo("skimage__coffee.png", "Rachel Michetti", "CC0-1.0", SKIMAGE, "scikit-image 0.25.2: skimage/data/coffee.png", "coffee cup"),
-    Photo("skimage__brick.png", "CC0Textures (Bricks25)", "CC0-1.0", SKIMAGE, "scikit-image 0.25.2: skimage/data/brick.png", "brick wall, grayscale"),
-    Photo("skimage__grass.png", "linolafett (DeviantArt)", "CC0-1.0", SKIMAGE, "scikit-image 0.25.2: skimage/data/grass.png", "grass, grayscale"),
-    Photo("skimage__gravel.png", "CC0Textures (Gravel04)", "CC0-1.0", SKIMAGE, "scikit-image 0.25.2: skimage/data/gravel.png", "gravel, grayscale"),
-    Photo("skimage__clock_motion.png", "Stefan van der Walt", "public-domain", SKIMAGE, "scikit-image 0.25.2: skimage/data/clock_motion.png", "motion-blurred clock, grayscale"),
+    Photo(
+        "sklearn__china.jpg",
+        "danielbuechele (Flickr)",
+        "CC-BY-2.0",
+        SKLEARN,
+        "scikit-learn 1.7.2: sklearn/datasets/images/china.jpg",
+        "Summer Palace pagoda",
+    ),
+    Photo(
+        "skimage__rocket.jpg",
+        "SpaceX",
+        "public-domain",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/rocket.jpg",
+        "Falcon 9 launch",
+    ),
+    Photo(
+        "skimage__hubble_deep_field.jpg",
+        "NASA",
+        "public-domain",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/hubble_deep_field.jpg",
+        "Hubble eXtreme Deep Field",
+    ),
+    Photo(
+        "skimage__chelsea.png",
+        "Stefan van der Walt",
+        "CC0-1.0",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/chelsea.png",
+        "cat",
+    ),
+    Photo(
+        "skimage__coffee.png",
+        "Rachel Michetti",
+        "CC0-1.0",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/coffee.png",
+        "coffee cup",
+    ),
+    Photo(
+        "skimage__brick.png",
+        "CC0Textures (Bricks25)",
+        "CC0-1.0",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/brick.png",
+        "brick wall, grayscale",
+    ),
+    Photo(
+        "skimage__grass.png",
+        "linolafett (DeviantArt)",
+        "CC0-1.0",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/grass.png",
+        "grass, grayscale",
+    ),
+    Photo(
+        "skimage__gravel.png",
+        "CC0Textures (Gravel04)",
+        "CC0-1.0",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/gravel.png",
+        "gravel, grayscale",
+    ),
+    Photo(
+        "skimage__clock_motion.png",
+        "Stefan van der Walt",
+        "public-domain",
+        SKIMAGE,
+        "scikit-image 0.25.2: skimage/data/clock_motion.png",
+        "motion-blurred clock, grayscale",
+    ),
     _max("max-incres__cat.jpg", "samples/cat.jpg", "cat"),
     _max("max-incres__dog.jpg", "samples/dog.jpg", "beagle"),
     _max("max-incres__pizza.jpg", "samples/pizza.jpg", "pizza"),
@@ -93,7 +171,11 @@ PHOTOS: tuple[Photo, ...] = (
     _max("max-resnet__burger.jpg", "samples/burger.jpg", "burger and fries"),
     _max("max-resnet__coffee.jpg", "samples/coffee.jpg", "latte"),
     _max("max-caption__plane.jpg", "samples/plane.jpg", "airliner in clouds"),
-    _max("max-color__bw-cherry-blossoms.jpg", "samples/bw-cherry-blossoms.jpg", "cherry blossoms, black and white"),
+    _max(
+        "max-color__bw-cherry-blossoms.jpg",
+        "samples/bw-cherry-blossoms.jpg",
+        "cherry blossoms, black and white",
+    ),
     _max("max-color__bw-city.jpg", "samples/bw-city.jpg", "city, black and white"),
     _max("max-style__beach-city.jpg", "samples/beach-city.jpg", "beach and skyline"),
     _max("max-style__bridge.jpg", "samples/bridge.jpg", "Golden Gate bridge in fog"),
@@ -155,7 +237,11 @@ def build(corpus: Path, out: Path) -> list[dict[str, str]]:
         data, desc = encode(photo, corpus, i)
         role = "kept"
         if photo.file == TRUNCATED:
-            data, desc, role = data[: len(data) * 3 // 5], desc + ", truncated to 60 %", "rejected: corrupt (truncated JPEG)"
+            data, desc, role = (
+                data[: len(data) * 3 // 5],
+                desc + ", truncated to 60 %",
+                "rejected: corrupt (truncated JPEG)",
+            )
         elif photo.file == NO_METADATA:
             role = "rejected: missing-metadata (no row in pass_metadata.csv)"
         elif photo.file == AS_PNG:
@@ -180,7 +266,14 @@ def build(corpus: Path, out: Path) -> list[dict[str, str]]:
                 }
             )
         entries.append(
-            {"key": key, "archive": archive, "bytes": str(len(data)), "format": desc, "role": role, "photo": photo.file}
+            {
+                "key": key,
+                "archive": archive,
+                "bytes": str(len(data)),
+                "format": desc,
+                "role": role,
+                "photo": photo.file,
+            }
         )
     for p, members in enumerate(parts):
         write_tar(out / f"PASS.{p}.tar", members)
@@ -249,7 +342,9 @@ def write_readme(out: Path, entries: list[dict[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus"), help="the shared corpus folder")
+    ap.add_argument(
+        "--corpus", default=str(REPO.parent / "shared" / "corpus"), help="the shared corpus folder"
+    )
     ap.add_argument("--out", default=str(REPO / "sample"), help="output folder (default: sample/)")
     a = ap.parse_args(argv)
     try:
