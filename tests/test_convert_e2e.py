@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -655,3 +656,81 @@ def fd_key(name: str) -> str:
     """The key make-shards derives from a file name: the name without its last extension."""
     stem, dot, _ = name.rpartition(".")
     return stem if dot and stem else name
+
+
+# ---------------------------------------------------------------------------- other formats and options
+
+
+def _typed_rows(csv_path: Path) -> list[dict[str, Any]]:
+    return [
+        {c: fd.expected_json_value(c, row[c]) for c in fd.COLUMNS}
+        for row in fd.read_metadata(csv_path).values()
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
+def test_metadata_formats(fmt: str, bad_src: fd.FakePassResult, tmp_path: Path) -> None:
+    """The same rows as JSON Lines, JSON or Parquet give the same sample JSON (typed values kept exactly)."""
+    rows = _typed_rows(bad_src.metadata)
+    meta = tmp_path / f"meta.{fmt}"
+    if fmt == "jsonl":
+        meta.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif fmt == "json":
+        meta.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {
+            "dateuploaded": pa.int64(),
+            "photoid": pa.int64(),
+            "latitude": pa.float64(),
+            "longitude": pa.float64(),
+        }
+        schema = pa.schema([(c, types.get(c, pa.string())) for c in fd.COLUMNS])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), meta)
+    out = tmp_path / "out"
+    src = bad_src.metadata.parent
+    make_shards(f"{src}/PASS.{{0..1}}.tar", "-m", meta, "-o", out)
+    samples = read_samples(out)
+    assert set(samples) == set(bad_src.expected["accepted"])
+    by_key = {r["hash"]: r for r in rows}
+    for key, s in samples.items():
+        assert {c: s["json"][c] for c in fd.COLUMNS} == by_key[key], key
+        assert list(s["json"])[: len(fd.COLUMNS)] == list(fd.COLUMNS)
+
+
+def test_max_count(sample_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    make_shards("--config", "configs/sample.yaml", "--output", out, "--max-count", 5)
+    counts = [e["nsamples"] for e in load_index(out)["shardlist"]]
+    assert max(counts) <= 5 and sum(counts) == sum(e["nsamples"] for e in load_index(sample_out)["shardlist"])
+
+
+def test_reencode_applies_exif_orientation(corpus: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in (1, 6, 8):  # stored 600x450 (1) and 450x600 with EXIF rotations (6, 8): all display 600x450
+        shutil.copy(corpus / "hard-images" / f"sharp__Landscape_{n}.jpg", src / f"landscape{n}.jpg")
+    out = tmp_path / "out"
+    make_shards(src, "--allow-missing-metadata", "-o", out, "--resize-max-side", 100, "--quality", 80)
+    samples = read_samples(out)
+    assert sorted(samples) == ["landscape1", "landscape6", "landscape8"]
+    for key, s in samples.items():
+        with Image.open(io.BytesIO(s["image"])) as im:
+            assert im.format == "JPEG" and im.size == (100, 75), (key, im.size)
+        prov = s["json"]["_provenance"]
+        assert (prov["width"], prov["height"]) == (100, 75)
+        assert {prov["original_width"], prov["original_height"]} == {600, 450}
+    # upright, not just landscape: each rotated image matches the unrotated one better than its 180° turn
+    import numpy as np
+
+    def pixels(key: str) -> Image.Image:
+        return Image.open(io.BytesIO(samples[key]["image"])).convert("L")
+
+    ref = np.asarray(pixels("landscape1"), dtype=np.float32)
+    for key in ("landscape6", "landscape8"):
+        im = pixels(key)
+        same = np.abs(np.asarray(im, dtype=np.float32) - ref).mean()
+        flipped = np.abs(np.asarray(im.rotate(180), dtype=np.float32) - ref).mean()
+        assert same < flipped, (key, same, flipped)
