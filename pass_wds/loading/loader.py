@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -277,12 +279,23 @@ class Loader:
             self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
             delivered += 1
             if device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage"):
-                batch = self.recipe.device_stage(batch, device)
+                batch = self._device_stage(batch, device, len(self._history) - 1, self._history[-1].batches)
             yield batch
         if delivered != expected:
             raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
         self.epoch += 1
         self._history = []
+
+    def _device_stage(
+        self, batch: dict[str, Any], device: torch.device, gen: int, index: int
+    ) -> dict[str, Any]:
+        """Batched colour + normalisation on ``device``, seeded per (seed, epoch, generation, rank, batch) so a
+        resumed run draws the same colour parameters."""
+        stage = self.recipe.device_stage  # type: ignore[union-attr]
+        if "generator" in inspect.signature(stage).parameters:
+            rng = np.random.default_rng([self.params.seed, self.epoch, gen, self.rank, index, 0xDE7])
+            return stage(batch, device, generator=rng)  # type: ignore[no-any-return]
+        return stage(batch, device)  # type: ignore[no-any-return]
 
     # ----- checkpointing -----------------------------------------------------------------------------
 
