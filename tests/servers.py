@@ -239,7 +239,7 @@ class RangeHandler(BaseHTTPRequestHandler):
         start, end = 0, size  # [start, end)
         status = 200
         rng = self.headers.get("Range")
-        if rng:
+        if rng and not owner.ignore_ranges:
             m = _RANGE_RE.match(rng.strip())
             if not m or (not m.group(1) and not m.group(2)):
                 self._simple(416, b"bad range", {"Content-Range": f"bytes */{size}"})
@@ -292,6 +292,7 @@ class HttpServer:
     port: int = 0
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)
+    ignore_ranges: bool = False  # behave like a server without Range support (always 200, whole body)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: _Server | None = None
 
