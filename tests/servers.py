@@ -273,6 +273,8 @@ class RangeHandler(BaseHTTPRequestHandler):
                     break
                 self.wfile.write(chunk)
                 left -= len(chunk)
+                if owner.chunk_delay:
+                    time.sleep(owner.chunk_delay)
 
     def _simple(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -293,6 +295,7 @@ class HttpServer:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)
     ignore_ranges: bool = False  # behave like a server without Range support (always 200, whole body)
+    chunk_delay: float = 0.0  # seconds to sleep per 256 KiB sent (a slow server)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: _Server | None = None
 

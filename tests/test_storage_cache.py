@@ -1,0 +1,110 @@
+"""The node-local shard cache, fed by a real HTTP server that counts requests."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+from servers import HttpServer
+
+from pass_wds import storage
+from pass_wds.cache import ShardCache
+
+KB = 1000
+
+
+def _put(server: HttpServer, rel: str, data: bytes) -> str:
+    path = server.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return f"{server.url}/{rel}"
+
+
+def test_lru_eviction_under_the_cap(http_server: HttpServer, tmp_path: Path) -> None:
+    cache = ShardCache(str(tmp_path / "cache"), max_bytes=250 * KB)
+    a, b, c = (_put(http_server, f"ds/pass-00000{i}.tar", bytes([i]) * 100 * KB) for i in range(3))
+    pa = cache.get(a)
+    time.sleep(0.02)
+    pb = cache.get(b)
+    time.sleep(0.02)
+    assert cache.get(a) == pa  # a hit: refreshes a's access time, no new request
+    time.sleep(0.02)
+    pc = cache.get(c)  # 300 KB > cap: the least recently used (b) goes
+    assert os.path.exists(pa) and os.path.exists(pc) and not os.path.exists(pb)
+    assert cache.size() <= 250 * KB
+    assert len(http_server.gets("ds/pass-000000.tar")) == 1
+    assert Path(pa).read_bytes() == bytes([0]) * 100 * KB
+    cache.get(b)  # evicted entries come back on demand
+    assert len(http_server.gets("ds/pass-000001.tar")) == 2
+    assert cache.size() <= 250 * KB
+
+
+def test_same_basename_in_two_datasets_does_not_collide(http_server: HttpServer, tmp_path: Path) -> None:
+    cache = ShardCache(str(tmp_path / "cache"), max_bytes=10**9)
+    u1 = _put(http_server, "v1/pass-000000.tar", b"one" * 1000)
+    u2 = _put(http_server, "v2/pass-000000.tar", b"two" * 1000)
+    p1, p2 = cache.get(u1), cache.get(u2)
+    assert p1 != p2 and p1.endswith("-pass-000000.tar")
+    assert Path(p1).read_bytes() == b"one" * 1000 and Path(p2).read_bytes() == b"two" * 1000
+    # the same URL on another endpoint is another object too
+    assert cache.entry_path("s3://b/pass-000000.tar", {"client_kwargs": {"endpoint_url": "http://a"}}) != (
+        cache.entry_path("s3://b/pass-000000.tar", {"client_kwargs": {"endpoint_url": "http://b"}})
+    )
+
+
+def test_checksum_mismatch_caches_nothing(http_server: HttpServer, tmp_path: Path) -> None:
+    cache = ShardCache(str(tmp_path / "cache"), max_bytes=10**9)
+    url = _put(http_server, "ds/pass-000000.tar", b"x" * 5000)
+    with pytest.raises(storage.StorageError, match="sha256 differs"):
+        cache.get(url, sha256="0" * 64)
+    with pytest.raises(storage.StorageError, match="index.json says 4999"):
+        cache.get(url, size=4999)
+    assert cache.entries() == [] and not [n for n in os.listdir(cache.directory) if ".tmp-" in n]
+    good = hashlib.sha256(b"x" * 5000).hexdigest()
+    assert Path(cache.get(url, size=5000, sha256=good)).read_bytes() == b"x" * 5000
+
+
+def test_open_stream_through_the_cache(http_server: HttpServer, tmp_path: Path) -> None:
+    data = os.urandom(300 * KB)
+    url = _put(http_server, "ds/pass-000000.tar", data)
+    cache = ShardCache(str(tmp_path / "cache"), max_bytes=10**9)
+    for start, end in ((0, None), (1000, 2000), (299_000, 300_000)):
+        with storage.open_stream(url, start, end, cache=cache) as f:
+            assert f.read() == data[start:end]
+    assert len(http_server.gets("ds/pass-000000.tar")) == 1
+
+
+def _worker(args: tuple[str, str, str, int]) -> tuple[str, str]:
+    directory, url, sync_dir, i = args
+    Path(sync_dir, f"ready-{i}").touch()
+    while not Path(sync_dir, "go").exists():
+        time.sleep(0.005)
+    cache = ShardCache(directory, max_bytes=10**9)
+    with cache.open(url) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return cache.entry_path(url), digest
+
+
+def test_one_download_per_node_for_concurrent_processes(http_server: HttpServer, tmp_path: Path) -> None:
+    data = os.urandom(1_500_000)
+    url = _put(http_server, "ds/pass-000007.tar", data)
+    http_server.chunk_delay = 0.1  # a slow download (~0.6 s), so the others really have to wait for it
+    sync_dir = tmp_path / "sync"
+    sync_dir.mkdir()
+    cache_dir = str(tmp_path / "cache")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        pending = pool.map_async(_worker, [(cache_dir, url, str(sync_dir), i) for i in range(4)])
+        deadline = time.monotonic() + 60
+        while len(list(sync_dir.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (sync_dir / "go").touch()
+        results = pending.get(timeout=120)
+    assert {r[1] for r in results} == {hashlib.sha256(data).hexdigest()}
+    assert len({r[0] for r in results}) == 1
+    assert len(http_server.gets("ds/pass-000007.tar")) == 1  # one download for the whole node
+    assert not [n for n in os.listdir(cache_dir) if ".tmp-" in n]
