@@ -124,6 +124,13 @@ def to_float(views: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     return [((v.to(device).float() / 255.0) - MEAN.to(device)) / STD.to(device) for v in views]
 
 
+def fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Downscale a float batch so the tiny CPU model stays fast (SimCLR at 224 px needs a real GPU model)."""
+    if size and x.shape[-1] > size:
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
 # -------------------------------------------------------------------------------------------------- setup
 
 DEFAULTS: dict[str, Any] = {
@@ -139,6 +146,7 @@ DEFAULTS: dict[str, Any] = {
     "width": 16,
     "proj_dim": 64,
     "image_size": 32,
+    "input_size": 64,
     "seed": 0,
     "shuffle_buffer_bytes": "64MB",
     "remainder": "drop",
@@ -175,6 +183,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, help="channels of the first ResNet stage")
     p.add_argument("--proj-dim", type=int, help="projection head output size")
     p.add_argument("--image-size", type=int, help="view size of the builtin recipe")
+    p.add_argument(
+        "--input-size", type=int, help="views larger than this are downscaled on the device (0: never)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--shuffle-buffer-bytes", help="per worker, e.g. 64MB")
     p.add_argument("--remainder", choices=["drop", "pad"])
@@ -277,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             views = batch["views"]
             if args.recipe == "builtin" or views[0].dtype == torch.uint8:
                 views = to_float(views, device)
+            views = [fit(v.to(device), args.input_size) for v in views[:2]]
             loss = nt_xent(model(views[0]), model(views[1]), args.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
