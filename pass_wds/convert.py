@@ -20,6 +20,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pass_wds import __version__, manifest, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.writing import ShardResult, ShardTask, TaskItem, WriteOptions, estimate_json_size, write_shard
@@ -51,7 +53,8 @@ class Prepared:
 
     inputs: list[sources.InputSpec]
     items: list[sources.SourceItem]
-    rows: list[str | None]
+    rows: list[int]  # row number in ``metadata`` per item, -1 for none
+    metadata: sources.Metadata | None
     rejections: list[sources.Rejection]
     unmatched_metadata: list[str]
     metadata_rows: int
@@ -166,11 +169,17 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
     """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this)."""
     inputs = merged.inputs
     items: list[sources.SourceItem] = []
-    rows: list[str | None] = []
+    rows: list[int] = []
     rejections = list(merged.rejections)
+    matched = np.zeros(len(md) if md is not None else 0, dtype=bool)
+    for r in merged.rejections:
+        if md is not None and (i := md.index_of(r.key)) >= 0:
+            matched[i] = True
     for item in merged.items:
-        row = md.rows.get(item.key) if md is not None else None
-        if row is None and not cfg.allow_missing_metadata:
+        row = md.index_of(item.key) if md is not None else -1
+        if row >= 0:
+            matched[row] = True
+        elif not cfg.allow_missing_metadata:
             rejections.append(
                 sources.Rejection(
                     item.key,
@@ -183,19 +192,27 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
             continue
         items.append(item)
         rows.append(row)
-    present = {i.key for i in merged.items} | {r.key for r in merged.rejections}
-    unmatched = sorted(k for k in md.rows if k not in present) if md is not None else []
+    unmatched = sorted(k for k in md if not matched[md.index_of(k)]) if md is not None else []
 
     sizes = [
-        planning.sample_bytes(item.size, estimate_json_size(_task_item(inputs, item, row)))
+        planning.sample_bytes(
+            item.size,
+            estimate_json_size(
+                item.key,
+                inputs[item.source].name,
+                item.member,
+                item.size,
+                md.body_size(row) if md and row >= 0 else None,
+            ),
+        )
         for item, row in zip(items, rows, strict=True)
     ]
     plan = planning.plan_shards(
         [i.key for i in items], sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
     )
     attr = attribution_columns(cfg, md.columns if md is not None else [])
-    digest = plan_digest(cfg, inputs, items, rows, plan, attr)
-    return Prepared(inputs, items, rows, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
+    digest = plan_digest(cfg, inputs, items, rows, md, plan, attr)
+    return Prepared(inputs, items, rows, md, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
 
 
 def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> sources.Listing:
@@ -204,6 +221,7 @@ def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> sources.Lis
 
 
 def _task_item(inputs: list[sources.InputSpec], item: sources.SourceItem, row: str | None) -> TaskItem:
+    """What a shard writer needs for one item (built per shard, when the task is sent)."""
     spec = inputs[item.source]
     return TaskItem(
         key=item.key,
@@ -226,22 +244,25 @@ def plan_digest(
     cfg: ConvertConfig,
     inputs: list[sources.InputSpec],
     items: list[sources.SourceItem],
-    rows: list[str | None],
+    rows: list[int],
+    md: sources.Metadata | None,
     plan: planning.ShardPlan,
     attr: tuple[str, ...],
 ) -> str:
     """Identifies the output a plan will produce: format version, output options, and every planned item."""
 
-    def parts() -> Iterator[str]:
+    names = [spec.name for spec in inputs]
+
+    def parts() -> Iterator[str | bytes]:
         yield "pass-wds-shards-v1"
         yield json.dumps(output_options(cfg), sort_keys=True)
         yield json.dumps(attr)
+        yield md.digest() if md is not None else ""
         for shard in plan.shards:
-            yield "|"
-            for i in shard:
-                it = items[i]
-                yield f"{it.key}\t{inputs[it.source].name}\t{it.member}\t{it.offset}\t{it.size}"
-                yield rows[i] or ""
+            yield "\n".join(
+                f"{items[i].key}\t{names[items[i].source]}\t{items[i].member}\t{items[i].offset}\t{items[i].size}\t{rows[i]}"
+                for i in shard
+            )
 
     return planning.digest(parts())
 
@@ -365,9 +386,14 @@ def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[Shar
             index=s,
             url=storage.join(out, manifest.shard_name(cfg.name, s)),
             idx_url=storage.join(out, manifest.idx_name(cfg.name, s)),
-            items=[_task_item(prep.inputs, prep.items[i], prep.rows[i]) for i in prep.plan.shards[s]],
+            items=[_task_item(prep.inputs, prep.items[i], _row(prep, i)) for i in prep.plan.shards[s]],
             options=opts,
         )
+
+
+def _row(prep: Prepared, i: int) -> str | None:
+    r = prep.rows[i]
+    return prep.metadata.body(r) if prep.metadata is not None and r >= 0 else None
 
 
 def _write_all(

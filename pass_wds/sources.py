@@ -8,16 +8,18 @@ listing refuses (directories, links, unsafe paths, duplicates) becomes a :class:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import braceexpand
+import numpy as np
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
@@ -239,20 +241,90 @@ def item_url(inputs: list[InputSpec], item: SourceItem) -> str:
 _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 
 
-@dataclass
-class Metadata:
+class Metadata(Mapping[str, str]):
     """The allowlist: key → the row as the *inside* of a compact JSON object (``"a":1,"b":"x"``).
 
     Rows are serialised once, at load time, so shard writers only concatenate bytes and the plan knows each
-    sample's JSON size exactly.
+    sample's JSON size exactly. They are kept as UTF-8 in large chunks with offset arrays, not as 1.44M
+    Python strings: that is what keeps planning PASS under 2 GB.
     """
 
-    columns: list[str]
-    rows: dict[str, str]
-    duplicate_rows: int = 0
+    CHUNK = 65536
+
+    def __init__(self, columns: list[str] | None = None) -> None:
+        self.columns: list[str] = list(columns or [])
+        self.duplicate_rows = 0
+        self._index: dict[str, int] = {}
+        self._chunks: list[bytes] = []
+        self._ends: list[np.ndarray] = []
+        self._pending: list[bytes] = []
+
+    # building
+    def add(self, key: Any, body: str) -> None:
+        """Add a row; the first row of a key wins, later ones are counted as duplicates."""
+        if key is None:  # a row without a key can never match an image
+            return
+        k = str(key)
+        if k in self._index:
+            self.duplicate_rows += 1
+            return
+        self._index[k] = len(self._index)
+        self._pending.append(body.encode("utf-8"))
+        if len(self._pending) == self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._ends.append(np.cumsum([len(b) for b in self._pending], dtype=np.int64))
+            self._chunks.append(b"".join(self._pending))
+            self._pending = []
+
+    def finish(self) -> Metadata:
+        self._flush()
+        return self
+
+    # reading
+    def index_of(self, key: str) -> int:
+        """Row number of ``key``, or -1."""
+        return self._index.get(key, -1)
+
+    def body_bytes(self, i: int) -> bytes:
+        c, j = divmod(i, self.CHUNK)
+        ends = self._ends[c]
+        return self._chunks[c][int(ends[j - 1]) if j else 0 : int(ends[j])]
+
+    def digest(self) -> str:
+        """sha256 over the columns and every row in file order (identifies the allowlist for resume)."""
+        h = hashlib.sha256(json.dumps(self.columns).encode("utf-8"))
+        for chunk, ends in zip(self._chunks, self._ends, strict=True):
+            h.update(ends.tobytes())
+            h.update(chunk)
+        return h.hexdigest()
+
+    def body_size(self, i: int) -> int:
+        c, j = divmod(i, self.CHUNK)
+        ends = self._ends[c]
+        return int(ends[j]) - (int(ends[j - 1]) if j else 0)
+
+    def body(self, i: int) -> str:
+        return self.body_bytes(i).decode("utf-8")
+
+    def __getitem__(self, key: str) -> str:
+        i = self._index.get(key)
+        if i is None:
+            raise KeyError(key)
+        return self.body(i)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._index)
+
+    @property
+    def rows(self) -> Metadata:
+        """Mapping view (key → row body); kept for readability at call sites."""
+        return self
 
 
 def read_metadata(
@@ -290,16 +362,6 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _add_row(md: Metadata, key: Any, body: str) -> None:
-    if key is None:  # a row without a key can never match an image
-        return
-    k = str(key)
-    if k in md.rows:
-        md.duplicate_rows += 1
-        return
-    md.rows[k] = body
-
-
 def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None, delimiter: str) -> Metadata:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -312,34 +374,44 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
         raise ConfigError(f"metadata {storage.redact(url)} is empty (no header row)")
     if key_column not in columns:
         raise _missing_key(url, key_column, columns)
-    with storage.open_read(url, storage_options) as raw:
-        table = pacsv.read_csv(
-            raw,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-            read_options=pacsv.ReadOptions(block_size=16 << 20),
-        )
-    # A column is numeric when every non-empty cell is a JSON number: then its text goes out verbatim, so
-    # numbers stay numbers with no float round-trip; anything else (leading zeros, "NaN", dates) stays text.
-    numeric = []
-    names = table.column_names
-    for i, name in enumerate(names):
-        col = table.column(i)
-        nonnull = col.drop_null()
-        numeric.append(
-            name != key_column
-            and len(nonnull) > 0
-            and bool(pc.all(pc.match_substring_regex(nonnull, _JSON_NUMBER)).as_py())
-        )
-    prefixes = [_dump(n) + ":" for n in names]
-    md = Metadata(list(names), {})
-    key_idx = names.index(key_column)
-    for batch in table.to_batches(max_chunksize=65536):
-        cols = [batch.column(i).to_pylist() for i in range(len(names))]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        """Stream the file (twice in all): the whole table is never held in memory."""
+        with storage.open_read(url, storage_options) as raw:
+            reader = pacsv.open_csv(
+                raw,
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+                read_options=pacsv.ReadOptions(block_size=8 << 20),
+            )
+            yield from reader
+
+    # Pass 1. A column is numeric when every non-empty cell is a JSON number: then its text goes out verbatim,
+    # so numbers stay numbers with no float round trip; anything else (leading zeros, NaN, dates) stays text.
+    numeric = [name != key_column for name in columns]
+    seen = [False] * len(columns)
+    for batch in batches():
+        for i in range(len(columns)):
+            cells = batch.column(i).drop_null()
+            seen[i] = seen[i] or len(cells) > 0
+            if (
+                numeric[i]
+                and len(cells)
+                and not pc.all(pc.match_substring_regex(cells, _JSON_NUMBER)).as_py()
+            ):
+                numeric[i] = False
+    numeric = [n and s for n, s in zip(numeric, seen, strict=True)]  # an all-empty column is not numeric
+
+    # Pass 2: serialise each row once.
+    prefixes = [_dump(n) + ":" for n in columns]
+    md = Metadata(list(columns))
+    key_idx = columns.index(key_column)
+    for batch in batches():
+        cols = [batch.column(i).to_pylist() for i in range(len(columns))]
         encoded = []
         for i, values in enumerate(cols):
             if numeric[i]:
@@ -347,12 +419,13 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
             else:
                 encoded.append([prefixes[i] + ("null" if v is None else _dump(v)) for v in values])
         for r, key in enumerate(cols[key_idx]):
-            _add_row(md, key, ",".join(col[r] for col in encoded))
-    return md
+            md.add(key, ",".join(col[r] for col in encoded))
+    pa.default_memory_pool().release_unused()
+    return md.finish()
 
 
 def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
-    md = Metadata([], {})
+    md = Metadata()
     with storage.open_read(url, storage_options) as raw:
         for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), 1):
             if not line.strip():
@@ -366,7 +439,7 @@ def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | Non
             _admit_object(md, url, key_column, row, f"line {lineno}")
     if not md.columns:
         raise ConfigError(f"metadata {storage.redact(url)} has no rows")
-    return md
+    return md.finish()
 
 
 def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
@@ -386,12 +459,12 @@ def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None
         raise ConfigError(
             f"metadata {storage.redact(url)} must be a JSON list of objects or an object of objects"
         )
-    md = Metadata([], {})
+    md = Metadata()
     for i, row in enumerate(data):
         _admit_object(md, url, key_column, row, f"item {i}")
     if not md.columns:
         raise ConfigError(f"metadata {storage.redact(url)} has no rows")
-    return md
+    return md.finish()
 
 
 def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str) -> None:
@@ -401,7 +474,7 @@ def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str)
         raise _missing_key(url, key_column, list(row))
     if not md.columns:
         md.columns = list(row)
-    _add_row(md, row[key_column], _dump(row)[1:-1])
+    md.add(row[key_column], _dump(row)[1:-1])
 
 
 def _read_parquet(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
@@ -412,11 +485,11 @@ def _read_parquet(url: str, key_column: str, storage_options: dict[str, Any] | N
         names = pf.schema_arrow.names
         if key_column not in names:
             raise _missing_key(url, key_column, names)
-        md = Metadata(list(names), {})
+        md = Metadata(list(names))
         for batch in pf.iter_batches(batch_size=65536):
             for row in batch.to_pylist():
-                _add_row(md, row[key_column], _dump(row)[1:-1])
-    return md
+                md.add(row[key_column], _dump(row)[1:-1])
+    return md.finish()
 
 
 def iter_row_values(body: str) -> Iterator[tuple[str, Any]]:

@@ -148,3 +148,16 @@ def test_reencode_orients_and_shrinks() -> None:
     assert (w, h) == (100, 250)
     assert Image.open(io.BytesIO(out)).size == (100, 250)
     assert reencode(buf.getvalue(), max_side=250, quality=90)[0] == out
+
+
+@pytest.mark.parametrize(
+    ("key", "member", "row"),
+    [("abc", "d/abc.jpeg", '"a":1'), ('é"\\x', 'dir/é"\\x.jpg', None), ("k", "k.png", '"t":"漢字 🙂\\n"')],
+)
+def test_json_size_estimate_is_exact_for_four_digit_sizes(key: str, member: str, row: str | None) -> None:
+    from pass_wds.writing import ImageInfo, estimate_json_size, provenance, sample_json
+
+    item = TaskItem(key, "u", "PASS.0.tar", member, 0, 12345, True, row)
+    actual = len(sample_json(row, provenance(item, ImageInfo("JPEG", "jpg", 1000, 2000), 12345)))
+    row_bytes = len(row.encode()) if row is not None else None
+    assert estimate_json_size(key, "PASS.0.tar", member, 12345, row_bytes) == actual

@@ -1,0 +1,139 @@
+"""Planning at PASS scale: peak RSS and time to join and plan 1.44M items (targets: < 2 GB, < 60 s).
+
+Generates (once, cached) a 1.44M-row PASS-like metadata CSV and a matching tar listing, then measures in
+fresh subprocesses, so each peak RSS is its own:
+
+* ``pass-wds``: read the metadata (pyarrow, every row serialised to JSON once), build the listing, join,
+  estimate every sample's tar footprint, shuffle and plan byte-balanced shards, and compute the plan digest.
+* ``baseline``: what a plain script does: ``csv.DictReader`` into a dict of dicts, ``random.shuffle``, and cut
+  the list into shards by count (no byte balance, no JSON, no digest).
+
+    python benchmarks/bench_planning.py [--items 1440000] [--data bench-data/planning]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_pass_wds(data: Path) -> dict[str, float]:
+    from pass_wds import sources
+    from pass_wds.config import ConvertConfig
+    from pass_wds.convert import build_plan
+    from pass_wds.fakedata import read_listing
+
+    t0 = time.perf_counter()
+    md = sources.read_metadata(str(data / "pass_metadata.csv"))
+    t1 = time.perf_counter()
+    raw = read_listing(data / "listing.csv")
+    names = sorted(set(raw.sources))
+    inputs = [sources.InputSpec(str(data / n), "tar") for n in names]
+    src_index = {n: i for i, n in enumerate(names)}
+    items = [
+        sources.SourceItem(k, src_index[s], m, int(o), int(z))
+        for k, s, m, o, z in zip(raw.keys, raw.sources, raw.members, raw.offsets, raw.sizes, strict=True)
+    ]
+    del raw
+    listing = sources.Listing(inputs, items)
+    t2 = time.perf_counter()
+    cfg = ConvertConfig(inputs=["x"], output="y", shard_size="256MB", seed=0)
+    prep = build_plan(cfg, listing, md)
+    t3 = time.perf_counter()
+    spread = prep.plan.spread()
+    return {
+        "items": len(prep.items),
+        "shards": len(prep.plan.shards),
+        "read_metadata_s": t1 - t0,
+        "build_listing_s": t2 - t1,
+        "join_plan_digest_s": t3 - t2,
+        "total_s": t3 - t0,
+        "peak_rss_mb": _rss_mb(),
+        "shard_max_dev_pct": spread["max_dev_pct"],
+    }
+
+
+def measure_baseline(data: Path) -> dict[str, float]:
+    import csv
+    import random
+
+    t0 = time.perf_counter()
+    with open(data / "pass_metadata.csv", newline="", encoding="utf-8") as f:
+        meta = {row["hash"]: row for row in csv.DictReader(f)}
+    with open(data / "listing.csv", newline="", encoding="utf-8") as f:
+        listing = [row for row in csv.DictReader(f) if row["key"] in meta]
+    random.Random(0).shuffle(listing)
+    per_shard = 4000
+    shards = [listing[i : i + per_shard] for i in range(0, len(listing), per_shard)]
+    t1 = time.perf_counter()
+    return {"items": len(listing), "shards": len(shards), "total_s": t1 - t0, "peak_rss_mb": _rss_mb()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=1_440_000)
+    ap.add_argument("--data", type=Path, default=REPO / "bench-data" / "planning")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "planning.json")
+    ap.add_argument("--_measure", choices=["pass-wds", "baseline"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    data = args.data / str(args.items)
+    if args._measure:
+        fn = measure_pass_wds if args._measure == "pass-wds" else measure_baseline
+        print(json.dumps(fn(data)))
+        return
+    if not (data / "listing.csv").exists():
+        from pass_wds.fakedata import make_listing
+
+        t = time.perf_counter()
+        make_listing(data, args.items)
+        print(f"generated {args.items:,} rows in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+
+    results = {}
+    for name in ("pass-wds", "baseline"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--items", str(args.items), "--data", str(args.data), "--_measure", name],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours, base = results["pass-wds"], results["baseline"]
+    report = {
+        "benchmark": "planning",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count()},
+        "items": args.items,
+        "results": results,
+        "ratios": {
+            "time_vs_baseline": ours["total_s"] / base["total_s"],
+            "rss_vs_baseline": ours["peak_rss_mb"] / base["peak_rss_mb"],
+        },
+        "targets": {"peak_rss_mb_max": 2048, "total_s_max": 60},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{'':12} {'time s':>8} {'peak RSS MB':>12} {'shards':>7}")
+    for name, r in results.items():
+        print(f"{name:12} {r['total_s']:8.1f} {r['peak_rss_mb']:12.0f} {r['shards']:7}")
+    print(
+        f"pass-wds/baseline: time {report['ratios']['time_vs_baseline']:.2f}x, "
+        f"RSS {report['ratios']['rss_vs_baseline']:.2f}x; shard size spread {ours['shard_max_dev_pct']:.3f}% "
+        f"(targets: < 2048 MB, < 60 s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
