@@ -27,7 +27,7 @@ Sample = dict[str, Any]
 class IndexCache:
     """Per-process LRU of parsed shard indexes (a worker touches only a few shards at a time)."""
 
-    def __init__(self, shards: Sequence[ShardInfo], storage_options: dict[str, Any] | None, size: int = 16):
+    def __init__(self, shards: Sequence[ShardInfo], storage_options: dict[str, Any] | None, size: int = 64):
         self.shards = shards
         self.storage_options = storage_options
         self.size = size
