@@ -630,10 +630,12 @@ async def _open_s3(fs: Any, path: str, pos: int, end: int | None, tag: str | Non
     try:
         resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, **version_id_kw(version), **kw)
     except Exception as exc:
-        code, status = _client_error_code(exc)
-        if code == "InvalidRange" or status == 416 or "InvalidRange" in str(exc):
-            return _Response(_Empty(), None, tag)
-        if code == "PreconditionFailed" or "PreconditionFailed" in str(exc) or status == 412:
+        codes = [_client_error_code(e) for e in _chain(exc)]
+        if any(c == "InvalidRange" or s == 416 for c, s in codes) or "range is not satisfiable" in str(exc):
+            if pos == 0:  # an empty object has no byte 0
+                return _Response(_Empty(), 0, tag)
+            raise StorageError(f"range starting at byte {pos} is beyond the end of s3://{path}") from None
+        if any(c == "PreconditionFailed" or s == 412 for c, s in codes) or "PreconditionFailed" in str(exc):
             raise StorageError(f"s3://{path} changed while it was being read") from None
         raise
     m = _CONTENT_RANGE.match(resp.get("ContentRange") or "")

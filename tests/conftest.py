@@ -18,5 +18,6 @@ def corpus() -> Path:
         pytest.fail(f"test corpus not found at {CORPUS} (set PASS_WDS_CORPUS)")
     return CORPUS
 
+
 # Real loopback servers (moto S3, range-capable HTTP, fault proxy) for every test module.
 pytest_plugins = ["servers"]

@@ -33,6 +33,8 @@ def test_read_only_store_basics(http_server: HttpServer, blob: bytes) -> None:
     with storage.open_read(url) as f:
         f.seek(2_400_000)
         assert f.read() == blob[2_400_000:]
+    (http_server.root / "empty").write_bytes(b"")
+    assert storage.read_bytes(f"{http_server.url}/empty") == b""
     with pytest.raises(storage.ReadOnlyError, match="read-only"):
         storage.write_bytes(f"{http_server.url}/x.bin", b"1")
     with pytest.raises(storage.ReadOnlyError):

@@ -39,6 +39,9 @@ def test_round_trip_and_listing(s3: Bucket) -> None:
     with storage.open_read(f"{s3.url}/ds/a.bin", so) as f:
         f.seek(299_990)
         assert f.read() == data[299_990:]
+    storage.write_bytes(f"{s3.url}/ds/empty", b"", so)
+    assert s3.get("ds/empty") == b"" and storage.read_bytes(f"{s3.url}/ds/empty", so) == b""
+    storage.remove(f"{s3.url}/ds/empty", so)
     storage.remove(f"{s3.url}/ds/a.bin", so)
     assert s3.keys() == ["ds/sub/b.txt"]
 
