@@ -161,3 +161,33 @@ def test_json_size_estimate_is_exact_for_four_digit_sizes(key: str, member: str,
     actual = len(sample_json(row, provenance(item, ImageInfo("JPEG", "jpg", 1000, 2000), 12345)))
     row_bytes = len(row.encode()) if row is not None else None
     assert estimate_json_size(key, "PASS.0.tar", member, 12345, row_bytes) == actual
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("a.jpg", 0), ("0123456789abcdef" * 4 + ".json", 511), ("k_x-1.png", 8**11 - 1)]
+)
+def test_tar_header_matches_tarfile_ustar(name: str, size: int) -> None:
+    from pass_wds.writing import tar_header
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
+        size,
+        MTIME,
+        0o644,
+        0,
+        0,
+        "",
+        "",
+    )
+    assert tar_header(name, size) == info.tobuf(
+        format=tarfile.USTAR_FORMAT, encoding="ascii", errors="strict"
+    )
+
+
+def test_tar_header_refuses_what_ustar_cannot_hold() -> None:
+    from pass_wds.writing import tar_header
+
+    with pytest.raises(ValueError):
+        tar_header("x" * 101, 1)
+    with pytest.raises(ValueError):
+        tar_header("x", 8**11)
