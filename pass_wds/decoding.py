@@ -295,7 +295,10 @@ def _box_to_stored(
 
 
 def _orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Tensor:
-    """Apply the EXIF transpose (as PIL does) and an optional left-right flip to a small CHW tensor."""
+    """Apply the EXIF transpose (as PIL does) and an optional left-right flip to a small CHW tensor.
+
+    The result may be a strided view (e.g. channels-last); ``torch.stack`` at collation makes the batch
+    contiguous in the same copy, so making each view contiguous here would only add a pass."""
     if orientation == 2:
         x = x.flip(2)
     elif orientation == 3:
@@ -312,7 +315,7 @@ def _orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Ten
         x = torch.rot90(x, 1, dims=(1, 2))
     if flip:
         x = x.flip(2)
-    return x.contiguous()
+    return x
 
 
 def _resize(region: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:

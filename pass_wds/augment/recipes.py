@@ -212,6 +212,8 @@ def builtin_config(name: str) -> RecipeConfig:
 class Recipe:
     """Worker-side geometry + device-side colour for one :class:`RecipeConfig` (picklable)."""
 
+    cpu_chunk = 8  # samples per chunk when the device stage runs on the CPU
+
     def __init__(self, config: RecipeConfig) -> None:
         self.config = config
         self.decode_options = DecodeOptions(
@@ -282,11 +284,18 @@ class Recipe:
             if not spec.has_colour:
                 continue
             params = sample_colour_params(spec, len(idx), rng)
-            x = torch.stack([views[i] for i in idx]).float().div_(255.0)
-            y = apply_colour(x, params, spec).mul_(255.0).round_().to(torch.uint8)
+            x = torch.stack([views[i] for i in idx]).float()
+            y = apply_colour(x, params, spec, scale=255.0).add_(0.5).to(torch.uint8)  # round half up
             for j, i in enumerate(idx):
                 out[i] = y[j]
         return out
+
+    def _finish(self, x: torch.Tensor, normalize_output: bool) -> torch.Tensor:
+        """float [0, 255] → normalised (or [0, 1]); the 1/255 is folded into the normalisation."""
+        if not normalize_output:
+            return x.div_(255.0)
+        mean = tuple(255.0 * m for m in self.config.mean)
+        return normalize(x, mean, tuple(255.0 * s for s in self.config.std), inplace=True)
 
     # -- device side ---------------------------------------------------------------------------------------
     def device_stage(
@@ -313,11 +322,17 @@ class Recipe:
         out_views: list[torch.Tensor] = [torch.empty(0)] * len(views)
         for k, idx in self._groups():
             spec = self.config.views[k]
-            x = torch.cat([views[i].to(device, non_blocking=True) for i in idx]).float().div_(255.0)
-            if not self.colour_on_cpu and spec.has_colour:
-                x = apply_colour(x, sample_colour_params(spec, x.shape[0], rng), spec)
-            if normalize_output:
-                x = normalize(x, self.config.mean, self.config.std)
+            x = torch.cat([views[i].to(device, non_blocking=True) for i in idx])
+            params = sample_colour_params(spec, x.shape[0], rng)
+            # On the CPU, work in cache-sized chunks; on an accelerator, the whole batch at once.
+            step = x.shape[0] if x.device.type != "cpu" else self.cpu_chunk
+            parts = []
+            for start in range(0, x.shape[0], step):
+                part = x[start : start + step].to(torch.float32, copy=True)
+                if not self.colour_on_cpu and spec.has_colour:
+                    part = apply_colour(part, params.subset(slice(start, start + step)), spec, scale=255.0)
+                parts.append(self._finish(part, normalize_output))
+            x = torch.cat(parts) if len(parts) > 1 else parts[0]
             for j, part in enumerate(x.split([views[i].shape[0] for i in idx])):
                 out_views[idx[j]] = part
         result = dict(batch)
