@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pass_wds.cache import ShardCache
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.loading.pipeline import EpochJob, PlannedBatches, Recipe
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
@@ -44,6 +45,8 @@ class LoaderConfig:
     epoch_samples: int | None = None
     on_error: str = "substitute"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
     pin_memory: bool = False
     device: str | None = None
@@ -76,6 +79,7 @@ class LoaderConfig:
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         parse_size(self.shuffle_buffer_bytes)
+        parse_size(self.cache_bytes)
 
     def build(self, recipe: str | Recipe | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
@@ -242,6 +246,11 @@ class Loader:
             recipe=self.recipe,
             on_error=self.config.on_error,
             storage_options=self.config.storage_options or None,
+            shard_cache=(
+                ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes))
+                if self.config.cache_dir
+                else None
+            ),
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -357,6 +366,8 @@ def make_loader(
     segment_samples: int = 256,
     epoch_samples: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    cache_bytes: str | int = "100GB",
     on_error: str = "substitute",
     rank: int | None = None,
     world_size: int | None = None,
@@ -382,6 +393,8 @@ def make_loader(
         epoch_samples=epoch_samples,
         on_error=on_error,
         storage_options=dict(storage_options or {}),
+        cache_dir=cache_dir,
+        cache_bytes=cache_bytes,
         prefetch_factor=prefetch_factor,
         pin_memory=pin_memory,
         device=device,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pass_wds.cache import ShardCache
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -49,6 +50,7 @@ class EpochJob:
     recipe: Recipe | None = None
     on_error: str = "substitute"
     storage_options: dict[str, Any] | None = None
+    shard_cache: ShardCache | None = None
     cache: IndexCache | None = field(default=None, repr=False)
 
     def index_cache(self) -> IndexCache:
@@ -101,7 +103,9 @@ def stream_planned(
     order = rp.order.tolist()
     t = 0
     for q, (_, sample) in zip(
-        rp.read.tolist(), read_samples(gids, offsets, job.index_cache(), job.storage_options), strict=True
+        rp.read.tolist(),
+        read_samples(gids, offsets, job.index_cache(), job.storage_options, job.shard_cache),
+        strict=True,
     ):
         sample["__index__"] = q
         if q == order[t]:

@@ -62,6 +62,8 @@ class ShardInfo:
     nsamples: int
     idx_url: str | None = None
     compressed: bool = False
+    filesize: int | None = None
+    sha256: str | None = None
     index: ShardIndex | None = field(default=None, repr=False)
 
 
@@ -209,7 +211,16 @@ def read_index_json(url: str, storage_options: dict[str, Any] | None = None) -> 
         nsamples = int(entry["nsamples"])
         if nsamples < 0:
             raise ShardError(f"{url}: shardlist[{i}] has negative nsamples")
-        shards.append(ShardInfo(shard_url, nsamples, idx_url, compressed=shard_url.endswith((".tgz", ".gz"))))
+        shards.append(
+            ShardInfo(
+                shard_url,
+                nsamples,
+                idx_url,
+                compressed=shard_url.endswith((".tgz", ".gz")),
+                filesize=int(entry["filesize"]) if entry.get("filesize") is not None else None,
+                sha256=entry.get("sha256"),
+            )
+        )
     return shards
 
 

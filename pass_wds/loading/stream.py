@@ -16,6 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from pass_wds import storage
+from pass_wds.cache import ShardCache
 from pass_wds.loading.shards import ShardError, ShardIndex, ShardInfo, load_shard_index, split_key
 
 GAP_READ_THROUGH = 1 << 20
@@ -55,6 +56,17 @@ class IndexCache:
     def key(self, offsets: np.ndarray, gid: int) -> str:
         s = int(np.searchsorted(offsets, gid, side="right") - 1)
         return self.get(s).keys[gid - int(offsets[s])]
+
+
+def open_shard(
+    shard: ShardInfo, start: int, end: int | None, so: dict[str, Any] | None, cache: ShardCache | None = None
+) -> IO[bytes]:
+    """Byte range of a shard; with a node-local cache, the whole shard is fetched once (size/sha256 checked
+    against index.json when known) and read locally."""
+    url = shard.url
+    if cache is not None and not storage.is_local(url):
+        url = cache.get(url, so, size=shard.filesize, sha256=shard.sha256)
+    return storage.open_stream(url, start, end, so)
 
 
 def _read_exact(f: IO[bytes], n: int, url: str) -> bytes:
@@ -121,13 +133,17 @@ def _spans(gids: Sequence[int], offsets: np.ndarray, cache: IndexCache) -> Itera
 
 
 def _read_plain_span(
-    shard: ShardInfo, index: ShardIndex, wanted: list[int], so: dict[str, Any] | None
+    shard: ShardInfo,
+    index: ShardIndex,
+    wanted: list[int],
+    so: dict[str, Any] | None,
+    cache: ShardCache | None = None,
 ) -> Iterator[tuple[int, Sample]]:
     first = index.members[wanted[0]][0]
     last = index.members[wanted[-1]][-1]
     start = max(0, first.offset - 512)
     end = last.offset + last.size
-    with storage.open_stream(shard.url, start, end, so) as f:
+    with open_shard(shard, start, end, so, cache) as f:
         pos = start
         for i in wanted:
             sample: Sample = {"__key__": index.keys[i], "__url__": shard.url}
@@ -143,14 +159,14 @@ def _read_plain_span(
 
 
 def _read_compressed_span(
-    shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None
+    shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None, cache: ShardCache | None = None
 ) -> Iterator[tuple[int, Sample]]:
     want = set(wanted)
     last = wanted[-1]
     i = -1
     key: str | None = None
     sample: Sample = {}
-    with storage.open_stream(shard.url, 0, None, so) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
+    with open_shard(shard, 0, None, so, cache) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
         for m in tf:
             if not m.isreg():
                 continue
@@ -174,15 +190,19 @@ def _read_compressed_span(
 
 
 def read_samples(
-    gids: Sequence[int], offsets: np.ndarray, cache: IndexCache, storage_options: dict[str, Any] | None = None
+    gids: Sequence[int],
+    offsets: np.ndarray,
+    cache: IndexCache,
+    storage_options: dict[str, Any] | None = None,
+    shard_cache: ShardCache | None = None,
 ) -> Iterator[tuple[int, Sample]]:
     """Yield ``(global id, sample dict)`` for ``gids`` in the given order (raw member bytes, not decoded)."""
     for s, wanted in _spans(gids, offsets, cache):
         shard = cache.shards[s]
         base = int(offsets[s])
         if shard.compressed:
-            it = _read_compressed_span(shard, wanted, storage_options)
+            it = _read_compressed_span(shard, wanted, storage_options, shard_cache)
         else:
-            it = _read_plain_span(shard, cache.get(s), wanted, storage_options)
+            it = _read_plain_span(shard, cache.get(s), wanted, storage_options, shard_cache)
         for i, sample in it:
             yield base + i, sample

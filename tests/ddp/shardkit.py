@@ -5,6 +5,7 @@ Used by tests/test_loading*.py and by the torchrun worker scripts in this folder
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -68,8 +69,15 @@ def write_shards(
         if with_idx:
             (out / f"{name}-{s:06d}.idx").write_text(f"v1.2 {n}\n" + "".join(ln + "\n" for ln in lines))
         paths.append(str(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         shardlist.append(
-            {"url": path.name, "nsamples": n, "filesize": os.path.getsize(path), "idx": f"{name}-{s:06d}.idx"}
+            {
+                "url": path.name,
+                "nsamples": n,
+                "filesize": os.path.getsize(path),
+                "sha256": digest,
+                "idx": f"{name}-{s:06d}.idx",
+            }
         )
     if with_index_json:
         doc = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": shardlist}
