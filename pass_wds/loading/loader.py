@@ -76,6 +76,14 @@ class LoaderConfig:
             raise ConfigError(f"segment_samples must be >= 1, got {self.segment_samples}")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise ConfigError(f"epoch_samples must be >= 1, got {self.epoch_samples}")
+        if (
+            self.epoch_samples is not None
+            and self.remainder == "drop"
+            and self.epoch_samples < self.batch_size
+        ):
+            raise ConfigError(
+                f"epoch_samples ({self.epoch_samples}) is smaller than one batch ({self.batch_size})"
+            )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         parse_size(self.shuffle_buffer_bytes)
@@ -265,7 +273,7 @@ class Loader:
                 len(plan.dropped),
                 len(plan.base) + len(plan.dropped),
                 self.world_size * self.params.batch_size,
-                " ".join(self.dropped_keys),
+                " ".join(self.dropped_keys[:50]) + (" …" if len(self.dropped_keys) > 50 else ""),
             )
         self._history = list(history)
         dataset = PlannedBatches(self._job(history))
