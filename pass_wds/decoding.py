@@ -207,7 +207,13 @@ class SourceImage:
         use_draft = opts.draft and self.format in _JPEG_FORMATS and min_scale <= 0.5
         if use_draft:
             req = (max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale)))
-            return _hwc_to_chw(self._pil_pixels(req))
+            try:
+                return _hwc_to_chw(self._pil_pixels(req))
+            except DecodeError as e:
+                if e.reason != "corrupt":
+                    raise
+                # Some JPEG variants (lossless SOF3) cannot be DCT-scaled: decode them at full size.
+                self._img = Image.open(io.BytesIO(self._data))
         if (
             _tv_decode_jpeg is not None
             and opts.jpeg_backend != "pil"
