@@ -197,6 +197,29 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.active: set[socket.socket] = set()
+        self.active_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self.active_lock:
+            self.active.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.active_lock:
+                self.active.discard(request)
+
+    def close_all(self) -> None:
+        """Stop listening and cut every open (keep-alive) connection, like a crashed server."""
+        self.shutdown()
+        self.server_close()
+        with self.active_lock:
+            for conn in list(self.active):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up mid-response (the fault tests do that on purpose) are not errors."""
         if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
@@ -489,10 +512,9 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Stop listening (new connections are refused); ``start()`` again reuses the port."""
+        """Stop listening and cut open connections (new ones are refused); ``start()`` again reuses the port."""
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+            self._httpd.close_all()
             self._httpd = None
 
 
