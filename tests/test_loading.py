@@ -126,6 +126,17 @@ def test_epoch_covers_all_but_a_rotating_remainder(shards: Path) -> None:
     assert len(set(dropped)) == 3
 
 
+def test_dropped_samples_rotate_even_with_one_segment(tmp_path: Path) -> None:
+    write_shards(tmp_path, [10])
+    loader = make_loader(str(tmp_path / "index.json"), batch_size=3, num_workers=0, segment_samples=100)
+    dropped = set()
+    for _ in range(6):
+        keys = [k for b in _keys(loader) for k in b]
+        assert len(keys) == 9 and sorted(keys + loader.dropped_keys) == all_keys([10])
+        dropped.add(loader.dropped_keys[0])
+    assert len(dropped) >= 3
+
+
 def test_interrupted_iteration_continues_and_state_resumes_identically(shards: Path) -> None:
     src = str(shards / "index.json")
     kw: dict[str, Any] = {

@@ -3,8 +3,9 @@
 An epoch is a function of a few integers, so every rank computes the same plan independently, and a resumed
 run recomputes exactly what was already delivered:
 
-1. shards are cut into segments of ``segment_samples``; segments are permuted with ``(seed, epoch)``;
-   the concatenation is the epoch *sequence* (resampled mode: segments drawn with replacement instead);
+1. shards are cut into segments of ``segment_samples``; segments are permuted with ``(seed, epoch)``, and
+   the concatenation, rotated by a random offset, is the epoch *sequence* (resampled mode: segments drawn
+   with replacement instead);
 2. the sequence is trimmed (``drop``) or padded (``pad``) to a multiple of ``world_size × batch_size``;
 3. rank ``r`` gets a contiguous run of ``B`` whole batches, split into contiguous runs per worker so that
    worker ``w`` serves the rank's batches ``w, w+W, w+2W …`` (the DataLoader's round-robin order);
@@ -105,9 +106,11 @@ def epoch_sequence(p: PlanParams, epoch: int) -> np.ndarray:
             picks.append(chosen)
             total += int(segs[chosen, 1].sum())
         return _expand(segs[np.concatenate(picks)])[:need]
-    if p.shuffle:
-        segs = segs[rng.permutation(len(segs))]
-    return _expand(segs)
+    if not p.shuffle:
+        return _expand(segs)
+    seq = _expand(segs[rng.permutation(len(segs))])
+    # A random rotation moves the trimmed tail (remainder "drop") every epoch, even with a single segment.
+    return np.roll(seq, -int(rng.integers(len(seq)))) if len(seq) else seq
 
 
 def fit_remainder(positions: np.ndarray, group: int, remainder: str) -> tuple[np.ndarray, np.ndarray]:
