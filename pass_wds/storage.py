@@ -561,6 +561,7 @@ class _Response:
     ) -> None:
         self.body, self.total, self.tag, self.skip = body, total, tag, skip
         self.closer = closer or getattr(body, "close", None)
+        self.error: BaseException | None = None
 
     async def read(self, n: int) -> bytes:
         while self.skip:  # a server that ignored Range: discard up to the offset we need
@@ -568,7 +569,26 @@ class _Response:
             if not data:
                 return b""
             self.skip -= len(data)
-        return bytes(await self.body.read(n))
+        if self.error is not None:
+            raise self.error
+        # gather up to n bytes in one call: each call is a round trip to the event-loop thread, and the
+        # stream hands out whatever its buffer holds (often 64 KiB). A failure after some bytes arrived
+        # returns those bytes first and is raised on the next call, so the stream resumes after them.
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            try:
+                data = await self.body.read(n - got)
+            except Exception as exc:
+                if not got:
+                    raise
+                self.error = exc
+                break
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
 
     def close(self) -> None:
         if self.closer is not None:
