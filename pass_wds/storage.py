@@ -148,8 +148,8 @@ def _endpoint(url: str, storage_options: Mapping[str, Any] | None) -> str:
     ep = (so.get("client_kwargs") or {}).get("endpoint_url") or so.get("endpoint_url")
     if _protocol(url) in ("s3", "s3a"):
         ep = ep or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-    else:
-        ep = ep or url.split("/", 3)[2] if "://" in url else url
+    elif not ep:
+        ep = url.split("/", 3)[2] if "://" in url else url
     return redact(str(ep))
 
 
