@@ -132,6 +132,21 @@ def test_credentials_never_in_errors(http_server: HttpServer) -> None:
     assert "X-Amz-Signature=***" in str(e.value)
 
 
+def test_credentials_never_in_retry_logs(
+    http_server: HttpServer, blob: bytes, fault_proxy: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy: FaultProxy = fault_proxy(http_server.url)  # type: ignore[operator]
+    proxy.fail_first(2, status=503)
+    url = f"http://user:hunter22@127.0.0.1:{proxy.port}/shards/pass-000000.tar?X-Amz-Signature=abcdef123"
+    with (
+        caplog.at_level("WARNING", logger="pass_wds.storage"),
+        storage.open_stream(url, 0, 100, retry=FAST) as f,
+    ):
+        assert f.read() == blob[:100]
+    assert len(caplog.records) == 2 and "retrying" in caplog.text
+    assert "hunter22" not in caplog.text and "abcdef123" not in caplog.text
+
+
 def test_redact() -> None:
     so = {"key": "AKIAXYZ", "secret": "s3cr3t/+=", "client_kwargs": {"endpoint_url": "http://minio:9000"}}
     text = (
