@@ -327,7 +327,7 @@ def _orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Ten
 def _resize(region: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
     """Antialiased resize of a uint8 CHW region (torch's uint8 kernels; bilinear or bicubic)."""
     if tuple(region.shape[1:]) == tuple(size):
-        return region
+        return region.clone()  # own the memory: never a view of the whole decoded image (or of PIL's buffer)
     batch = region.unsqueeze(0).contiguous(memory_format=torch.channels_last)
     mode = "bicubic" if interpolation == "bicubic" else "bilinear"
     return F.interpolate(batch, size=size, mode=mode, antialias=True, align_corners=False)[0]
