@@ -179,9 +179,15 @@ def _admit_member(out: Listing, spec: InputSpec, source_index: int, info: tarfil
     if is_unsafe(name):
         out.rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "absolute path or '..' component"))
     elif not info.isreg():
-        if info.isdir():
-            return  # folder entries carry no data; they are structure, not rejected inputs
-        kind = "symlink" if info.issym() else "hard link" if info.islnk() else f"type {info.type!r}"
+        kind = (
+            "directory"
+            if info.isdir()
+            else "symlink"
+            if info.issym()
+            else "hard link"
+            if info.islnk()
+            else f"type {info.type!r}"
+        )
         out.rejections.append(Rejection(key, spec.name, name, NOT_REGULAR, kind))
     else:
         out.items.append(SourceItem(key, source_index, name, info.offset_data, info.size))
@@ -383,6 +389,7 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in columns},
+                    null_values=[""],  # only empty cells are null: "NA", "null", "NaN" are text
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=True,
                 ),

@@ -117,6 +117,7 @@ def test_tar_listing_offsets_and_refusals(tmp_path: Path) -> None:
     assert p.read_bytes()[item.offset : item.offset + item.size] == b"0123456789"
     reasons = {r.member: r.reason for r in listing.rejections}
     assert reasons == {
+        "PASS_dataset/dummy_folder": sources.NOT_REGULAR,
         "PASS_dataset/dummy_folder/link.jpeg": sources.NOT_REGULAR,
         "/etc/abs.jpeg": sources.UNSAFE_PATH,
         "PASS_dataset/../../evil.jpeg": sources.UNSAFE_PATH,
