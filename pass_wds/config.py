@@ -78,7 +78,7 @@ class ConvertConfig:
     allow_missing_metadata: bool = False
     overwrite: bool = False
     resize_max_side: int | None = None
-    quality: int = 95
+    quality: int | None = None  # re-encode as JPEG at this quality (95 when only resizing)
     creator_column: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
@@ -98,7 +98,7 @@ class ConvertConfig:
             raise ConfigError(f"--name must be letters, digits, '_' or '-', got {self.name!r}")
         if self.resize_max_side is not None and self.resize_max_side < 1:
             raise ConfigError(f"--resize-max-side must be >= 1, got {self.resize_max_side}")
-        if not 1 <= self.quality <= 100:
+        if self.quality is not None and not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, got {self.quality}")
 
     @property
@@ -107,7 +107,7 @@ class ConvertConfig:
 
     @property
     def reencode(self) -> bool:
-        return self.resize_max_side is not None
+        return self.resize_max_side is not None or self.quality is not None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

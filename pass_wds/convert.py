@@ -375,7 +375,7 @@ def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[Shar
     opts = WriteOptions(
         validate=cfg.validate,
         resize_max_side=cfg.resize_max_side,
-        quality=cfg.quality if cfg.reencode else None,
+        quality=(cfg.quality or 95) if cfg.reencode else None,
         max_image_pixels=cfg.max_image_pixels,
         attribution_columns=prep.attribution_columns,
         storage_options=cfg.storage_options,
