@@ -207,16 +207,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Initialise the process group from torchrun's environment (NCCL with GPUs, gloo otherwise)."""
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     if "RANK" in os.environ and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available()
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+    return rank, world, device
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:

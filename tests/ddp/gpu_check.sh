@@ -4,7 +4,7 @@
 set -euo pipefail
 OUT=${1:-/tmp/gpu-check}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD OMP_NUM_THREADS=2
+export PYTHONPATH=$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH} OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python - "$OUT" <<'PY'
