@@ -368,3 +368,15 @@ def test_http_shards_resume_seeks_with_idx(tmp_path: Path) -> None:
         assert starts and min(starts) >= first_needed
     finally:
         server.stop()
+
+
+def test_gzipped_foreign_shard_resumes_identically(corpus: Path) -> None:
+    src = str(corpus / "foreign-shards" / "webdataset__sample.tgz")
+    kw: dict[str, Any] = {"batch_size": 5, "num_workers": 2, "segment_samples": 7, "recipe": TinyRecipe()}
+    full = _keys(make_loader(src, **kw))
+    assert len(full) == 18 and sorted(k for b in full for k in b) == [str(i) for i in range(10, 100)]
+    part = make_loader(src, **kw)
+    head = [b["__key__"] for b in itertools.islice(part, 7)]
+    resumed = make_loader(src, **kw)
+    resumed.load_state_dict(part.state_dict())
+    assert head + _keys(resumed) == full
