@@ -284,8 +284,12 @@ class Recipe:
             if not spec.has_colour:
                 continue
             params = sample_colour_params(spec, len(idx), rng)
-            x = torch.stack([views[i] for i in idx]).float()
-            y = apply_colour(x, params, spec, scale=255.0).add_(0.5).to(torch.uint8)  # round half up
+            first = views[idx[0]]
+            x = torch.empty((len(idx), *first.shape), dtype=torch.float32)
+            for j, i in enumerate(idx):
+                x[j].copy_(views[i])  # uint8 -> float in the same pass as the gather
+            y = apply_colour(x, params, spec, scale=255.0)
+            y = y.add_(0.5).to(torch.uint8)  # round half up (values are >= 0); y is our own buffer
             for j, i in enumerate(idx):
                 out[i] = y[j]
         return out
