@@ -97,12 +97,12 @@ class LoaderConfig:
 
 def distributed_topology(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """Rank and world size: explicit values, else ``torch.distributed``, else torchrun's env, else 0/1."""
-    if rank is not None and world_size is not None:
-        r, ws = rank, world_size
-    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         r, ws = torch.distributed.get_rank(), torch.distributed.get_world_size()
     else:
         r, ws = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    r = r if rank is None else rank
+    ws = ws if world_size is None else world_size
     if ws < 1 or not 0 <= r < ws:
         raise ConfigError(f"invalid rank {r} for world size {ws}")
     return r, ws
