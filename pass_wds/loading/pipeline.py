@@ -308,8 +308,16 @@ def _with_stats(batch: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def _worker_id() -> int:
+def _worker_id(job: EpochJob) -> int:
+    """This DataLoader worker's id, checked against the worker count the epoch was planned for."""
     info = get_worker_info()
+    planned = job.history[-1].num_workers
+    actual = 1 if info is None else info.num_workers
+    if actual != planned:
+        raise ValueError(
+            f"epoch planned for {planned} reader(s) per rank but the DataLoader runs {actual}; "
+            "set Generation(world_size, num_workers) to the DataLoader's num_workers (1 for num_workers=0)"
+        )
     return 0 if info is None else info.id
 
 
@@ -321,7 +329,7 @@ class PlannedSamples(IterableDataset):
         self.job = job
 
     def __iter__(self) -> Iterator[Sample]:
-        for _, sample in stream_planned(self.job, _worker_id()):
+        for _, sample in stream_planned(self.job, _worker_id(self.job)):
             yield sample
 
 
@@ -332,7 +340,7 @@ class PlannedBatches(IterableDataset):
         self.job = job
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        wid = _worker_id()
+        wid = _worker_id(self.job)
         stats: dict[str, Any] = {"errors": 0, "worker": wid}
         plan_index = len(self.job.history) - 1
         yield from batch_stream(self.job, stream_planned(self.job, wid, stats), plan_index, stats)
