@@ -12,6 +12,7 @@ import posixpath
 import re
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,33 +234,37 @@ def expand_urls(source: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def _resolve_one(url: str, storage_options: dict[str, Any] | None) -> list[ShardInfo]:
+    if url.endswith(".json"):
+        return read_index_json(url, storage_options)
+    compressed = url.endswith((".tgz", ".gz"))
+    idx_url = idx_url_for(url)
+    if not compressed and storage.exists(idx_url, storage_options):
+        index = parse_idx(storage.read_text(idx_url, storage_options), idx_url)
+        return [ShardInfo(url, len(index), idx_url)]
+    if not storage.exists(url, storage_options):
+        raise ShardError(f"shard not found: {url}")
+    compressed = compressed or _is_gzip(url, storage_options)
+    index = scan_tar(url, storage_options, compressed)
+    return [ShardInfo(url, len(index), None, compressed=compressed, index=index)]
+
+
 def resolve_source(
-    source: str | Sequence[str], storage_options: dict[str, Any] | None = None
+    source: str | Sequence[str], storage_options: dict[str, Any] | None = None, threads: int = 16
 ) -> list[ShardInfo]:
     """Turn an ``index.json`` URL, a brace pattern or a URL list into shards with sample counts.
 
     Counts come from ``index.json``, else from the ``.idx`` beside each shard, else from one header scan
-    (kept, so workers do not scan again).
+    (kept, so workers do not scan again). Shards are looked up in parallel threads (object-store latency).
     """
     if isinstance(source, str) and source.endswith(".json"):
         shards = read_index_json(source, storage_options)
     else:
-        shards = []
-        for url in expand_urls(source):
-            if url.endswith(".json"):
-                shards.extend(read_index_json(url, storage_options))
-                continue
-            compressed = url.endswith((".tgz", ".gz"))
-            idx_url = idx_url_for(url)
-            if not compressed and storage.exists(idx_url, storage_options):
-                index = parse_idx(storage.read_text(idx_url, storage_options), idx_url)
-                shards.append(ShardInfo(url, len(index), idx_url))
-            else:
-                if not storage.exists(url, storage_options):
-                    raise ShardError(f"shard not found: {url}")
-                index = scan_tar(url, storage_options, compressed or None)
-                compressed = compressed or _is_gzip(url, storage_options)
-                shards.append(ShardInfo(url, len(index), None, compressed=compressed, index=index))
+        urls = expand_urls(source)
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
+            shards = [
+                s for found in pool.map(lambda u: _resolve_one(u, storage_options), urls) for s in found
+            ]
     if not shards:
         raise ShardError(f"no shards in {source!r}")
     if sum(s.nsamples for s in shards) == 0:
