@@ -1,0 +1,613 @@
+"""Loader: pass-wds against the pipelines a user would otherwise write, on the same images, in one run.
+
+Pipelines (each a torch DataLoader with ``W`` worker processes, batch ``--batch-size``):
+
+* ``pass-wds``   ``make_loader(index.json, recipe=…)``; recipes: ``decode`` (full-size RGB decode only: the CPU
+                 floor), ``eval``, ``simclr`` (worker side: uint8 views, colour left for the device stage),
+                 ``simclr-cpu`` (CPU-only end to end: fused colour in the workers + normalise), ``dino``
+                 (worker side: 2 global + 8 local crops);
+* ``webdataset`` ``wds.WebDataset(urls, shardshuffle=…).shuffle(1000).decode("pil").to_tuple("jpg", "__key__")
+                 .map_tuple(transform, identity)`` as webdataset's README suggests, torchvision transforms;
+* ``imagefolder`` torchvision ``ImageFolder`` over the extracted JPEG files, same transforms;
+* ``litdata``    LitData ``StreamingDataset`` over its own ``optimize()``d copy, same transforms
+                 (``StreamingDataLoader``).
+
+The torchvision transforms are the published ones (SimCLR: RandomResizedCrop, flip, ColorJitter(0.8, 0.8,
+0.8, 0.2) p 0.8, grayscale 0.2, GaussianBlur(23) p 0.5; DINO: its DataAugmentationDINO with PIL blur and
+solarize; eval: Resize 256, CenterCrop 224), always ending with ToTensor + Normalize. The baselines' SimCLR is
+compared with both our ``simclr`` (worker side) and ``simclr-cpu`` (end to end).
+
+Each case runs for ``--seconds`` after its first batch; we count images per wall second and per CPU second of
+the whole process tree (main + workers: the per-core rate, robust against other load on a shared machine),
+and the time to the first batch. Cases run round-robin ``--repeats`` times; medians are reported, with
+ratios against the baselines of the same round. Also measured: peak RSS of each worker and of the main
+process over several epochs (growth check), and streaming the same shards from a local moto S3 server
+versus local disk.
+
+    python benchmarks/bench_loader.py [--images 20000 | --quick] [--workers 1 2] [--seconds 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from PIL import Image, ImageFilter, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import contextlib
+
+from _common import (  # noqa: E402
+    DATA,
+    FULL_IMAGES,
+    QUICK_IMAGES,
+    REPO,
+    machine,
+    machine_line,
+    median,
+    raw_bytes,
+    raw_dataset,
+    table,
+    write_result,
+)
+
+OURS_RECIPES = ("decode", "eval", "simclr", "simclr-cpu", "dino")
+BASELINE_RECIPES = ("decode", "eval", "simclr", "dino")
+BASELINES = ("webdataset", "imagefolder", "litdata")
+# which baseline recipe each of our recipes is compared with
+BASELINE_OF = {"decode": "decode", "eval": "eval", "simclr": "simclr", "simclr-cpu": "simclr", "dino": "dino"}
+
+
+# ------------------------------------------------------------------------------------------- data copies
+
+
+def prepare(images: int) -> dict[str, Any]:
+    """Raw set → make-shards output, extracted files (ImageFolder) and a LitData copy, each made once."""
+    import subprocess
+
+    raw = raw_dataset(images)
+    shards = DATA / f"shards-{images}"
+    if not (shards / "index.json").is_file():
+        from pass_wds.config import ConvertConfig
+        from pass_wds.convert import run
+
+        target = max(raw_bytes(raw) // 16, 1_000_000)  # >= 16 shards, so every worker gets several
+        run(
+            ConvertConfig(
+                inputs=sorted(str(p) for p in raw.glob("PASS.*.tar")),
+                metadata=str(raw / "pass_metadata.csv"),
+                output=str(shards),
+                shard_size=str(target),
+                workers=os.cpu_count() or 1,
+                validate=False,
+                overwrite=True,
+                progress=False,
+            )
+        )
+    index = json.loads((shards / "index.json").read_text())
+    urls = [str(shards / s["url"]) for s in index["shardlist"]]
+    extracted = DATA / f"extracted-{images}"
+    if not (extracted / ".done").is_file():
+        import tarfile
+
+        (extracted / "pass").mkdir(parents=True, exist_ok=True)
+        for url in urls:
+            with tarfile.open(url) as tf:
+                for m in tf:
+                    if m.name.endswith(".jpg"):
+                        (extracted / "pass" / m.name).write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
+        (extracted / ".done").write_text("ok\n")
+    lit = DATA / f"litdata-{images}"
+    if not (lit / "index.json").is_file():
+        script = REPO / "benchmarks" / "baselines" / "litdata_optimize.py"
+        subprocess.run(
+            [sys.executable, str(script), str(raw), str(lit), str(os.cpu_count() or 1)], check=True
+        )
+    mean_bytes = sum(s["filesize"] for s in index["shardlist"]) / index["totals"]["samples"]
+    return {
+        "raw": raw,
+        "index": str(shards / "index.json"),
+        "urls": urls,
+        "extracted": extracted,
+        "litdata": lit,
+        "samples": index["totals"]["samples"],
+        "mean_sample_bytes": mean_bytes,
+    }
+
+
+# ------------------------------------------------------------------------------ torchvision transforms
+
+
+def _normalize() -> Any:
+    import torchvision.transforms as T
+
+    return T.Compose([T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+class PILBlur:
+    """DINO's GaussianBlur: PIL's filter with a random radius, applied with probability p."""
+
+    def __init__(self, p: float, radius: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.p, self.radius = p, radius
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return img
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.radius)))
+
+
+class Solarize:
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return ImageOps.solarize(img) if random.random() < self.p else img
+
+
+class Views:
+    """Several independent transforms of one image (multi-view SSL)."""
+
+    def __init__(self, transforms: list[Callable[[Image.Image], torch.Tensor]]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, img: Image.Image) -> list[torch.Tensor]:
+        return [t(img) for t in self.transforms]
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"))
+
+
+def baseline_transform(recipe: str) -> Callable[[Image.Image], Any]:
+    """The torchvision/PIL transform a user writes for ``recipe`` (on a decoded RGB PIL image)."""
+    import torchvision.transforms as T
+
+    if recipe == "decode":
+        return to_array
+    if recipe == "eval":
+        return T.Compose([T.Resize(256), T.CenterCrop(224), _normalize()])
+    if recipe == "simclr":
+        from bench_augment import baseline_transform as simclr_transform
+
+        tf = simclr_transform()
+        return Views([tf, tf])
+    if recipe == "dino":
+        bicubic = T.InterpolationMode.BICUBIC
+        flip_colour = T.Compose(
+            [
+                T.RandomHorizontalFlip(p=0.5),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+            ]
+        )
+        g1 = T.Compose(
+            [
+                T.RandomResizedCrop(224, scale=(0.4, 1.0), interpolation=bicubic),
+                flip_colour,
+                PILBlur(1.0),
+                _normalize(),
+            ]
+        )
+        g2 = T.Compose(
+            [
+                T.RandomResizedCrop(224, scale=(0.4, 1.0), interpolation=bicubic),
+                flip_colour,
+                PILBlur(0.1),
+                Solarize(0.2),
+                _normalize(),
+            ]
+        )
+        local = T.Compose([T.RandomResizedCrop(96, scale=(0.05, 0.4), interpolation=bicubic), flip_colour, PILBlur(0.5), _normalize()])  # fmt: skip
+        return Views([g1, g2] + [local] * 8)
+    raise ValueError(f"no baseline transform for {recipe!r}")
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def list_collate(batch: list[Any]) -> list[Any]:
+    """Decode-only batches hold images of different sizes: keep them as a list."""
+    return batch
+
+
+def _collate_for(recipe: str) -> Any:
+    return list_collate if recipe == "decode" else None
+
+
+# ------------------------------------------------------------------------------------------- pipelines
+
+
+def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    from pass_wds import make_loader
+    from pass_wds.augment import CallableRecipe, load_recipe
+    from pass_wds.bench import decode_only
+
+    device = None
+    if recipe == "decode":
+        rec: Any = CallableRecipe(decode_only)
+    elif recipe == "simclr-cpu":
+        rec, device = load_recipe("simclr", colour="cpu"), "cpu"
+    else:
+        rec = load_recipe(recipe)
+    return make_loader(data["index"], batch_size=batch_size, recipe=rec, num_workers=workers, device=device)
+
+
+def webdataset_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    import webdataset as wds
+
+    ds = (
+        wds.WebDataset(data["urls"], shardshuffle=len(data["urls"]), empty_check=False)
+        .shuffle(1000)
+        .decode("pil")
+        .to_tuple("jpg", "__key__")
+        .map_tuple(baseline_transform(recipe), _identity)
+    )
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate_for(recipe)
+    )
+
+
+def imagefolder_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    from torchvision.datasets import ImageFolder
+
+    ds = ImageFolder(str(data["extracted"]), transform=baseline_transform(recipe))
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=_collate_for(recipe)
+    )
+
+
+class _LitImages:
+    """Wraps LitData's StreamingDataset: decode the stored JPEG bytes with PIL, then the transform."""
+
+    @staticmethod
+    def make(input_dir: str, transform: Callable[[Image.Image], Any]) -> Any:
+        from litdata import StreamingDataset
+
+        class LitImages(StreamingDataset):  # type: ignore[misc]
+            def __getitem__(self, index: Any) -> Any:
+                item = super().__getitem__(index)
+                img = Image.open(io.BytesIO(item["jpg"])).convert("RGB")
+                return transform(img), item["key"]
+
+        return LitImages(input_dir, shuffle=True)
+
+
+def litdata_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    from litdata import StreamingDataLoader
+
+    ds = _LitImages.make(str(data["litdata"]), baseline_transform(recipe))
+    return StreamingDataLoader(
+        ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate_for(recipe)
+    )
+
+
+PIPELINES: dict[str, Callable[[dict[str, Any], str, int, int], Iterable[Any]]] = {
+    "pass-wds": ours,
+    "webdataset": webdataset_pipeline,
+    "imagefolder": imagefolder_pipeline,
+    "litdata": litdata_pipeline,
+}
+
+
+# ---------------------------------------------------------------------------------------- measurement
+
+
+class _TreeCpu:
+    """CPU seconds used by this process and its children (DataLoader workers) since ``__init__``.
+
+    Tracked per pid and refreshed on every ``update()``, so workers that start or exit mid-measurement (a new
+    epoch) are counted up to their last update instead of vanishing from a before/after difference."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.update(initial=True)
+
+    def update(self, initial: bool = False) -> None:
+        for p in [self.me, *self.me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            cpu = t.user + t.system
+            if p.pid not in self.start:
+                self.start[p.pid] = cpu if initial or p.pid == self.me.pid else 0.0
+            self.last[p.pid] = cpu
+
+    def seconds(self) -> float:
+        return sum(self.last[p] - self.start[p] for p in self.last)
+
+
+def _batch_len(batch: Any) -> int:
+    """Samples in a batch of any of the pipelines: ours (dict), list-collated decode batches (list of
+    (image, key) pairs), and default-collated (transformed images, keys or labels)."""
+    if isinstance(batch, dict):
+        return len(batch["__key__"])
+    if isinstance(batch, list) and batch and isinstance(batch[0], tuple):
+        return len(batch)
+    return len(batch[1])
+
+
+def _batches(make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    """Endless batches: a new epoch whenever one ends (the pipeline object is built once)."""
+    loader = make()
+    while True:
+        yield from loader
+
+
+def measure(make: Callable[[], Iterable[Any]], seconds: float, batch_size: int) -> dict[str, float]:
+    """Time to first batch, then images per wall second and per CPU second of the process tree."""
+    t0 = time.perf_counter()
+    it = _batches(make)
+    next(it)
+    t_first = time.perf_counter()
+    cpu = _TreeCpu()
+    n = 0
+    while time.perf_counter() - t_first < seconds:
+        n += _batch_len(next(it))
+        cpu.update()
+    wall = time.perf_counter() - t_first
+    cpu_s = cpu.seconds()
+    del it
+    return {
+        "first_batch_s": t_first - t0,
+        "images": n,
+        "wall_s": wall,
+        "cpu_s": cpu_s,
+        "images_per_s": n / wall,
+        "images_per_cpu_s": n / cpu_s if cpu_s > 0 else float("nan"),
+    }
+
+
+class _RssPoller(threading.Thread):
+    """Peak RSS of this process and of each child process, sampled every 50 ms."""
+
+    def __init__(self, me: psutil.Process) -> None:
+        super().__init__(daemon=True)
+        self.me = me
+        self.main_peak = 0.0
+        self.peaks: dict[int, float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.main_peak = max(self.main_peak, self.me.memory_info().rss / 2**20)
+            for c in self.me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.peaks[c.pid] = max(self.peaks.get(c.pid, 0.0), c.memory_info().rss / 2**20)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def rss_over_epochs(
+    data: dict[str, Any], recipe: str, workers: int, batch_size: int, epochs: int
+) -> dict[str, Any]:
+    """Peak RSS of the main process and of each worker in each epoch (workers are fresh each epoch)."""
+    from pass_wds import make_loader
+    from pass_wds.augment import load_recipe
+
+    per_epoch = max(1, 6 * workers)  # batches per epoch: a few seconds
+    loader = make_loader(
+        data["index"],
+        batch_size=batch_size,
+        recipe=load_recipe(recipe),
+        num_workers=workers,
+        epoch_samples=per_epoch * batch_size,
+    )
+    me = psutil.Process()
+    out = []
+    for epoch in range(epochs):
+        poller = _RssPoller(me)
+        poller.start()
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+        poller.stop()
+        main_peak, peaks = poller.main_peak, poller.peaks
+        worker_peaks = sorted(peaks.values())
+        out.append(
+            {"epoch": epoch, "main_peak_mb": main_peak, "worker_peak_mb": max(worker_peaks, default=0.0)}
+        )
+        print(
+            f"  epoch {epoch}: main {main_peak:.0f} MB, max worker {out[-1]['worker_peak_mb']:.0f} MB",
+            flush=True,
+        )
+    return {
+        "recipe": recipe,
+        "workers": workers,
+        "batches_per_epoch": per_epoch,
+        "epochs": out,
+        "worker_growth_mb": out[-1]["worker_peak_mb"] - out[0]["worker_peak_mb"],
+        "main_growth_mb": out[-1]["main_peak_mb"] - out[0]["main_peak_mb"],
+        "shuffle_buffer_bytes": 64_000_000,
+        "peak_buffer_bytes": loader.stats.peak_buffer_bytes,
+    }
+
+
+def s3_vs_local(
+    data: dict[str, Any], workers: int, batch_size: int, seconds: float, repeats: int
+) -> dict[str, Any]:
+    """The same shards read from a local moto S3 server and from local disk (raw samples and eval)."""
+    from pass_wds import make_loader
+    from tests.servers import CREDS, MotoServer, make_bucket
+
+    os.environ.update(CREDS)
+    server = MotoServer().start()
+    try:
+        bucket = make_bucket(server, "bench")
+        shard_dir = Path(data["index"]).parent
+        for p in sorted(shard_dir.iterdir()):
+            if p.is_file():
+                bucket.client.upload_file(str(p), "bench", f"shards/{p.name}")
+        so = server.storage_options()
+        sources = {"local": (data["index"], None), "s3": ("s3://bench/shards/index.json", so)}
+        runs: dict[str, list[dict[str, float]]] = {}
+        for _ in range(repeats):
+            for recipe in ("none", "eval"):
+                for where, (src, opts) in sources.items():
+
+                    def make(src: str = src, opts: Any = opts, recipe: str = recipe) -> Iterable[Any]:
+                        return make_loader(
+                            src,
+                            batch_size=batch_size,
+                            recipe=None if recipe == "none" else recipe,
+                            num_workers=workers,
+                            storage_options=opts,
+                        )
+
+                    r = measure(make, seconds, batch_size)
+                    r["mb_per_s"] = r["images_per_s"] * data["mean_sample_bytes"] / 1e6
+                    runs.setdefault(f"{where}/{recipe}", []).append(r)
+                    print(
+                        f"  {where:5s} {recipe:5s} {r['images_per_s']:8.0f} images/s {r['mb_per_s']:7.1f} MB/s",
+                        flush=True,
+                    )
+    finally:
+        server.kill()
+    summary = {
+        k: {
+            m: median([x[m] for x in v])
+            for m in ("images_per_s", "mb_per_s", "first_batch_s", "images_per_cpu_s")
+        }
+        for k, v in runs.items()
+    }
+    for recipe in ("none", "eval"):
+        summary[f"s3/{recipe}"]["ratio_vs_local"] = (
+            summary[f"s3/{recipe}"]["images_per_s"] / summary[f"local/{recipe}"]["images_per_s"]
+        )
+    return {"workers": workers, "results": summary, "runs": runs}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=FULL_IMAGES)
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images, 2 repeats, 3 s per case")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    ap.add_argument("--baseline-workers", type=int, default=None, help="default: the largest --workers")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--recipes", default=",".join(OURS_RECIPES))
+    ap.add_argument("--baselines", default=",".join(BASELINES))
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of the RSS check (0: skip)")
+    ap.add_argument("--no-s3", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.images = QUICK_IMAGES
+        args.repeats = min(args.repeats, 2)
+        args.seconds = min(args.seconds, 3.0)
+    logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+    workers = sorted(set(args.workers))
+    bw = args.baseline_workers or max(workers)
+    recipes = [r for r in args.recipes.split(",") if r]
+    baselines = [b for b in args.baselines.split(",") if b]
+
+    data = prepare(args.images)
+    m = machine()
+    print(f"machine: {machine_line(m)}")
+    print(
+        f"data: {data['samples']} samples in {len(data['urls'])} shards, mean {data['mean_sample_bytes'] / 1e3:.1f} kB/sample"
+    )
+
+    cases: list[tuple[str, str, int]] = [("pass-wds", r, w) for r in recipes for w in workers]
+    cases += [
+        (b, r, bw) for b in baselines for r in BASELINE_RECIPES if r in {BASELINE_OF[x] for x in recipes}
+    ]
+    runs: dict[str, list[dict[str, float]]] = {}
+    print("warm-up (imports, page cache) ...", flush=True)
+    for pipe in dict.fromkeys(c[0] for c in cases):
+        measure(lambda pipe=pipe: PIPELINES[pipe](data, "eval", bw, args.batch_size), 0.5, args.batch_size)
+    for rep in range(args.repeats):
+        print(f"round {rep + 1}/{args.repeats}", flush=True)
+        for pipe, recipe, w in cases:
+            name = f"{pipe}/{recipe}/w{w}"
+            r = measure(
+                lambda pipe=pipe, recipe=recipe, w=w: PIPELINES[pipe](data, recipe, w, args.batch_size),
+                args.seconds,
+                args.batch_size,
+            )
+            runs.setdefault(name, []).append(r)
+            print(
+                f"  {name:28s} {r['images_per_s']:8.1f} images/s  {r['images_per_cpu_s']:8.1f} /cpu-s  first batch {r['first_batch_s']:5.2f} s",
+                flush=True,
+            )
+
+    rows = []
+    for pipe, recipe, w in cases:
+        name = f"{pipe}/{recipe}/w{w}"
+        rs = runs[name]
+        row: dict[str, Any] = {"case": name, "pipeline": pipe, "recipe": recipe, "workers": w}
+        for k in ("images_per_s", "images_per_cpu_s", "first_batch_s"):
+            row[k] = median([x[k] for x in rs])
+        row["images_per_s_per_worker"] = row["images_per_s"] / w
+        row["mb_per_s"] = row["images_per_s"] * data["mean_sample_bytes"] / 1e6
+        if pipe == "pass-wds":
+            for b in baselines:
+                key = f"{b}/{BASELINE_OF[recipe]}/w{bw}"
+                if key in runs:  # per-round ratios of CPU rates, then their median
+                    ratios = [
+                        a["images_per_cpu_s"] / c["images_per_cpu_s"]
+                        for a, c in zip(rs, runs[key], strict=False)
+                    ]
+                    row[f"x_{b}"] = median(ratios)
+        row["runs"] = rs
+        rows.append(row)
+
+    cols = [
+        ("case", "case", ""),
+        ("images_per_s", "images/s", ".1f"),
+        ("images_per_s_per_worker", "per worker", ".1f"),
+        ("images_per_cpu_s", "per core (CPU-s)", ".1f"),
+        ("mb_per_s", "MB/s", ".1f"),
+        ("first_batch_s", "first batch s", ".2f"),
+    ] + [(f"x_{b}", f"× {b} (per core)", ".1f") for b in baselines]
+    print()
+    print(table(rows, cols))
+
+    record: dict[str, Any] = {
+        "machine": m,
+        "images": data["samples"],
+        "shards": len(data["urls"]),
+        "mean_sample_bytes": data["mean_sample_bytes"],
+        "batch_size": args.batch_size,
+        "seconds_per_case": args.seconds,
+        "repeats": args.repeats,
+        "torch_threads": 1,
+        "command": " ".join(sys.argv),
+        "results": rows,
+    }
+    if args.epochs:
+        print(f"\nRSS over {args.epochs} epochs (pass-wds simclr, {max(workers)} workers):")
+        record["rss"] = rss_over_epochs(data, "simclr", max(workers), args.batch_size, args.epochs)
+    if not args.no_s3:
+        print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
+        record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
+    write_result("loader", record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""``pass-wds bench``: how fast the loader feeds training from a given source, and where the time goes.
+
+Two measurements on the same shards:
+
+* **throughput**: the real loader (``make_loader`` with the recipe, ``--workers`` DataLoader processes and,
+  with ``--device``, the batched colour stage) for ``--batches`` batches after the first one; prints images/s,
+  MB/s (image + JSON bytes read) and the time to the first batch;
+* **per-stage time**: one process, one thread, over the first ``--profile-samples`` samples of the source:
+  read (tar bytes via the ``.idx``), full decode, the recipe's worker side (decode + geometry), collate and
+  the device stage, each in ms per image and images/s per core. The slowest stage per core, times the cores
+  you give it, bounds the throughput.
+
+``--recipe decode`` decodes to a full-size RGB tensor and nothing else (the CPU floor of any JPEG pipeline);
+``--recipe none`` reads undecoded samples (the I/O floor). ``--device cuda`` without a CUDA device prints
+``skipped: no CUDA device`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BenchConfig", "BenchResult", "add_bench_parser", "decode_only", "run_bench"]
+
+SPECIAL_RECIPES = ("none", "decode")
+
+
+def decode_only(data: bytes, ext: str, rng: np.random.Generator) -> dict[str, Any]:
+    """A recipe that only decodes (full size, upright RGB); returns the shape so batches of mixed sizes collate."""
+    from pass_wds.decoding import decode_tensor
+
+    x = decode_tensor(data)
+    return {"shape": tuple(x.shape)}
+
+
+@dataclass
+class BenchConfig:
+    """Options of ``pass-wds bench`` (one per flag)."""
+
+    source: str
+    recipe: str = "simclr"
+    workers: int = 2
+    batch_size: int = 64
+    batches: int = 20
+    device: str | None = None
+    colour: str | None = None  # override the recipe's colour placement: "cpu" or "device"
+    profile_samples: int = 128
+    seed: int = 0
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    """What ``run_bench`` measured; ``lines()`` is what the command prints."""
+
+    config: dict[str, Any]
+    images: int
+    seconds: float
+    images_per_s: float
+    mb_per_s: float
+    first_batch_s: float
+    mean_sample_bytes: float
+    stages: dict[str, dict[str, float]]
+    profiled: int = 0
+    skipped: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.skipped:
+            return [f"skipped: {self.skipped}"]
+        c = self.config
+        out = [
+            f"source {c['source']}  recipe {c['recipe']}  workers {c['workers']}  batch {c['batch_size']}  "
+            f"device {c['device'] or '-'}",
+            f"throughput: {self.images_per_s:.1f} images/s, {self.mb_per_s:.1f} MB/s "
+            f"({self.images} images in {self.seconds:.2f} s after the first batch; "
+            f"{self.images_per_s / max(1, c['workers']):.1f} images/s per worker)",
+            f"time to first batch: {self.first_batch_s:.2f} s",
+            f"per-stage time (1 process, 1 thread, {self.profiled} samples):",
+            f"  {'stage':<26s} {'ms/image':>9s} {'images/s/core':>14s}",
+        ]
+        for name, s in self.stages.items():
+            out.append(f"  {name:<26s} {s['ms_per_image']:9.3f} {s['images_per_s']:14.1f}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _resolve_recipe(name: str, colour: str | None) -> Any:
+    from pass_wds.augment import CallableRecipe, load_recipe
+
+    if name == "none":
+        return None
+    if name == "decode":
+        return CallableRecipe(decode_only)
+    return load_recipe(name, colour=colour)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _stage(seconds: float, images: int) -> dict[str, float]:
+    images = max(images, 1)
+    return {"ms_per_image": 1e3 * seconds / images, "images_per_s": images / seconds if seconds > 0 else 0.0}
+
+
+def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, float]], float, int]:
+    """Per-stage ms per image in this process (one thread), the mean sample size in bytes, and the number of
+    samples profiled."""
+    import torch
+
+    from pass_wds.decoding import decode_tensor
+    from pass_wds.loading import IndexCache, resolve_source
+    from pass_wds.loading.pipeline import collate, image_member, sample_json
+    from pass_wds.loading.plan import shard_offsets
+
+    so = cfg.storage_options or None
+    shards = resolve_source(cfg.source, so)
+    counts = tuple(s.nsamples for s in shards)
+    offsets = shard_offsets(counts)
+    cache = IndexCache(shards, so)
+    n = min(cfg.profile_samples, sum(counts))
+    gids = list(range(n))
+    mean_bytes = float(np.mean(cache.sizes(offsets, np.asarray(gids, dtype=np.int64))))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from pass_wds.loading import read_samples
+
+        t0 = time.perf_counter()
+        samples = [s for _, s in read_samples(gids, offsets, cache, so)]
+        stages = {"read (tar via .idx)": _stage(time.perf_counter() - t0, n)}
+        images = [m for m in (image_member(s) for s in samples) if m is not None]
+        if not images:
+            return stages, mean_bytes, n
+        t0 = time.perf_counter()
+        for _, data in images:
+            decode_tensor(data)
+        stages["decode (full, RGB)"] = _stage(time.perf_counter() - t0, len(images))
+        if recipe is None:
+            return stages, mean_bytes, n
+        rng = np.random.default_rng(cfg.seed)
+        t0 = time.perf_counter()
+        outs = []
+        for ext, data in images:
+            out = recipe(data, ext, rng)
+            out["json"] = {}
+            outs.append(out)
+        stages["worker side (recipe)"] = _stage(time.perf_counter() - t0, len(images))
+        good = [s for s in samples if image_member(s) is not None]
+        for s in good:
+            sample_json(s)
+        bs = min(cfg.batch_size, len(outs))
+        t0 = time.perf_counter()
+        batches = [collate(outs[i : i + bs], good[i : i + bs]) for i in range(0, len(outs) - bs + 1, bs)]
+        stages["collate"] = _stage(time.perf_counter() - t0, bs * len(batches))
+        if cfg.device and hasattr(recipe, "device_stage") and "shape" not in outs[0]:
+            recipe.device_stage(batches[0], cfg.device, generator=0)  # warm-up (CUDA context, kernels)
+            _sync(cfg.device)
+            t0 = time.perf_counter()
+            for i, b in enumerate(batches):
+                recipe.device_stage(b, cfg.device, generator=i)
+            _sync(cfg.device)
+            stages[f"device stage ({cfg.device})"] = _stage(time.perf_counter() - t0, bs * len(batches))
+    finally:
+        torch.set_num_threads(threads)
+    return stages, mean_bytes, n
+
+
+def run_bench(cfg: BenchConfig) -> BenchResult:
+    """Measure throughput with the real loader, then the per-stage profile."""
+    import torch
+
+    from pass_wds.loading import make_loader
+
+    if cfg.device and torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        return BenchResult(dataclasses.asdict(cfg), 0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, skipped="no CUDA device")
+    recipe = _resolve_recipe(cfg.recipe, cfg.colour)
+    loader = make_loader(
+        cfg.source,
+        batch_size=cfg.batch_size,
+        recipe=recipe,
+        num_workers=cfg.workers,
+        seed=cfg.seed,
+        device=cfg.device if recipe is not None else None,
+        storage_options=cfg.storage_options or None,
+        pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
+    )
+    t_start = time.perf_counter()
+    first_batch_s = 0.0
+    seen = 0
+    t_first = t_start
+    while seen <= cfg.batches:
+        for _ in loader:
+            if seen == 0:
+                _sync(cfg.device)
+                t_first = time.perf_counter()
+                first_batch_s = t_first - t_start
+            seen += 1
+            if seen > cfg.batches:
+                break
+    _sync(cfg.device)
+    seconds = time.perf_counter() - t_first
+    images = cfg.batches * cfg.batch_size
+    stages, mean_bytes, profiled = profile_stages(cfg, recipe)
+    ips = images / seconds if seconds > 0 else 0.0
+    return BenchResult(
+        config=dataclasses.asdict(cfg),
+        images=images,
+        seconds=seconds,
+        images_per_s=ips,
+        mb_per_s=ips * mean_bytes / 1e6,
+        first_batch_s=first_batch_s,
+        mean_sample_bytes=mean_bytes,
+        stages=stages,
+        profiled=profiled,
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.batches < 1 or args.batch_size < 1 or args.workers < 0 or args.profile_samples < 1:
+        print(
+            "pass-wds bench: error: --batches, --batch-size and --profile-samples must be >= 1, --workers >= 0"
+        )
+        return 2
+    cfg = BenchConfig(
+        source=args.source,
+        recipe=args.recipe,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        device=args.device,
+        colour=args.colour,
+        profile_samples=args.profile_samples,
+        seed=args.seed,
+        storage_options=getattr(args, "storage_options", {}) or {},
+    )
+    # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
+    logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
+    result = run_bench(cfg)
+    for line in result.lines():
+        print(line, flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+    return 0
+
+
+def add_bench_parser(subparsers: Any) -> None:
+    """Register ``pass-wds bench`` (found by ``pass_wds.cli``)."""
+    from pass_wds.cli import _add_storage_options
+
+    p = subparsers.add_parser(
+        "bench",
+        help="measure loader throughput (images/s, MB/s) and per-stage time on a source",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    p.add_argument("source", help="index.json, brace pattern of shard URLs, or one shard URL")
+    p.add_argument(
+        "--recipe",
+        default="simclr",
+        help="eval | simclr | mocov2 | byol | dino | swav | recipe.yaml | decode | none (default: simclr)",
+    )
+    p.add_argument(
+        "-j", "--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="per batch (default: 64)")
+    p.add_argument("--batches", type=int, default=20, help="batches timed after the first (default: 20)")
+    p.add_argument(
+        "--device", default=None, help="run the batched colour stage there (cpu, cuda); default: none"
+    )
+    p.add_argument(
+        "--colour", choices=["cpu", "device"], default=None, help="override where the recipe's colour runs"
+    )
+    p.add_argument(
+        "--profile-samples", type=int, default=128, help="samples in the per-stage profile (default: 128)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    _add_storage_options(p)
+    p.set_defaults(func=_cmd_bench)
