@@ -183,3 +183,17 @@ def test_cli_upload_urls_verify_and_errors(local_out: Path, s3: Bucket) -> None:
     assert r.stderr.strip().splitlines() == [
         "pass-wds: error: bucket 'no-such-bucket-cli' does not exist (s3://no-such-bucket-cli/x)"
     ]
+
+
+def test_resumed_upload_sends_only_what_is_missing(local_out: Path, s3: Bucket) -> None:
+    """State after an interrupted upload: some objects there, no manifest. The rerun fills in the rest."""
+    so = s3.storage_options
+    hosting.upload(str(local_out), f"{s3.url}/p", storage_options=so)
+    shards = [e["url"] for e in manifest.load_index(str(local_out))["shardlist"]]
+    missing = sorted([shards[0], shards[-1], "attribution.csv"])
+    s3.client.delete_objects(
+        Bucket=s3.bucket, Delete={"Objects": [{"Key": f"p/{k}"} for k in [*missing, "index.json"]]}
+    )
+    report = hosting.upload(str(local_out), f"{s3.url}/p", storage_options=so)
+    assert sorted(report.uploaded[:-1]) == missing and report.uploaded[-1] == "index.json"
+    assert s3.keys("p/") == _expected_keys(local_out, "p")
