@@ -380,3 +380,15 @@ def test_gzipped_foreign_shard_resumes_identically(corpus: Path) -> None:
     resumed = make_loader(src, **kw)
     resumed.load_state_dict(part.state_dict())
     assert head + _keys(resumed) == full
+
+
+def test_raw_mode_keeps_sample_with_unparsable_json(tmp_path: Path) -> None:
+    with wds.TarWriter(str(tmp_path / "j.tar")) as sink:
+        for i in range(4):
+            sink.write(
+                {"__key__": f"k{i}", "jpg": jpeg_bytes(i), "json": b"{broken" if i == 2 else b'{"i": 1}'}
+            )
+    loader = make_loader(str(tmp_path / "j.tar"), batch_size=4, num_workers=0, shuffle=False)
+    (batch,) = list(loader)
+    assert batch["json"] == [{"i": 1}, {"i": 1}, {}, {"i": 1}] and batch["json_raw"][2] == b"{broken"
+    assert loader.stats.errors == 1 and loader.stats.bad[0]["reason"] == "bad-json"

@@ -187,8 +187,11 @@ def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
     return torch.stack(tensors)
 
 
-def collate_raw(samples: list[Sample]) -> dict[str, Any]:
-    """Undecoded batch: keys, urls, parsed json, and one list of bytes (or None) per member extension."""
+def collate_raw(samples: list[Sample], stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Undecoded batch: keys, urls, parsed json, and one list of bytes (or None) per member extension.
+
+    A ``.json`` member that does not parse becomes ``{}`` (its bytes stay under ``"json_raw"``) and is counted.
+    """
     batch: dict[str, Any] = {
         "__key__": [s["__key__"] for s in samples],
         "__url__": [s["__url__"] for s in samples],
@@ -196,7 +199,16 @@ def collate_raw(samples: list[Sample]) -> dict[str, Any]:
     exts = sorted({k for s in samples for k in s if not k.startswith("__") and k != "json"})
     for ext in exts:
         batch[ext] = [s.get(ext) for s in samples]
-    batch["json"] = [sample_json(s) for s in samples]
+    metas = []
+    for s in samples:
+        try:
+            metas.append(sample_json(s))
+        except ValueError as e:
+            metas.append({})
+            batch.setdefault("json_raw", [x.get("json") for x in samples])
+            if stats is not None:
+                _count(stats, s, "bad-json", str(e), action="kept with json {}")
+    batch["json"] = metas
     return batch
 
 
@@ -219,7 +231,7 @@ def batch_stream(
             continue
         samples = [s for _, s in chunk]
         if job.recipe is None:
-            yield _with_stats(collate_raw(samples), stats)
+            yield _with_stats(collate_raw(samples, stats), stats)
             chunk = []
             continue
         outs: list[dict[str, Any] | None] = []
@@ -256,17 +268,15 @@ def batch_stream(
         )
 
 
-def _count(stats: dict[str, Any], sample: Sample, reason: str, detail: str) -> None:
+def _count(
+    stats: dict[str, Any], sample: Sample, reason: str, detail: str, action: str = "substituting"
+) -> None:
     stats["errors"] = stats.get("errors", 0) + 1
     stats.setdefault("bad", []).append(
         {"key": sample["__key__"], "url": sample["__url__"], "reason": reason, "detail": detail[:200]}
     )
     log.warning(
-        "bad sample %r in %s (%s: %s); substituting",
-        sample["__key__"],
-        sample["__url__"],
-        reason,
-        detail[:200],
+        "bad sample %r in %s (%s: %s); %s", sample["__key__"], sample["__url__"], reason, detail[:200], action
     )
 
 
