@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -159,10 +160,16 @@ def test_resume_same_and_different_topology(data: dict[str, Any]) -> None:
     state_file.write_text(json.dumps(state))
     src = str(root / "main" / "index.json")
     base = data["base"]
+    # A single-process run (world size 1, no workers) delivers 5 batches; torchrun's 2 ranks take over.
+    solo = make_loader(src, batch_size=3, rank=0, world_size=1, **{**base, "num_workers": 0})
+    solo_seen = [k for b in itertools.islice(solo, 5) for k in b["__key__"]]
+    solo_file = root / "solo-state.json"
+    solo_file.write_text(json.dumps(solo.state_dict()))
     spec = [
         {**base, "name": "same", "source": src, "batch_size": 3, "epochs": [1, 2], "resume": str(state_file)},
         {**base, "name": "w3", "source": src, "batch_size": 3, "epochs": [1], "resume": str(state_file),
          "num_workers": 3},
+        {**base, "name": "ws1to2", "source": src, "batch_size": 3, "epochs": [0], "resume": str(solo_file)},
     ]  # fmt: skip
     out = torchrun(spec, root / "run2")
     for r in range(2):
@@ -174,6 +181,10 @@ def test_resume_same_and_different_topology(data: dict[str, Any]) -> None:
     a, b = _epoch_keys(out["w3"], 1)
     assert len(a) == len(b) and not set(a) & set(b) and len(a + b) == len(set(a + b))
     assert set(a + b) == rest and not set(a + b) & seen
+    # 46 samples at world size 1: 1 dropped, 15 seen, 30 left = 5 batches on each of 2 ranks, exactly.
+    a, b = _epoch_keys(out["ws1to2"], 0)
+    assert len(a) == len(b) == 15 and not set(a) & set(b)
+    assert sorted(a + b + solo_seen + solo.dropped_keys) == sorted(all_keys(MAIN))
     # And in-process with 4 ranks × 0 workers: the rest of the epoch is still covered exactly once.
     keys: list[str] = []
     lens = set()
