@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"}
 _HTTP = {"http", "https"}
+# stores whose writers upload on close and can abandon an unfinished upload (discard): nothing is visible
+# under the final name before a successful close
+_DISCARDING = {"s3", "s3a", "gs", "gcs"}
 
 
 # ------------------------------------------------------------------------------------------------- errors
@@ -372,7 +375,8 @@ def atomic_write(
     the temp file, which the next run removes. On object stores the upload is committed on close (single PUT or
     CompleteMultipartUpload) and discarded on any exception (the multipart upload is aborted), so no truncated
     object ever becomes visible; a killed writer leaves only an invisible incomplete upload, which
-    :func:`remove_temp_files` aborts. ``block_size`` sets the object-store part size (s3fs default 50 MiB).
+    :func:`remove_temp_files` aborts. Other fsspec stores (whose files may be visible while being written) get
+    a temp name and a move. ``block_size`` sets the object-store part size (s3fs default 50 MiB).
     """
     _check_writable_proto(url)
     if is_local(url):
@@ -395,6 +399,22 @@ def atomic_write(
     with _guard(url, storage_options, "write"):
         fs, path = get_fs(url, storage_options)
         kwargs = {"block_size": block_size} if block_size else {}
+        if _protocol(url) not in _DISCARDING:
+            # a store whose files may be visible while written (memory://, …): temp name, then move
+            tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+            f = fs.open(tmp, "wb", **kwargs)
+    if _protocol(url) not in _DISCARDING:
+        try:
+            with f:
+                yield f
+            with _guard(url, storage_options, "write"):
+                fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
+            raise
+        return
+    with _guard(url, storage_options, "write"):
         f = fs.open(path, "wb", **kwargs)
     try:
         yield f
