@@ -137,6 +137,13 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="progress bar (default: on a terminal; plain log lines otherwise)",
     )
+    p.add_argument(
+        "--shard-range",
+        default=S,
+        metavar="START:END",
+        help="write only shards START..END-1 and no manifest (one task of a Slurm array); "
+        "then run once without it to finish",
+    )
     _add_storage_options(p)
 
 

@@ -83,6 +83,16 @@ class ConvertConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    shard_range: str | None = None  # "START:END": write only these shards (one Slurm array task); no manifest
+
+    def shard_bounds(self) -> tuple[int, int] | None:
+        """``shard_range`` parsed into ``(start, end)`` (end exclusive), or None."""
+        if self.shard_range is None:
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(self.shard_range))
+        if not m or int(m.group(1)) >= int(m.group(2)):
+            raise ConfigError(f"--shard-range must be START:END with START < END, got {self.shard_range!r}")
+        return int(m.group(1)), int(m.group(2))
 
     def validate_values(self) -> None:
         if not self.inputs:
@@ -98,6 +108,7 @@ class ConvertConfig:
             raise ConfigError(f"--name must be letters, digits, '_' or '-', got {self.name!r}")
         if self.resize_max_side is not None and self.resize_max_side < 1:
             raise ConfigError(f"--resize-max-side must be >= 1, got {self.resize_max_side}")
+        self.shard_bounds()
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, got {self.quality}")
 

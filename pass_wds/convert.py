@@ -74,8 +74,16 @@ class Summary:
     rejected: Counter[str] = field(default_factory=Counter)
     metadata_without_image: int = 0
     seconds: float = 0.0
+    partial: tuple[int, int] | None = None
 
     def lines(self) -> list[str]:
+        if self.partial is not None:
+            a, b = self.partial
+            return [
+                f"shards {a}..{b - 1}: {self.shards} complete ({self.shards_resumed} from earlier runs), "
+                f"{self.samples:,} samples, {self.output_bytes / 1e6:,.1f} MB in {self.seconds:.1f}s; "
+                "run without --shard-range once every range is done to write the manifest"
+            ]
         if self.shards and self.shards_resumed == self.shards and not self.seconds:
             return [
                 f"{storage.redact(self.output)} is already complete for these inputs and options: "
@@ -281,11 +289,22 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
         finished = _already_complete(cfg, prep)
         if finished is not None:
             return finished
-        _claim_output(cfg, prep)
-        results, resumed = _write_all(cfg, prep, pool, progress)
+        bounds = cfg.shard_bounds()
+        if bounds is not None and bounds[1] > len(prep.plan.shards):
+            raise ConfigError(
+                f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
+            )
+        _claim_output(cfg, prep, partial=bounds is not None)
+        results, resumed = _write_all(cfg, prep, pool, progress, bounds)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
+        summary = Summary(str(cfg.output), shards=len(results), shards_resumed=resumed, partial=bounds)
+        summary.samples = sum(r.nsamples for r in results)
+        summary.output_bytes = sum(r.filesize for r in results)
+        summary.seconds = time.monotonic() - started
+        return summary
     summary = _finish(cfg, prep, results, started)
     summary.shards_resumed = resumed
     return summary
@@ -326,8 +345,12 @@ def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _claim_output(cfg: ConvertConfig, prep: Prepared) -> None:
-    """Refuse to mix two different plans in one output (unless --overwrite); record ours."""
+def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) -> None:
+    """Refuse to mix two different plans in one output (unless --overwrite); record ours.
+
+    A partial run (``--shard-range``) may share the output with other tasks running at the same time, so it
+    leaves temporary files alone: the final run, alone, removes leftovers.
+    """
     out, so = str(cfg.output), cfg.storage_options
     previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(
         storage.join(out, manifest.INDEX), so
@@ -340,7 +363,8 @@ def _claim_output(cfg: ConvertConfig, prep: Prepared) -> None:
             )
         _clear_output(cfg)
     storage.makedirs(out, so)
-    storage.remove_temp_files(out, so)
+    if not partial:
+        storage.remove_temp_files(out, so)
     storage.write_bytes(
         _state_url(cfg, "plan.json"),
         manifest.dumps({"plan_digest": prep.digest, "shards": len(prep.plan.shards)}),
@@ -397,18 +421,25 @@ def _row(prep: Prepared, i: int) -> str | None:
 
 
 def _write_all(
-    cfg: ConvertConfig, prep: Prepared, pool: ProcessPoolExecutor | None, progress: Callable[..., Any] | None
+    cfg: ConvertConfig,
+    prep: Prepared,
+    pool: ProcessPoolExecutor | None,
+    progress: Callable[..., Any] | None,
+    bounds: tuple[int, int] | None = None,
 ) -> tuple[list[ShardResult], int]:
     so = cfg.storage_options
     listing = set(storage.listdir(str(cfg.output), so))
+    wanted = range(*bounds) if bounds is not None else range(len(prep.plan.shards))
     results: dict[int, ShardResult] = {}
-    for s in range(len(prep.plan.shards)):
+    for s in wanted:
         done = _done_result(cfg, prep, s, listing)
         if done is not None:
             results[s] = done
     resumed = len(results)
-    todo = [s for s in range(len(prep.plan.shards)) if s not in results]
-    bar = _Progress(prep, cfg, already={s: len(prep.plan.shards[s]) for s in results}, callback=progress)
+    todo = [s for s in wanted if s not in results]
+    bar = _Progress(
+        prep, cfg, wanted, already={s: len(prep.plan.shards[s]) for s in results}, callback=progress
+    )
 
     def record(result: ShardResult) -> None:
         storage.write_bytes(
@@ -498,7 +529,7 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     }
     storage.write_bytes(storage.join(out, manifest.STATS), manifest.dumps(stats), so)
     config = to_dict(cfg)
-    for private in ("storage_options", "overwrite", "progress", "output", "workers"):
+    for private in ("storage_options", "overwrite", "progress", "output", "workers", "shard_range"):
         config.pop(private, None)
     config["inputs"] = [storage.redact(i) for i in cfg.inputs]
     config["metadata"] = storage.redact(cfg.metadata) if cfg.metadata else None
@@ -519,10 +550,15 @@ class _Progress:
     """A tqdm bar on a terminal (samples/s, MB/s, ETA); periodic plain log lines otherwise."""
 
     def __init__(
-        self, prep: Prepared, cfg: ConvertConfig, already: dict[int, int], callback: Callable[..., Any] | None
+        self,
+        prep: Prepared,
+        cfg: ConvertConfig,
+        wanted: range,
+        already: dict[int, int],
+        callback: Callable[..., Any] | None,
     ):
-        self.total = prep.plan.num_samples
-        self.shards = len(prep.plan.shards)
+        self.total = sum(len(prep.plan.shards[s]) for s in wanted)
+        self.shards = len(wanted)
         self.done_samples = sum(already.values())
         self.done_shards = len(already)
         self.bytes = 0
