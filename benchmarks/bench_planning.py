@@ -105,7 +105,16 @@ def main() -> None:
     results = {}
     for name in ("pass-wds", "baseline"):
         proc = subprocess.run(
-            [sys.executable, __file__, "--items", str(args.items), "--data", str(args.data), "--_measure", name],
+            [
+                sys.executable,
+                __file__,
+                "--items",
+                str(args.items),
+                "--data",
+                str(args.data),
+                "--_measure",
+                name,
+            ],
             check=True,
             capture_output=True,
             text=True,
