@@ -265,8 +265,9 @@ class Loader:
         history = self._current_history()
         plan = self._generation_plans(history)[-1]
         expected = plan.batches_per_rank - history[-1].batches
+        if history[-1].batches == 0:
+            self.dropped_keys = self.dropped() if len(plan.dropped) else []
         if history[-1].batches == 0 and len(plan.dropped):
-            self.dropped_keys = self.dropped()
             log.info(
                 "epoch %d: dropping %d samples (remainder of %d over world_size x batch_size = %d): %s",
                 self.epoch,

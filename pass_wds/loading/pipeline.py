@@ -89,7 +89,7 @@ def stream_planned(
 ) -> Iterator[tuple[int, Sample]]:
     """Raw samples of this worker in emission order, as ``(base index, sample)``.
 
-    Samples are read in shard order and held only until their turn, which never exceeds what the simulated
+    Samples are read in epoch-sequence order and held only until their turn, which never exceeds what the simulated
     byte-bounded shuffle buffer holds (see ``plan.shuffle_order``).
     """
     rp = reader_plan(job, worker_id)
