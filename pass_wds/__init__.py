@@ -5,18 +5,35 @@ from typing import TYPE_CHECKING, Any
 from pass_wds.config import ConfigError, ConvertConfig
 
 if TYPE_CHECKING:
+    from pass_wds.augment import load_recipe
+    from pass_wds.decoding import DecodeError
     from pass_wds.loading import LoaderConfig, make_loader
+
+_LAZY = {
+    "make_loader": "pass_wds.loading",
+    "LoaderConfig": "pass_wds.loading",
+    "load_recipe": "pass_wds.augment",
+    "DecodeError": "pass_wds.decoding",
+}
 
 
 def __getattr__(name: str) -> Any:
     """Import the loader (and torch) only when it is used, so ``make-shards`` starts fast."""
-    if name in ("make_loader", "LoaderConfig"):
-        from pass_wds import loading
+    if name in _LAZY:
+        import importlib
 
-        return getattr(loading, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pass_wds' has no attribute {name!r}")
 
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "ConvertConfig", "LoaderConfig", "__version__", "make_loader"]
+__all__ = [
+    "ConfigError",
+    "ConvertConfig",
+    "DecodeError",
+    "LoaderConfig",
+    "__version__",
+    "load_recipe",
+    "make_loader",
+]
