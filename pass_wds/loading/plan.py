@@ -248,7 +248,10 @@ class EpochPlanner:
                     )
                 seen = self.seen(plan, gen.batches)
                 # Each position not yet delivered (in any padded copy) once, in sequence order.
-                remaining = np.setdiff1d(np.unique(base), base[seen])
+                left = np.zeros(len(seq), dtype=bool)
+                left[base] = True
+                left[base[seen]] = False
+                remaining = np.flatnonzero(left)
         return plans
 
 

@@ -50,9 +50,15 @@ class ShardIndex:
     def __len__(self) -> int:
         return len(self.keys)
 
+    _sizes: np.ndarray | None = field(default=None, repr=False, compare=False)
+
     def sample_bytes(self) -> np.ndarray:
-        """Total data bytes per sample (what a shuffle buffer holds for it)."""
-        return np.fromiter((sum(m.size for m in ms) for ms in self.members), dtype=np.int64, count=len(self))
+        """Total data bytes per sample (what a shuffle buffer holds for it); computed once."""
+        if self._sizes is None:
+            self._sizes = np.fromiter(
+                (sum(m.size for m in ms) for ms in self.members), dtype=np.int64, count=len(self)
+            )
+        return self._sizes
 
 
 @dataclass
