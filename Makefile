@@ -3,7 +3,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 SAMPLE_OUT ?= /tmp/pass-wds-demo
 
-.PHONY: install install-test demo test lint typecheck bench clean
+.PHONY: install install-test demo demo-train test lint typecheck bench clean
 
 install:
 	$(PIP) install -q -c constraints.txt -e .
@@ -15,6 +15,10 @@ demo: install
 	make-shards --config configs/sample.yaml --output $(SAMPLE_OUT) --overwrite
 	pass-wds verify $(SAMPLE_OUT)
 	pass-wds inspect $(SAMPLE_OUT)
+
+demo-train: demo
+	cd /tmp && torchrun --nproc_per_node 2 $(CURDIR)/scripts/train_ssl.py --config $(CURDIR)/configs/train_ssl.yaml \
+		--source $(SAMPLE_OUT)/index.json --batch-size 8 --max-steps 20 --checkpoint /tmp/pass-wds-ssl.pt --no-resume
 
 lint:
 	ruff check pass_wds tests scripts benchmarks
