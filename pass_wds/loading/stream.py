@@ -33,6 +33,7 @@ class IndexCache:
         self.storage_options = storage_options
         self.size = size
         self._cache: OrderedDict[int, ShardIndex] = OrderedDict()
+        self._sizes: dict[int, np.ndarray] = {}  # 8 bytes per sample: kept for every shard seen
 
     def get(self, shard: int) -> ShardIndex:
         if shard in self._cache:
@@ -50,7 +51,10 @@ class IndexCache:
         shard_of = np.searchsorted(offsets, gids, side="right") - 1
         for s in np.unique(shard_of):
             sel = shard_of == s
-            out[sel] = self.get(int(s)).sample_bytes()[gids[sel] - offsets[s]]
+            shard = int(s)
+            if shard not in self._sizes:
+                self._sizes[shard] = self.get(shard).sample_bytes()
+            out[sel] = self._sizes[shard][gids[sel] - offsets[s]]
         return out
 
     def key(self, offsets: np.ndarray, gid: int) -> str:
