@@ -392,3 +392,21 @@ def test_raw_mode_keeps_sample_with_unparsable_json(tmp_path: Path) -> None:
     (batch,) = list(loader)
     assert batch["json"] == [{"i": 1}, {"i": 1}, {}, {"i": 1}] and batch["json_raw"][2] == b"{broken"
     assert loader.stats.errors == 1 and loader.stats.bad[0]["reason"] == "bad-json"
+
+
+def test_parse_idx_formats_and_errors() -> None:
+    from pass_wds.loading import parse_idx
+
+    named = parse_idx("v1.2 1\njpg 512 10 a/k.jpg json 1024 5 a/k.json cls 2048 1 a/k.cls\n")
+    assert named.keys == ["a/k"] and [m.ext for m in named.members[0]] == ["jpg", "json", "cls"]
+    unnamed = parse_idx("v1.2 2\njpg 512 10 json 1024 5\npng 2048 3\n")
+    assert [[(m.ext, m.offset, m.size) for m in ms] for ms in unnamed.members] == [
+        [("jpg", 512, 10), ("json", 1024, 5)],
+        [("png", 2048, 3)],
+    ]
+    with pytest.raises(ShardError, match="header says 2"):
+        parse_idx("v1.2 2\njpg 512 10 k.jpg\n", "x.idx")
+    with pytest.raises(ShardError, match="not a DALI"):
+        parse_idx("v1.1 1\njpg 512 10\n", "x.idx")
+    with pytest.raises(ShardError, match="non-integer"):
+        parse_idx("v1.2 1\njpg 5x2 10 k.jpg\n", "x.idx")

@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import braceexpand
 import numpy as np
@@ -31,8 +31,7 @@ class ShardError(ValueError):
     """A shard, its index or the shard list is unusable; the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One tar member of a sample: extension (``jpg``, ``json`` …), data offset and size in bytes."""
 
     ext: str
@@ -119,15 +118,16 @@ def parse_idx(text: str, source: str = "<idx>") -> ShardIndex:
     members: list[tuple[Member, ...]] = []
     for i, line in enumerate(body):
         tok = line.split()
-        width = 4 if len(tok) % 4 == 0 and all(t.isdigit() for t in tok[1::4] + tok[2::4]) else 3
-        if len(tok) % width or not tok:
+        n_tok = len(tok)
+        # Groups of 4 (ext offset size name) or of 3 (ext offset size): in 4-groups token 4 is an extension.
+        width = 3 if n_tok % 4 else 4 if n_tok % 3 or not tok[4].isdigit() else 3
+        if not tok or n_tok % width:
             raise ShardError(f"{source}: sample line {i + 2} is malformed: {line[:80]!r}")
         try:
-            ms = tuple(Member(tok[j], int(tok[j + 1]), int(tok[j + 2])) for j in range(0, len(tok), width))
+            ms = tuple([Member(tok[j], int(tok[j + 1]), int(tok[j + 2])) for j in range(0, n_tok, width)])
         except ValueError:
             raise ShardError(f"{source}: sample line {i + 2} has a non-integer offset/size") from None
-        key = split_key(tok[3])[0] if width == 4 else f"{i:09d}"
-        keys.append(key)
+        keys.append(split_key(tok[3])[0] if width == 4 else f"{i:09d}")
         members.append(ms)
     return ShardIndex(keys, members)
 
