@@ -268,6 +268,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         format=f"[{parser.prog}] %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
         return int(args.func(args))
     except (ConfigError, storage.StorageError) as e:

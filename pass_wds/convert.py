@@ -110,9 +110,11 @@ class Summary:
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def check_output_writable(output: str) -> None:
-    """Fail before anything is written when a local output cannot be created or written."""
+def check_output_writable(output: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Fail before any real work when the output cannot be written: a local folder is checked without writing;
+    an object store gets a tiny probe object (endpoint, bucket and permission), removed at once."""
     if not storage.is_local(output):
+        storage.check_writable(output, storage_options)
         return
     path = output.removeprefix("file://")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -160,7 +162,7 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
         )
     md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
-    check_output_writable(str(cfg.output))
+    check_output_writable(str(cfg.output), so)
 
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]

@@ -123,7 +123,7 @@ def check_shard(
     url = storage.join(base, entry["url"])
     problems: list[str] = []
     try:
-        with storage.open_read(url, storage_options) as f:
+        with storage.open_stream(url, 0, None, storage_options) as f:  # sequential, retried, resumable
             h = hashlib.sha256()
             hashing = _HashingReader(f, h)
             keys: list[str] = []
