@@ -161,15 +161,19 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
         raise ConfigError(
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
         )
-    md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
     check_output_writable(str(cfg.output), so)
+    t0 = time.monotonic()
+    md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
+    if md is not None:
+        log.info("read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0)
 
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
-    if pool is not None and len(jobs) > 1:
-        listings = list(pool.map(_list_one, jobs))
-    else:
-        listings = [_list_one(j) for j in jobs]
+    listed = pool.map(_list_one, jobs) if pool is not None and len(jobs) > 1 else map(_list_one, jobs)
+    listings = []
+    for spec, listing in zip(inputs, listed, strict=True):  # one line per archive: listing PASS takes a while
+        log.info("listed %s: %d files, %d refused", spec.name, len(listing.items), len(listing.rejections))
+        listings.append(listing)
     merged = sources.merge_listings(inputs, listings)
     log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
     return build_plan(cfg, merged, md)
