@@ -267,7 +267,9 @@ class Loader:
         expected = plan.batches_per_rank - history[-1].batches
         if history[-1].batches == 0:
             self.dropped_keys = self.dropped() if len(plan.dropped) else []
-        if history[-1].batches == 0 and len(plan.dropped):
+        if (
+            history[-1].batches == 0 and len(plan.dropped) and self.rank == 0
+        ):  # the same on every rank: say it once
             log.info(
                 "epoch %d: dropping %d samples (remainder of %d over world_size x batch_size = %d): %s",
                 self.epoch,
