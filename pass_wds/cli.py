@@ -35,14 +35,19 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _add_storage_options(p: argparse.ArgumentParser) -> None:
+def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS) -> None:
+    """``--storage-options JSON`` (passed to fsspec), shared by every subcommand that touches storage."""
     p.add_argument(
         "--storage-options",
         type=_json_object,
-        default=argparse.SUPPRESS,
+        default=default,
         metavar="JSON",
-        help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'',
+        help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
+        "(standard AWS environment variables and profiles work without it)",
     )
+
+
+_add_storage_options = add_storage_options  # the name pass_wds.bench imports
 
 
 # --------------------------------------------------------------------------------------------- make-shards
@@ -144,7 +149,7 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         help="write only shards START..END-1 and no manifest (one task of a Slurm array); "
         "then run once without it to finish",
     )
-    _add_storage_options(p)
+    add_storage_options(p)
 
 
 def config_from_args(args: argparse.Namespace) -> ConvertConfig:
@@ -228,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("output", help="output folder/URL or its index.json")
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -238,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("output", help="output folder/URL or its index.json")
     p.add_argument("--sample", metavar="KEY", help="print the JSON metadata of the sample with this key")
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(func=cmd_inspect)
 
     for register in _extra_commands():

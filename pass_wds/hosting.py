@@ -299,25 +299,10 @@ def brace_patterns(names: list[str]) -> list[str]:
 # -------------------------------------------------------------------------------------------------- CLI
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
-
-
 def _storage_options_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--storage-options",
-        type=_json_object,
-        default={},
-        metavar="JSON",
-        help='fsspec options for the remote side, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
-        "(standard AWS environment variables and profiles work without it)",
-    )
+    from pass_wds.cli import add_storage_options  # the CLI's one definition of the flag
+
+    add_storage_options(p, default={})
 
 
 def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
