@@ -123,7 +123,7 @@ def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | Non
                     raise ConfigError(f"input not found: {storage.redact(expanded)}")
                 matches = [path]
             for m in matches:
-                url = m if proto is None else f"{proto}://{m}"
+                url = m if proto is None or "://" in m else f"{proto}://{m}"  # http paths keep their scheme
                 if url in seen:
                     continue
                 seen.add(url)
