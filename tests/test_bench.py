@@ -1,0 +1,83 @@
+"""Smoke tests of ``pass-wds bench`` on tiny shards: it runs, prints every field, writes its JSON, and says
+clearly when CUDA is asked for but absent. No performance assertions (those live in benchmarks/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pass_wds import cli
+from pass_wds.config import ConvertConfig
+from pass_wds.convert import run
+from pass_wds.fakedata import FakePassConfig, make_fake_pass
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("bench")
+    fake = make_fake_pass(FakePassConfig(out=str(root / "raw"), n_images=24, parts=1))
+    run(
+        ConvertConfig(
+            inputs=[str(p) for p in fake.tars],
+            metadata=str(fake.metadata),
+            output=str(root / "shards"),
+            shard_size="200KB",
+            progress=False,
+        )
+    )
+    return str(root / "shards" / "index.json")
+
+
+def _bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    rc = cli.main(["bench", *args])
+    return rc, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("recipe", "workers", "stages"),
+    [
+        ("simclr", "1", ["read (tar via .idx)", "decode (full, RGB)", "worker side (recipe)", "collate", "device stage (cpu)"]),
+        ("decode", "0", ["read (tar via .idx)", "decode (full, RGB)", "worker side (recipe)", "collate"]),
+        ("none", "0", ["read (tar via .idx)", "decode (full, RGB)"]),
+    ],
+)  # fmt: skip
+def test_bench_prints_throughput_and_stages(
+    shards: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: str, workers: str, stages: list[str]
+) -> None:
+    out_json = tmp_path / "bench.json"
+    args = [shards, "--recipe", recipe, "--workers", workers, "--batch-size", "4", "--batches", "3"]
+    args += ["--profile-samples", "8", "--json", str(out_json)]
+    if recipe == "simclr":
+        args += ["--device", "cpu"]
+    rc, out = _bench(capsys, *args)
+    assert rc == 0, out
+    assert f"recipe {recipe}" in out
+    assert "images/s" in out and "MB/s" in out and "time to first batch" in out
+    for stage in stages:
+        assert stage in out, (stage, out)
+    result = json.loads(out_json.read_text())
+    assert result["images"] == 12  # 3 timed batches of 4
+    assert result["images_per_s"] > 0 and result["mb_per_s"] > 0 and result["first_batch_s"] > 0
+    assert result["mean_sample_bytes"] > 1000  # JPEG + JSON of each sample
+    assert sorted(result["stages"]) == sorted(stages)
+    assert result["profiled"] == 8
+    assert all(s["ms_per_image"] > 0 for s in result["stages"].values())
+
+
+def test_bench_cuda(shards: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [shards, "--recipe", "eval", "--workers", "0", "--batch-size", "4", "--batches", "2", "--device", "cuda"]
+    rc, out = _bench(capsys, *args)
+    assert rc == 0
+    if torch.cuda.is_available():
+        assert "device stage (cuda)" in out
+    else:
+        assert out.strip() == "skipped: no CUDA device"
+
+
+def test_bench_rejects_bad_numbers(shards: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = _bench(capsys, shards, "--batches", "0")
+    assert rc == 2
+    assert "--batches" in out
