@@ -45,7 +45,12 @@ def _bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     ],
 )  # fmt: skip
 def test_bench_prints_throughput_and_stages(
-    shards: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: str, workers: str, stages: list[str]
+    shards: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recipe: str,
+    workers: str,
+    stages: list[str],
 ) -> None:
     out_json = tmp_path / "bench.json"
     args = [shards, "--recipe", recipe, "--workers", workers, "--batch-size", "4", "--batches", "3"]
@@ -68,8 +73,8 @@ def test_bench_prints_throughput_and_stages(
 
 
 def test_bench_cuda(shards: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [shards, "--recipe", "eval", "--workers", "0", "--batch-size", "4", "--batches", "2", "--device", "cuda"]
-    rc, out = _bench(capsys, *args)
+    args = [shards, "--recipe", "eval", "--workers", "0", "--batch-size", "4", "--batches", "2"]
+    rc, out = _bench(capsys, *args, "--device", "cuda")
     assert rc == 0
     if torch.cuda.is_available():
         assert "device stage (cuda)" in out
