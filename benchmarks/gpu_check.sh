@@ -47,7 +47,7 @@ $PY -m pass_wds.cli make-shards "$WORK"/raw/PASS.*.tar --metadata "$WORK/raw/pas
     --output "$WORK/shards" --shard-size 32MB --workers "$NPROC" --no-validate --no-progress || exit 1
 
 echo "== benchmarks/bench_gpu.py"
-timeout 150 $PY benchmarks/bench_gpu.py --source "$WORK/shards/index.json" --seconds 6 --out "$OUT"
+timeout 150 $PY benchmarks/bench_gpu.py --source "$WORK/shards/index.json" --seconds 4 --out "$OUT"
 echo "== pass-wds bench --device cuda"
 timeout 90 $PY -m pass_wds.cli bench "$WORK/shards/index.json" --recipe simclr --workers $((NPROC - 1)) \
     --batch-size 256 --batches 30 --device cuda --json "$OUT/cli_bench.json"

@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--quick]      # --quick: 2,000 images, 2 repeats, short cases (~15 min)
 
 Order: planning (1.44M items), augmentation ratios (bench_augment.py), converter, loader, S3 storage
-(bench_s3.py, when present), GPU (skipped without CUDA), plot. A failing benchmark is reported and the rest
+(bench_s3.py, when present), GPU (skipped without CUDA), plot, and docs/benchmarks.md (report.py). A failing benchmark is reported and the rest
 still run; the exit code is non-zero if any failed.
 """
 
@@ -36,6 +36,7 @@ def main() -> int:
     shards = HERE.parent / "bench-data" / f"shards-{images}" / "index.json"
     steps.append(("gpu", [py, str(HERE / "bench_gpu.py"), "--source", str(shards)]))
     steps.append(("plot", [py, str(HERE / "plot.py")]))
+    steps.append(("report", [py, str(HERE / "report.py")]))
     failed = []
     for name, cmd in steps:
         print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
