@@ -450,7 +450,7 @@ def _write_all(
     def record(result: ShardResult) -> None:
         storage.write_bytes(
             _state_url(cfg, f"shard-{result.index:06d}.json"),
-            manifest.dumps({"plan_digest": prep.digest, "result": result.to_json()}),
+            json.dumps({"plan_digest": prep.digest, "result": result.to_json()}, ensure_ascii=False).encode(),
             so,
         )
         results[result.index] = result

@@ -12,9 +12,14 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import queue
 import tarfile
+import threading
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -133,6 +138,17 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
     """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`."""
     if not data:
         raise Rejected(sources.EMPTY, "0 bytes")
+    if not validate:
+        sniffed = sniff_header(data)
+        if sniffed is not None:
+            fmt, width, height = sniffed
+            if width <= 0 or height <= 0:
+                raise Rejected(sources.CORRUPT, f"invalid size {width}x{height}")
+            if width * height > max_pixels:  # the same rule as Pillow's open with warnings as errors
+                raise Rejected(
+                    sources.BOMB, f"Image size ({width * height} pixels) exceeds limit of {max_pixels} pixels"
+                )
+            return ImageInfo(fmt, EXTENSIONS[fmt], width, height)
     with _pixel_limit(max_pixels):
         try:
             im = Image.open(io.BytesIO(data))
@@ -152,6 +168,46 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
             raise Rejected(sources.CORRUPT, f"{type(e).__name__}: {e}") from None
     ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
     return ImageInfo(fmt, ext, width, height)
+
+
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (DHT, JPG, DAC excluded)
+
+
+def sniff_header(data: bytes) -> tuple[str, int, int] | None:
+    """Format and size of a plain 8-bit JPEG from its markers, as Pillow's ``open`` reports them.
+
+    Used without ``--validate``, where opening every image with Pillow (~60 µs, parsing every table) was the
+    largest cost of a lossless repack of PASS (all JPEG). Returns None whenever Pillow might say something
+    else (other formats, multi-picture, 12-bit or lossless JPEGs), and the caller falls back to Pillow.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xE2 and data[i + 4 : i + 8] == b"MPF\0":
+            return None  # a multi-picture file: Pillow calls it MPO
+        if marker in _SOF:
+            if marker not in (0xC0, 0xC1, 0xC2) or i + 9 > n or length < 8 or data[i + 4] != 8:
+                return None  # lossless, arithmetic-coded or 12-bit JPEGs: leave them to Pillow
+            return (
+                "JPEG",
+                int.from_bytes(data[i + 7 : i + 9], "big"),
+                int.from_bytes(data[i + 5 : i + 7], "big"),
+            )
+        if marker == 0xDA or length < 2:  # scan data before any frame header: not a plain JPEG
+            return None
+        i += 2 + length
+    return None
 
 
 def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes, int, int]:
@@ -251,30 +307,61 @@ def tar_header(name: str, size: int) -> bytes:
 
 
 class TarWriter:
-    """Appends members to a binary stream, hashing as it goes and remembering each member's data offset."""
+    """Appends samples to a binary stream; a helper thread hashes the same bytes in order.
+
+    Each sample goes out as one buffer (headers, data, padding), and sha256 runs beside the writes (hashlib
+    releases the GIL), so a lossless repack costs about one memory copy per byte on the writing core.
+    """
 
     def __init__(self, f: IO[bytes]) -> None:
         self._f = f
         self.offset = 0
-        self.sha256 = hashlib.sha256()
+        self._hash = hashlib.sha256()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._hasher = threading.Thread(target=self._run_hasher, name="pass-wds-sha256", daemon=True)
+        self._hasher.start()
+        self._digest: str | None = None
+
+    def _run_hasher(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
 
     def _write(self, b: bytes) -> None:
         self._f.write(b)
-        self.sha256.update(b)
+        self._queue.put(b)
         self.offset += len(b)
 
+    def add_sample(self, members: list[tuple[str, bytes]]) -> list[int]:
+        """Write a sample's members back to back; return each member's data offset (what DALI's index records)."""
+        parts: list[bytes] = []
+        offsets = []
+        pos = self.offset
+        for name, data in members:
+            parts.append(tar_header(name, len(data)))
+            offsets.append(pos + BLOCK)
+            parts.append(data)
+            pad = padded(len(data)) - len(data)
+            if pad:
+                parts.append(b"\0" * pad)
+            pos += BLOCK + len(data) + pad
+        self._write(b"".join(parts))
+        return offsets
+
     def add(self, name: str, data: bytes) -> int:
-        """Write one member; return the offset of its data (what DALI's index records)."""
-        self._write(tar_header(name, len(data)))
-        start = self.offset
-        self._write(data)
-        pad = padded(len(data)) - len(data)
-        if pad:
-            self._write(b"\0" * pad)
-        return start
+        """Write one member; return the offset of its data."""
+        return self.add_sample([(name, data)])[0]
 
     def close(self) -> None:
+        """Write the end-of-archive blocks and finish the hash."""
         self._write(b"\0" * END_OF_ARCHIVE)
+        self.hexdigest()
+
+    def hexdigest(self) -> str:
+        if self._digest is None:
+            self._queue.put(None)
+            self._hasher.join()
+            self._digest = self._hash.hexdigest()
+        return self._digest
 
 
 def idx_text(lines: list[str]) -> bytes:
@@ -285,44 +372,88 @@ def idx_text(lines: list[str]) -> bytes:
 # ---------------------------------------------------------------------------------------------- shards
 
 
-class _Reader:
-    """Keeps one open handle per source archive for the duration of a task."""
+class _Prefetcher:
+    """Reads a shard's items in plan order while keeping up to ``window_bytes`` of reads in flight.
 
-    def __init__(self, storage_options: dict[str, Any]) -> None:
+    Plan order jumps between archives (every shard is a random sample), so reading one image at a time
+    leaves the disk or the object store idle between small random reads. A few threads reading ahead keep the
+    I/O queue full: positional reads (``os.pread``) on local archives, one ranged GET per image on object
+    stores. Memory stays bounded by the window.
+    """
+
+    def __init__(
+        self,
+        items: list[TaskItem],
+        storage_options: dict[str, Any],
+        window_bytes: int = 32 << 20,
+        threads: int = 8,
+    ) -> None:
+        self._items = items
         self._so = storage_options
-        self._handles: dict[str, IO[bytes]] = {}
+        self._window = window_bytes
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pass-wds-read")
+        self._fds: dict[str, int] = {}
+        self._fs: dict[str, tuple[Any, str]] = {}
 
-    def read(self, item: TaskItem) -> bytes:
+    def _read(self, item: TaskItem) -> bytes:
         if not item.from_tar:
             return storage.read_bytes(item.url, self._so)
-        f = self._handles.get(item.url)
-        if f is None:
-            f = self._handles[item.url] = storage.open_read(item.url, self._so)
-        f.seek(item.offset)
-        data = f.read(item.size)
+        fd = self._fds.get(item.url)
+        if fd is not None:
+            data = os.pread(fd, item.size, item.offset)
+        else:
+            fs, path = self._fs[item.url]
+            data = bytes(fs.cat_file(path, start=item.offset, end=item.offset + item.size))
         if len(data) != item.size:
             raise OSError(f"short read in {storage.redact(item.url)} at {item.offset}: archive truncated?")
         return data
 
+    def _open(self, url: str) -> None:
+        if url in self._fds or url in self._fs:
+            return
+        if storage.is_local(url):
+            self._fds[url] = os.open(url.removeprefix("file://"), os.O_RDONLY)
+        else:
+            self._fs[url] = storage.get_fs(url, self._so)
+
+    def __iter__(self) -> Iterator[tuple[TaskItem, bytes]]:
+        pending: deque[tuple[TaskItem, Future[bytes]]] = deque()
+        in_flight = 0
+        nxt = 0
+        while nxt < len(self._items) or pending:
+            while nxt < len(self._items) and (
+                not pending or in_flight + self._items[nxt].size <= self._window
+            ):
+                item = self._items[nxt]
+                if item.from_tar:
+                    self._open(item.url)
+                pending.append((item, self._pool.submit(self._read, item)))
+                in_flight += item.size
+                nxt += 1
+            item, fut = pending.popleft()
+            in_flight -= item.size
+            yield item, fut.result()
+
     def close(self) -> None:
-        for f in self._handles.values():
-            with contextlib.suppress(Exception):
-                f.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def write_shard(task: ShardTask) -> ShardResult:
     """Write one planned shard (and its ``.idx``); bad images are left out and reported."""
     opts = task.options
-    reader = _Reader(opts.storage_options)
+    reader = _Prefetcher(task.items, opts.storage_options)
     rejections: list[dict[str, str]] = []
     attribution: list[list[str]] = []
     idx_lines: list[str] = []
     input_bytes = 0
+    tw: TarWriter | None = None
     try:
         with storage.atomic_write(task.url, opts.storage_options) as f:
             tw = TarWriter(f)
-            for item in task.items:
-                data = reader.read(item)
+            for item, data in reader:
                 input_bytes += len(data)
                 try:
                     info = inspect_image(data, validate=opts.validate, max_pixels=opts.max_image_pixels)
@@ -342,8 +473,7 @@ def write_shard(task: ShardTask) -> ShardResult:
                 key = safe_key(item.key)
                 meta = sample_json(item.row, prov)
                 img_name, json_name = f"{key}.{info.ext}", f"{key}.json"
-                img_off = tw.add(img_name, data)
-                json_off = tw.add(json_name, meta)
+                img_off, json_off = tw.add_sample([(img_name, data), (json_name, meta)])
                 idx_lines.append(
                     f"{info.ext} {img_off} {len(data)} {img_name} json {json_off} {len(meta)} {json_name}"
                 )
@@ -353,11 +483,14 @@ def write_shard(task: ShardTask) -> ShardResult:
         storage.write_bytes(task.idx_url, idx_text(idx_lines), opts.storage_options)
     finally:
         reader.close()
+        if tw is not None:
+            tw.hexdigest()  # stops the hashing thread, also when the shard failed
+    assert tw is not None
     return ShardResult(
         index=task.index,
         nsamples=len(idx_lines),
         filesize=tw.offset,
-        sha256=tw.sha256.hexdigest(),
+        sha256=tw.hexdigest(),
         input_bytes=input_bytes,
         rejections=rejections,
         attribution=attribution,

@@ -191,3 +191,23 @@ def test_tar_header_refuses_what_ustar_cannot_hold() -> None:
         tar_header("x" * 101, 1)
     with pytest.raises(ValueError):
         tar_header("x", 8**11)
+
+
+def test_header_sniff_agrees_with_pillow_on_the_corpus(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --validate the format and size come from a header scan; it must say what Pillow says."""
+    from pass_wds.writing import sniff_header
+
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", None
+    )  # compare sizes of bombs too (the bomb rule is separate)
+    checked = 0
+    for path in sorted((corpus / "photos").iterdir()) + sorted((corpus / "hard-images").iterdir()):
+        data = path.read_bytes()
+        got = sniff_header(data)
+        if got is None:
+            continue
+        with Image.open(io.BytesIO(data)) as im:  # must not fail: a sniffed image is one Pillow can open
+            expected = (im.format, *im.size)
+        assert got == expected, path.name
+        checked += 1
+    assert checked > 70
