@@ -398,6 +398,8 @@ class _Prefetcher:
     def _read(self, item: TaskItem) -> bytes:
         if not item.from_tar:
             return storage.read_bytes(item.url, self._so)
+        if item.size == 0:  # an empty member (a range request for 0 bytes would return the whole object)
+            return b""
         fd = self._fds.get(item.url)
         if fd is not None:
             data = os.pread(fd, item.size, item.offset)
@@ -405,7 +407,9 @@ class _Prefetcher:
             fs, path = self._fs[item.url]
             data = bytes(fs.cat_file(path, start=item.offset, end=item.offset + item.size))
         if len(data) != item.size:
-            raise OSError(f"short read in {storage.redact(item.url)} at {item.offset}: archive truncated?")
+            raise OSError(
+                f"short read in {storage.redact(item.url)} at {item.offset}: {len(data)} of {item.size} bytes; archive truncated?"
+            )
         return data
 
     def _open(self, url: str) -> None:
