@@ -100,12 +100,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", default="", help="comma-separated subset of case names")
     ap.add_argument("--no-drop-caches", action="store_true", help="keep the page cache between cases")
+    ap.add_argument(
+        "--photos",
+        action="store_true",
+        help="use images derived from the corpus photos (bench-data/photos-N); writes convert_photos.json",
+    )
     args = ap.parse_args()
     images = QUICK_IMAGES if args.quick else args.images
     repeats = 2 if args.quick and args.repeats == 3 else args.repeats
     cores = os.cpu_count() or 1
 
-    raw = raw_dataset(images)
+    raw = raw_dataset(images, photos=args.photos)
     in_bytes = raw_bytes(raw)
     out = DATA / "convert-out"
     cases = case_commands(raw, out, cores)
@@ -175,12 +180,13 @@ def main() -> None:
             f"target: lossless repack without validation within 1.2x of the copy floor: {nv['x_floor']:.2f}x {verdict}"
         )
     write_result(
-        "convert",
+        "convert_photos" if args.photos else "convert",
         {
             "machine": m,
             "images": images,
             "input_bytes": in_bytes,
             "repeats": repeats,
+            "data": "photos" if args.photos else "synthetic",
             "page_cache_dropped": can_drop,
             "command": " ".join(sys.argv),
             "results": rows,

@@ -76,12 +76,13 @@ BASELINE_OF = {"decode": "decode", "eval": "eval", "simclr": "simclr", "simclr-c
 # ------------------------------------------------------------------------------------------- data copies
 
 
-def prepare(images: int) -> dict[str, Any]:
+def prepare(images: int, photos: bool = False) -> dict[str, Any]:
     """Raw set → make-shards output, extracted files (ImageFolder) and a LitData copy, each made once."""
     import subprocess
 
-    raw = raw_dataset(images)
-    shards = DATA / f"shards-{images}"
+    raw = raw_dataset(images, photos=photos)
+    tag = f"{'photos-' if photos else ''}{images}"
+    shards = DATA / f"shards-{tag}"
     if not (shards / "index.json").is_file():
         from pass_wds.config import ConvertConfig
         from pass_wds.convert import run
@@ -101,7 +102,7 @@ def prepare(images: int) -> dict[str, Any]:
         )
     index = json.loads((shards / "index.json").read_text())
     urls = [str(shards / s["url"]) for s in index["shardlist"]]
-    extracted = DATA / f"extracted-{images}"
+    extracted = DATA / f"extracted-{tag}"
     if not (extracted / ".done").is_file():
         import tarfile
 
@@ -112,7 +113,7 @@ def prepare(images: int) -> dict[str, Any]:
                     if m.name.endswith(".jpg"):
                         (extracted / "pass" / m.name).write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
         (extracted / ".done").write_text("ok\n")
-    lit = DATA / f"litdata-{images}"
+    lit = DATA / f"litdata-{tag}"
     if not (lit / "index.json").is_file():
         script = REPO / "benchmarks" / "baselines" / "litdata_optimize.py"
         subprocess.run(
@@ -527,6 +528,11 @@ def main() -> None:
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the RSS check (0: skip)")
     ap.add_argument("--no-s3", action="store_true")
+    ap.add_argument(
+        "--photos",
+        action="store_true",
+        help="use images derived from the corpus photos (bench-data/photos-N); writes loader_photos.json",
+    )
     args = ap.parse_args()
     if args.quick:
         args.images = QUICK_IMAGES
@@ -539,7 +545,7 @@ def main() -> None:
     recipes = [r for r in args.recipes.split(",") if r]
     baselines = [b for b in args.baselines.split(",") if b]
 
-    data = prepare(args.images)
+    data = prepare(args.images, args.photos)
     m = machine()
     print(f"machine: {machine_line(m)}")
     print(
@@ -620,7 +626,8 @@ def main() -> None:
     if not args.no_s3:
         print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
         record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
-    write_result("loader", record)
+    record["data"] = "photos" if args.photos else "synthetic"
+    write_result("loader_photos" if args.photos else "loader", record)
 
 
 if __name__ == "__main__":
