@@ -108,6 +108,21 @@ def loader_section(d: dict[str, Any]) -> list[str]:
         "![loader throughput](benchmarks/results/loader_throughput.png)",
         "",
     ]
+    targets = []
+    for recipe, goal, what in (("simclr", 10, "worker side"), ("simclr-cpu", 4, "CPU-only end to end")):
+        for r in ours:
+            if r["recipe"] == recipe and "x_webdataset" in r:
+                x = r["x_webdataset"]
+                targets.append(
+                    f"`{recipe}` ({what}), {r['workers']} worker(s): {x:.1f}× (target {goal}×: {'met' if x >= goal else 'not met'})"
+                )
+    if targets:
+        out += [
+            "**Targets** (per core, against the plain webdataset + torchvision pipeline): "
+            + "; ".join(targets)
+            + ".",
+            "",
+        ]
     if "rss" in d:
         r = d["rss"]
         eps = ", ".join(f"{e['worker_peak_mb']:.0f}" for e in r["epochs"])
@@ -144,6 +159,28 @@ def loader_section(d: dict[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def photos_section(d: dict[str, Any]) -> list[str]:
+    """The loader ratios again on images derived from real photos (the corpus), a shorter run."""
+    rows = [r for r in d["results"] if r["pipeline"] == "pass-wds"]
+    baselines = [k[2:] for k in d["results"][0] if k.startswith("x_")]
+    return [
+        f"**On real photos** ({d['images']:,} images derived from `../shared/corpus/photos`, "
+        f"{d['mean_sample_bytes'] / 1e3:.1f} kB per sample; {d['repeats']} rounds of {d['seconds_per_case']:.0f} s; "
+        f"`{d['command']}`):",
+        "",
+        table(
+            rows,
+            [
+                ("recipe", "pass-wds recipe", ""),
+                ("workers", "workers", ""),
+                ("images_per_cpu_s", "per core", ".0f"),
+            ]
+            + [(f"x_{b}", f"× {b}", ".1f") for b in baselines],
+        ),
+        "",
+    ]
 
 
 def planning_section(d: dict[str, Any]) -> list[str]:
@@ -225,6 +262,7 @@ def main() -> int:
         ("convert", convert_section),
         ("planning", planning_section),
         ("loader", loader_section),
+        ("loader_photos", photos_section),
         ("gpu", gpu_section),
     ):
         d = _load(name)
