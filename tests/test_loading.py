@@ -341,6 +341,12 @@ def test_loader_config_yaml(tmp_path: Path, shards: Path) -> None:
     assert shipped.remainder in ("drop", "pad")
 
 
+def test_huge_resampled_epoch_is_refused_not_planned(shards: Path) -> None:
+    """A resampled epoch is planned in memory: an absurd size fails at once instead of killing the workers."""
+    with pytest.raises(ConfigError, match="epoch_samples=1,000,000,000 is too large"):
+        LoaderConfig(source=str(shards / "index.json"), epoch_samples=10**9).build()
+
+
 def test_http_shards_resume_seeks_with_idx(tmp_path: Path) -> None:
     from servers import HttpServer
 

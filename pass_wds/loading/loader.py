@@ -29,6 +29,9 @@ log = logging.getLogger("pass_wds.loading")
 STATE_VERSION = 1
 
 
+MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
+
+
 @dataclass
 class LoaderConfig:
     """Options of the loader; field names are the YAML keys of ``configs/loader.yaml``."""
@@ -76,6 +79,11 @@ class LoaderConfig:
             raise ConfigError(f"segment_samples must be >= 1, got {self.segment_samples}")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise ConfigError(f"epoch_samples must be >= 1, got {self.epoch_samples}")
+        if self.epoch_samples is not None and self.epoch_samples > MAX_EPOCH_SAMPLES:
+            raise ConfigError(
+                f"epoch_samples={self.epoch_samples:,} is too large: every reader plans its epoch as an index "
+                f"(8 bytes a sample); use virtual epochs of at most {MAX_EPOCH_SAMPLES:,} samples and set_epoch()"
+            )
         if (
             self.epoch_samples is not None
             and self.remainder == "drop"
