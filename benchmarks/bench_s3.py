@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,31 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pass_wds import storage
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pass_wds import storage  # noqa: E402
+from tests.servers import CREDS, MotoServer, free_port, make_bucket, wait_for_port  # noqa: E402  (the test suite's servers)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CREDS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def drain_stream(url: str, so: dict[str, Any] | None) -> int:
@@ -93,6 +72,7 @@ def main() -> int:
     os.environ.update(CREDS)
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     procs: list[subprocess.Popen[bytes]] = []
+    moto: MotoServer | None = None
     try:
         names = [f"pass-{i:06d}.tar" for i in range(args.shards)]
         for name in names:
@@ -101,14 +81,8 @@ def main() -> int:
                     f.write(os.urandom(1 << 20))
         nbytes = args.shards * args.shard_mb * (1 << 20)
 
-        s3_port, http_port = free_port(), free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        moto = MotoServer().start()
+        http_port = free_port()
         procs.append(
             subprocess.Popen(
                 [
@@ -125,15 +99,10 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_port(s3_port)
-        wait_port(http_port)
-        so = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{s3_port}"},
-        }
+        wait_for_port(http_port)
+        so = moto.storage_options()
+        make_bucket(moto, "bench")
         fs, _ = storage.get_fs("s3://bench", so)
-        fs.mkdir("bench")
         for name in names:
             fs.put_file(str(work / name), f"bench/{name}")
 
@@ -173,6 +142,8 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     finally:
+        if moto is not None:
+            moto.kill()
         for p in procs:
             p.kill()
             p.wait()

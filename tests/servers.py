@@ -390,7 +390,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
+            parts: list[bytes] = []
             while True:
                 n = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if n == 0:

@@ -9,30 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import small_output
 from servers import Bucket, FaultProxy, HttpServer
 
-from pass_wds import fakedata as fd
 from pass_wds import hosting, manifest, storage
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 
 
 @pytest.fixture(scope="module")
 def local_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=40, parts=2))
-    out = tmp_path_factory.mktemp("local") / "out"
-    convert_run(
-        ConvertConfig(
-            inputs=[str(t) for t in src.tars],
-            metadata=str(src.metadata),
-            output=str(out),
-            shard_size="250KB",
-            progress=False,
-        )
-    )
-    return out
+    return small_output(tmp_path_factory, "250KB")
 
 
 def _expected_keys(local_out: Path, prefix: str) -> list[str]:

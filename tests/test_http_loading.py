@@ -8,29 +8,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import small_output
 from servers import Bucket, FaultProxy, HttpServer
 
-from pass_wds import fakedata as fd
 from pass_wds import hosting
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
 from pass_wds.loading import make_loader
 
 
 @pytest.fixture(scope="module")
 def local_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=40, parts=2))
-    out = tmp_path_factory.mktemp("local") / "out"
-    convert_run(
-        ConvertConfig(
-            inputs=[str(t) for t in src.tars],
-            metadata=str(src.metadata),
-            output=str(out),
-            shard_size="300KB",
-            progress=False,
-        )
-    )
-    return out
+    return small_output(tmp_path_factory, "300KB")
 
 
 def _all_keys(out: Path) -> list[str]:
