@@ -165,7 +165,9 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
     t0 = time.monotonic()
     md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
     if md is not None:
-        log.info("read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0)
+        log.info(
+            "read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0
+        )
 
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
