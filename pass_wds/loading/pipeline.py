@@ -184,6 +184,13 @@ def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"recipe output {name!r} has different shapes in one batch: {sorted(shapes)}")
+    if torch.utils.data.get_worker_info() is not None:
+        # In a DataLoader worker, stack straight into shared memory (as torch's default_collate does):
+        # otherwise the batch is copied once more when it is sent to the main process.
+        first = tensors[0]
+        storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
+        out = first.new(storage).resize_(len(tensors), *first.shape)
+        return torch.stack(tensors, out=out)
     return torch.stack(tensors)
 
 
