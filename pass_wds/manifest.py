@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.writing import ShardResult, read_idx
+from pass_wds.writing import ShardResult
 
 INDEX = "index.json"
 STATS = "stats.json"
@@ -152,8 +152,12 @@ def check_shard(
     if len(set(keys)) != len(keys):
         problems.append("members of a sample are not adjacent (or duplicate keys)")
     if entry.get("idx"):
+        from pass_wds.loading.shards import parse_idx  # the loader's parser: one reader of the format
+
         try:
-            samples = read_idx(storage.read_text(storage.join(base, entry["idx"]), storage_options))
+            samples = parse_idx(
+                storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
+            )
             if len(samples) != entry.get("nsamples"):
                 problems.append(f".idx lists {len(samples)} samples")
         except FileNotFoundError:
@@ -240,14 +244,19 @@ def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
 
 def find_sample(out: str, key: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Locate a sample by key through the ``.idx`` files and return its JSON metadata."""
+    from pass_wds.loading.shards import parse_idx
+
     index = load_index(out, storage_options)
     base = output_dir(out)
     for entry in index["shardlist"]:
         if not entry.get("idx"):
             continue
-        for sample in read_idx(storage.read_text(storage.join(base, entry["idx"]), storage_options)):
-            for ext, offset, nbytes, name in sample:
-                if ext == "json" and name.rsplit(".", 1)[0] == key:
+        shard_index = parse_idx(
+            storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
+        )
+        for sample_key, members in zip(shard_index.keys, shard_index.members, strict=True):
+            for ext, offset, nbytes in members:
+                if ext == "json" and sample_key == key:
                     with storage.open_read(storage.join(base, entry["url"]), storage_options) as f:
                         f.seek(offset)
                         meta: dict[str, Any] = json.loads(f.read(nbytes))

@@ -508,20 +508,4 @@ def _attribution_values(row: str | None, columns: tuple[str, ...]) -> list[str]:
     return ["" if values.get(c) is None else str(values.get(c)) for c in columns]
 
 
-def read_idx(text: str) -> list[list[tuple[str, int, int, str]]]:
-    """Parse a DALI v1.2 index into samples of ``(ext, data offset, size, member name)``."""
-    lines = text.splitlines()
-    if not lines or not lines[0].startswith("v1.2"):
-        raise ValueError("not a DALI v1.2 index")
-    samples = []
-    for line in lines[1:]:
-        parts = line.split()
-        if len(parts) % 4:
-            raise ValueError(f"malformed index line: {line[:80]!r}")
-        samples.append(
-            [(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)]
-        )
-    return samples
-
-
-__all__ = ["BLOCK", "ShardResult", "ShardTask", "TaskItem", "WriteOptions", "read_idx", "write_shard"]
+__all__ = ["BLOCK", "ShardResult", "ShardTask", "TaskItem", "WriteOptions", "write_shard"]

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pass_wds import sources
+from pass_wds.loading.shards import parse_idx
 from pass_wds.writing import (
     MTIME,
     Rejected,
@@ -18,7 +19,6 @@ from pass_wds.writing import (
     TaskItem,
     WriteOptions,
     inspect_image,
-    read_idx,
     reencode,
     write_shard,
 )
@@ -78,13 +78,13 @@ def test_shard_bytes_header_fields_and_idx(tmp_path: Path) -> None:
         "format": "PNG",
         "bytes": len(_png()),
     }
-    idx = read_idx((tmp_path / "s.idx").read_text())
-    assert len(idx) == 2
-    for sample in idx:
-        for ext, off, _size, name in sample:
-            assert name.endswith("." + ext)
+    idx = parse_idx((tmp_path / "s.idx").read_text())  # the loader's reader of the format
+    assert idx.keys == ["a", "b"]
+    for key, members in zip(idx.keys, idx.members, strict=True):
+        for ext, off, _size in members:
+            name = f"{key}.{ext}"
             assert data[off - 512 : off - 512 + len(name)] == name.encode()  # header precedes data
-    (ext, off, size, _), _json = idx[0]
+    (ext, off, size), _json = idx.members[0]
     assert data[off : off + size] == _jpeg()  # original bytes, lossless
     assert result.attribution == [["a", "a.jpeg"], ["b", "b.jpeg"]]
 
