@@ -270,7 +270,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(subparsers: Any) -> None:
     """Register ``pass-wds bench`` (found by ``pass_wds.cli``)."""
-    from pass_wds.cli import _add_storage_options
+    from pass_wds.cli import add_storage_options
 
     p = subparsers.add_parser(
         "bench",
@@ -299,5 +299,5 @@ def add_bench_parser(subparsers: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(func=_cmd_bench)

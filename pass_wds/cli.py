@@ -47,9 +47,6 @@ def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.S
     )
 
 
-_add_storage_options = add_storage_options  # the name pass_wds.bench imports
-
-
 # --------------------------------------------------------------------------------------------- make-shards
 
 MAKE_SHARDS_DESCRIPTION = (

@@ -327,11 +327,6 @@ class Metadata(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._index)
 
-    @property
-    def rows(self) -> Metadata:
-        """Mapping view (key → row body); kept for readability at call sites."""
-        return self
-
 
 def read_metadata(
     url: str, key_column: str = "hash", storage_options: dict[str, Any] | None = None

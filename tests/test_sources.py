@@ -29,7 +29,7 @@ ROWS = [
 
 
 def _row(md: sources.Metadata, key: str) -> dict:
-    return json.loads("{" + md.rows[key] + "}")
+    return json.loads("{" + md[key] + "}")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -51,7 +51,7 @@ def test_csv_fidelity(tmp_path: Path) -> None:
     assert a["latitude"] == 51.5 and b["longitude"] == 0.001  # numeric columns stay numbers
     assert a["photoid"] == "0012" and b["photoid"] == "7"  # a leading zero keeps the column text
     assert b["unickname"] is None and b["latitude"] is None  # empty cells become null
-    assert "1e-3" in md.rows["bb02"]  # numbers are written verbatim, no float round trip
+    assert "1e-3" in md["bb02"]  # numbers are written verbatim, no float round trip
 
 
 def test_jsonl_json_and_parquet_agree(tmp_path: Path) -> None:
