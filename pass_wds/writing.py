@@ -347,10 +347,6 @@ class TarWriter:
         self._write(b"".join(parts))
         return offsets
 
-    def add(self, name: str, data: bytes) -> int:
-        """Write one member; return the offset of its data."""
-        return self.add_sample([(name, data)])[0]
-
     def close(self) -> None:
         """Write the end-of-archive blocks and finish the hash."""
         self._write(b"\0" * END_OF_ARCHIVE)
