@@ -76,6 +76,19 @@ class Summary:
     seconds: float = 0.0
     partial: tuple[int, int] | None = None
 
+    @classmethod
+    def of(cls, output: str, results: list[ShardResult], started: float, **kw: Any) -> Summary:
+        """Totals of the shards written (or kept) by this run."""
+        return cls(
+            output,
+            shards=len(results),
+            samples=sum(r.nsamples for r in results),
+            output_bytes=sum(r.filesize for r in results),
+            input_bytes=sum(r.input_bytes for r in results),
+            seconds=time.monotonic() - started,
+            **kw,
+        )
+
     def lines(self) -> list[str]:
         if self.partial is not None:
             a, b = self.partial
@@ -308,11 +321,7 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
-        summary = Summary(str(cfg.output), shards=len(results), shards_resumed=resumed, partial=bounds)
-        summary.samples = sum(r.nsamples for r in results)
-        summary.output_bytes = sum(r.filesize for r in results)
-        summary.seconds = time.monotonic() - started
-        return summary
+        return Summary.of(str(cfg.output), results, started, shards_resumed=resumed, partial=bounds)
     summary = _finish(cfg, prep, results, started)
     summary.shards_resumed = resumed
     return summary
@@ -500,14 +509,13 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
             if stem.isdigit() and int(stem) >= len(prep.plan.shards):
                 storage.remove(storage.join(out, name), so)
 
-    summary = Summary(out)
-    summary.shards = len(results)
-    summary.samples = sum(r.nsamples for r in results)
-    summary.output_bytes = sum(r.filesize for r in results)
-    summary.input_bytes = sum(r.input_bytes for r in results)
-    summary.rejected = Counter(e["reason"] for e in errors)
-    summary.metadata_without_image = len(prep.unmatched_metadata)
-    summary.seconds = time.monotonic() - started
+    summary = Summary.of(
+        out,
+        results,
+        started,
+        rejected=Counter(e["reason"] for e in errors),
+        metadata_without_image=len(prep.unmatched_metadata),
+    )
 
     sizes = [r.filesize for r in results]
     mean = sum(sizes) / len(sizes) if sizes else 0.0
