@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,15 @@ import numpy as np
 
 from pass_wds import __version__, manifest, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
-from pass_wds.writing import ShardResult, ShardTask, TaskItem, WriteOptions, estimate_json_size, write_shard
+from pass_wds.writing import (
+    ShardResult,
+    ShardTask,
+    TaskItem,
+    WriteOptions,
+    estimate_json_size,
+    warm_up,
+    write_shard,
+)
 
 log = logging.getLogger("pass_wds.make_shards")
 
@@ -165,7 +173,7 @@ def attribution_columns(cfg: ConvertConfig, columns: list[str]) -> tuple[str, ..
 # --------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prepared:
+def prepare(cfg: ConvertConfig) -> Prepared:
     """Expand inputs, read the allowlist, list every archive and folder, join, and plan the shards."""
     cfg.validate_values()
     so = cfg.storage_options
@@ -176,19 +184,23 @@ def prepare(cfg: ConvertConfig, pool: ProcessPoolExecutor | None = None) -> Prep
         )
     check_output_writable(str(cfg.output), so)
     t0 = time.monotonic()
-    md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
-    if md is not None:
-        log.info(
-            "read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0
-        )
-
-    t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
-    listed = pool.map(_list_one, jobs) if pool is not None and len(jobs) > 1 else map(_list_one, jobs)
-    listings = []
-    for spec, listing in zip(inputs, listed, strict=True):  # one line per archive: listing PASS takes a while
-        log.info("listed %s: %d files, %d refused", spec.name, len(listing.items), len(listing.rejections))
-        listings.append(listing)
+    # Listing is I/O (archives are read sequentially; see sources.scan_tar), so threads list every input
+    # while this thread reads the metadata.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))), thread_name_prefix="pass-wds-list") as ex:
+        listed = [ex.submit(_list_one, job) for job in jobs]
+        md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
+        if md is not None:
+            log.info(
+                "read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0
+            )
+        listings = []
+        for spec, fut in zip(inputs, listed, strict=True):  # one line per archive: listing PASS takes a while
+            listing = fut.result()
+            log.info(
+                "listed %s: %d files, %d refused", spec.name, len(listing.items), len(listing.rejections)
+            )
+            listings.append(listing)
     merged = sources.merge_listings(inputs, listings)
     log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
     return build_plan(cfg, merged, md)
@@ -305,8 +317,11 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
     cfg.validate_values()
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
+    if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs
+        for _ in range(cfg.workers):
+            pool.submit(warm_up)
     try:
-        prep = prepare(cfg, pool)
+        prep = prepare(cfg)
         finished = _already_complete(cfg, prep)
         if finished is not None:
             return finished

@@ -154,3 +154,130 @@ def test_key_of() -> None:
     assert sources.key_of("PASS_dataset/dummy_folder/abc123.jpeg") == "abc123"
     assert sources.key_of("x/pillow__16bit.cropped.tif") == "pillow__16bit.cropped"
     assert sources.key_of("noext") == "noext"
+
+
+# ------------------------------------------------------------------------------------ tar scanning
+
+
+def _scan(path: Path, chunk: int = 8 << 20) -> list[tuple[str, int, int, bool]]:
+    with path.open("rb") as f:
+        return [
+            (e.name, e.offset_data, e.size, e.isreg) for e in sources.scan_tar(f, path.stat().st_size, chunk)
+        ]
+
+
+def _tarfile_view(path: Path) -> list[tuple[str, int, int, bool]]:
+    with tarfile.open(path) as tf:
+        return [(m.name, m.offset_data, m.size, m.isreg()) for m in tf]
+
+
+def test_scan_agrees_with_tarfile_on_foreign_shards(corpus: Path) -> None:
+    tars = sorted((corpus / "foreign-shards").glob("*.tar"))
+    assert len(tars) >= 10
+    for p in tars:
+        assert _scan(p) == _tarfile_view(p), p.name
+        assert _scan(p, chunk=1024) == _tarfile_view(p), p.name  # headers straddling read blocks
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_scan_agrees_with_tarfile_on_long_and_unicode_names(tmp_path: Path, fmt: int) -> None:
+    p = tmp_path / "x.tar"
+    names = ["a/" + "x" * 90 + "/" + "y" * 60 + ".jpeg", "short.jpeg", "big.bin"]
+    if fmt != tarfile.USTAR_FORMAT:
+        names += ["ünï/cödé 🙂.jpeg", "z" * 300 + ".jpeg"]
+    with tarfile.open(p, "w", format=fmt) as tf:
+        for i, name in enumerate(names):
+            data = bytes([i]) * (i * 1000 + 7)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        d = tarfile.TarInfo("folder/")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+    assert _scan(p) == _tarfile_view(p)
+    assert _scan(p, chunk=512) == _tarfile_view(p)
+    with p.open("rb") as f:
+        for e in sources.scan_tar(f, p.stat().st_size):
+            if e.isreg:
+                f.seek(e.offset_data)
+                i = names.index(e.name)
+                assert f.read(e.size) == bytes([i]) * (i * 1000 + 7)
+
+
+def _three_member_tar(path: Path) -> bytes:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name in ("a.jpeg", "b.jpeg", "c.jpeg"):
+            info = tarfile.TarInfo(name)
+            info.size = 2000
+            tf.addfile(info, io.BytesIO(b"x" * 2000))
+    return path.read_bytes()
+
+
+def test_truncated_archive_keeps_what_precedes_the_cut(tmp_path: Path) -> None:
+    p = tmp_path / "PASS.0.tar"
+    data = _three_member_tar(p)
+    p.write_bytes(data[: 512 + 2048 + 512 + 1000])  # cut inside b's data
+    [spec] = sources.expand_inputs([str(p)])
+    listing = sources.list_tar(spec, 0)
+    assert [i.key for i in listing.items] == ["a"]  # b is cut off: never listed with bytes it does not have
+    [damage] = listing.rejections
+    assert damage.reason == sources.CORRUPT and "b.jpeg" in damage.detail and "cut off" in damage.detail
+
+
+def test_bad_checksum_midway_is_reported_not_silent(tmp_path: Path) -> None:
+    p = tmp_path / "PASS.0.tar"
+    data = bytearray(_three_member_tar(p))
+    data[2560 + 10] ^= 0xFF  # b's header name: its checksum no longer matches (tarfile would just stop here)
+    p.write_bytes(bytes(data))
+    [spec] = sources.expand_inputs([str(p)])
+    listing = sources.list_tar(spec, 0)
+    assert [i.key for i in listing.items] == ["a"]
+    assert [r.reason for r in listing.rejections] == [sources.CORRUPT]
+    assert "checksum" in listing.rejections[0].detail
+
+
+def test_not_a_tar_is_a_config_error(tmp_path: Path) -> None:
+    for name, data in [("empty.tar", b""), ("text.tar", b"hello world\n" * 100)]:
+        p = tmp_path / name
+        p.write_bytes(data)
+        [spec] = sources.expand_inputs([str(p)])
+        with pytest.raises(ConfigError, match="not a readable tar archive"):
+            sources.list_tar(spec, 0)
+
+
+def test_sparse_members_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "PASS.0.tar"
+    with tarfile.open(p, "w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("s.jpeg")
+        info.size = 10
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+        tf.addfile(info, io.BytesIO(b"0123456789"))
+    [spec] = sources.expand_inputs([str(p)])
+    listing = sources.list_tar(spec, 0)
+    assert not listing.items
+    assert [(r.reason, r.detail.split(" ")[0]) for r in listing.rejections] == [
+        (sources.NOT_REGULAR, "sparse")
+    ]
+
+
+def test_csv_strings_are_escaped_as_json_dumps_does(tmp_path: Path) -> None:
+    """The Arrow fast path (quote only) and the escaping fallback together equal json.dumps, cell by cell."""
+    tricky = [
+        'a"b',
+        "back\\slash",
+        "new\nline",
+        "tab\there",
+        "\x01ctl",
+        "\x7fdel",
+        "ünï ☃ 🙂",
+        "NA",
+        "null",
+        "007",
+    ]
+    rows = [{"hash": f"k{i}", "t": tricky[i % len(tricky)], "u": "plain"} for i in range(3 * len(tricky))]
+    p = tmp_path / "m.csv"
+    _write_csv(p, rows)
+    md = sources.read_metadata(str(p))
+    for r in rows:
+        expected = json.dumps(r, ensure_ascii=False, separators=(",", ":"))[1:-1]
+        assert md[r["hash"]] == expected

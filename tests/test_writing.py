@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -16,6 +17,7 @@ from pass_wds.writing import (
     MTIME,
     Rejected,
     ShardTask,
+    TarWriter,
     TaskItem,
     WriteOptions,
     inspect_image,
@@ -211,3 +213,24 @@ def test_header_sniff_agrees_with_pillow_on_the_corpus(corpus: Path, monkeypatch
         assert got == expected, path.name
         checked += 1
     assert checked > 70
+
+
+def test_batched_writer_same_bytes_to_a_file_and_a_stream(tmp_path: Path) -> None:
+    """writev batches (local files) and joined writes (object stores) give the same archive and sha256."""
+    samples = [
+        [(f"{i:05d}.jpg", bytes([i % 251]) * (i * 37 % 3000)), (f"{i:05d}.json", b"{}")] for i in range(700)
+    ]
+    stream = io.BytesIO()
+    tw_stream = TarWriter(stream)
+    with (tmp_path / "f.tar").open("wb") as f:
+        tw_file = TarWriter(f)
+        for members in samples:
+            assert tw_file.add_sample(members) == tw_stream.add_sample(members)
+        tw_file.close()
+    tw_stream.close()
+    data = (tmp_path / "f.tar").read_bytes()
+    assert data == stream.getvalue() and len(data) == tw_file.offset
+    assert tw_file.hexdigest() == tw_stream.hexdigest() == hashlib.sha256(data).hexdigest()
+    with tarfile.open(tmp_path / "f.tar") as tf:
+        assert [m.name for m in tf] == [name for members in samples for name, _ in members]
+        assert tf.extractfile("00699.jpg").read() == samples[699][0][1]  # type: ignore[union-attr]
