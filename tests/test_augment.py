@@ -321,3 +321,33 @@ def test_user_callables(photos: list[bytes]) -> None:
     assert r(b"x", "png", np.random.default_rng(0))["ext"] == "png"
     with pytest.raises(ConfigError):
         load_recipe(raw, colour="cpu")
+
+
+def test_colour_ops_agree_on_channels_last_batches(small_images: torch.Tensor) -> None:
+    """Loader batches are channels-last; the fused matrix takes a layout-specific path that must agree."""
+    x = small_images
+    n = len(x)
+    rng = np.random.default_rng(3)
+    spec = ViewConfig(blur_kernel=23)
+    params = sample_colour_params(spec, n, rng)
+    cl = x.clone().contiguous(memory_format=torch.channels_last)
+    assert not cl.is_contiguous()
+    a = apply_colour(x.clone(), params, spec)
+    b = apply_colour(cl, params, spec)
+    assert b.shape == a.shape and (a - b).abs().max() < 1e-5
+
+
+def test_collated_views_are_channels_last_with_the_same_pixels(photos: list[bytes]) -> None:
+    from pass_wds.loading.pipeline import collate
+
+    rec = load_recipe("simclr")
+    outs = [rec(p, "jpg", np.random.default_rng(i)) for i, p in enumerate(photos)]
+    samples = [{"__key__": str(i), "__url__": "u"} for i in range(len(photos))]
+    batch = collate(outs, samples)
+    for v, view in enumerate(batch["views"]):
+        assert view.shape == (len(photos), 3, 224, 224) and view.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        assert torch.equal(view, torch.stack([o["views"][v].contiguous() for o in outs]))
+    plain = collate([{"x": torch.arange(6).view(2, 3)} for _ in range(2)], samples[:2])
+    assert plain["x"].is_contiguous() and plain["x"].shape == (2, 2, 3)

@@ -199,7 +199,12 @@ def apply_colour(
         lin = torch.from_numpy(lin_np).to(x.device)
         trans = torch.from_numpy(trans_np).to(x.device)
         bias = trans @ x.mean(dim=(2, 3)).unsqueeze(2)  # (n, 3, 1)
-        x = torch.baddbmm(bias, lin, x.reshape(n, 3, hgt * wid)).view(n, 3, hgt, wid)
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            x = torch.baddbmm(bias, lin, x.reshape(n, 3, hgt * wid)).view(n, 3, hgt, wid)
+        else:  # channels-last batches (what the loader yields): pixels are rows, p' = p @ lin^T + bias^T
+            rows = x.permute(0, 2, 3, 1).reshape(n, hgt * wid, 3)
+            rows = torch.baddbmm(bias.transpose(1, 2), rows, lin.transpose(1, 2))
+            x = rows.view(n, hgt, wid, 3).permute(0, 3, 1, 2)
         x = x.clamp_(0.0, scale)
     if params.blur.any():
         idx_np = np.flatnonzero(params.blur)

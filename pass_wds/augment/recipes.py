@@ -284,8 +284,9 @@ class Recipe:
             if not spec.has_colour:
                 continue
             params = sample_colour_params(spec, len(idx), rng)
-            first = views[idx[0]]
-            x = torch.empty((len(idx), *first.shape), dtype=torch.float32)
+            c, h, w = views[idx[0]].shape
+            # channels-last, like the views themselves: the gather is then a straight copy per view
+            x = torch.empty((len(idx), h, w, c), dtype=torch.float32).permute(0, 3, 1, 2)
             for j, i in enumerate(idx):
                 x[j].copy_(views[i])  # uint8 -> float in the same pass as the gather
             y = apply_colour(x, params, spec, scale=255.0)
