@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pass_wds import sources, storage
+from pass_wds import jpeg, sources, storage
 from pass_wds.planning import BLOCK, END_OF_ARCHIVE, padded, safe_key
 
 # Fixed header fields: the same inputs give byte-identical archives on any machine, at any time.
@@ -170,9 +170,6 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
     return ImageInfo(fmt, ext, width, height)
 
 
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (DHT, JPG, DAC excluded)
-
-
 def sniff_header(data: bytes) -> tuple[str, int, int] | None:
     """Format and size of a plain 8-bit JPEG from its markers, as Pillow's ``open`` reports them.
 
@@ -180,34 +177,8 @@ def sniff_header(data: bytes) -> tuple[str, int, int] | None:
     largest cost of a lossless repack of PASS (all JPEG). Returns None whenever Pillow might say something
     else (other formats, multi-picture, 12-bit or lossless JPEGs), and the caller falls back to Pillow.
     """
-    if not data.startswith(b"\xff\xd8\xff"):
-        return None
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker == 0xE2 and data[i + 4 : i + 8] == b"MPF\0":
-            return None  # a multi-picture file: Pillow calls it MPO
-        if marker in _SOF:
-            if marker not in (0xC0, 0xC1, 0xC2) or i + 9 > n or length < 8 or data[i + 4] != 8:
-                return None  # lossless, arithmetic-coded or 12-bit JPEGs: leave them to Pillow
-            return (
-                "JPEG",
-                int.from_bytes(data[i + 7 : i + 9], "big"),
-                int.from_bytes(data[i + 5 : i + 7], "big"),
-            )
-        if marker == 0xDA or length < 2:  # scan data before any frame header: not a plain JPEG
-            return None
-        i += 2 + length
-    return None
+    header = jpeg.scan(data)
+    return None if header is None else ("JPEG", header.width, header.height)
 
 
 def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes, int, int]:

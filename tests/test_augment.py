@@ -351,3 +351,30 @@ def test_collated_views_are_channels_last_with_the_same_pixels(photos: list[byte
         assert torch.equal(view, torch.stack([o["views"][v].contiguous() for o in outs]))
     plain = collate([{"x": torch.arange(6).view(2, 3)} for _ in range(2)], samples[:2])
     assert plain["x"].is_contiguous() and plain["x"].shape == (2, 2, 3)
+
+
+def test_cpu_colour_per_batch_equals_per_sample(photos: list[bytes]) -> None:
+    """The loader applies CPU colour once per batch (finish_batch); each sample must come out as the
+    per-sample call makes it, whatever its batch-mates (blur kernels are cut per sample)."""
+    from pass_wds.loading.pipeline import collate
+
+    rec = load_recipe("simclr", colour="cpu")
+    assert isinstance(rec, Recipe)
+    alone = [rec(p, "jpg", np.random.default_rng(10 + i)) for i, p in enumerate(photos)]
+    outs = [rec.worker_sample(p, "jpg", np.random.default_rng(10 + i)) for i, p in enumerate(photos)]
+    batch = rec.finish_batch(collate(outs, [{"__key__": str(i), "__url__": "u"} for i in range(len(photos))]))
+    assert "__colour__" not in batch
+    for v, view in enumerate(batch["views"]):
+        ref = torch.stack([a["views"][v] for a in alone])
+        diff = (view.int() - ref.int()).abs()
+        assert diff.max() <= 1 and diff.float().mean() < 1e-3, (
+            v,
+            int(diff.max()),
+            float(diff.float().mean()),
+        )
+    # and colour was applied: the uncoloured crops differ
+    plain = collate(
+        [rec.worker_sample(p, "jpg", np.random.default_rng(10 + i)) for i, p in enumerate(photos)],
+        [{"__key__": "k", "__url__": "u"}] * len(photos),
+    )
+    assert not torch.equal(plain["views"][0], batch["views"][0])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,6 +82,12 @@ class ColourParams:
 
     def subset(self, sl: slice) -> ColourParams:
         return ColourParams(*(getattr(self, f.name)[sl] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def concat(parts: Sequence[ColourParams]) -> ColourParams:
+        return ColourParams(
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(ColourParams))
+        )
 
     @property
     def any_matrix(self) -> bool:
@@ -150,8 +157,12 @@ def colour_matrices(params: ColourParams) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gaussian_kernels(sigma: np.ndarray, radius: int) -> np.ndarray:
+    """(n, 2 radius + 1) kernels, each cut at its own 4 sigma: a sample's blur is then the same whatever
+    other samples share its batch (the common radius only adds exact zeros)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
     t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t[None, :] / np.asarray(sigma, dtype=np.float64)[:, None]) ** 2)
+    k = np.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
+    k[np.abs(t)[None, :] > np.ceil(4.0 * sigma)[:, None]] = 0.0
     return (k / k.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -199,12 +210,7 @@ def apply_colour(
         lin = torch.from_numpy(lin_np).to(x.device)
         trans = torch.from_numpy(trans_np).to(x.device)
         bias = trans @ x.mean(dim=(2, 3)).unsqueeze(2)  # (n, 3, 1)
-        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
-            x = torch.baddbmm(bias, lin, x.reshape(n, 3, hgt * wid)).view(n, 3, hgt, wid)
-        else:  # channels-last batches (what the loader yields): pixels are rows, p' = p @ lin^T + bias^T
-            rows = x.permute(0, 2, 3, 1).reshape(n, hgt * wid, 3)
-            rows = torch.baddbmm(bias.transpose(1, 2), rows, lin.transpose(1, 2))
-            x = rows.view(n, hgt, wid, 3).permute(0, 3, 1, 2)
+        x = torch.baddbmm(bias, lin, x.reshape(n, 3, hgt * wid)).view(n, 3, hgt, wid)
         x = x.clamp_(0.0, scale)
     if params.blur.any():
         idx_np = np.flatnonzero(params.blur)

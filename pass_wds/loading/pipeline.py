@@ -154,7 +154,8 @@ def apply_recipe(recipe: Recipe, sample: Sample, rng: np.random.Generator) -> di
     if found is None:
         members = ", ".join(k for k in sample if not k.startswith("__")) or "none"
         raise ValueError(f"no image member (members: {members})")
-    out = recipe(found[1], found[0], rng)
+    per_sample = getattr(recipe, "worker_sample", recipe)  # a Recipe may defer work to finish_batch
+    out = per_sample(found[1], found[0], rng)
     out["json"] = sample_json(sample)
     return out
 
@@ -270,10 +271,10 @@ def batch_stream(
         donor_sample = samples[good[0]]
         for w_samples, w_outs, w_qs in waiting:
             _substitute(job, plan_index, w_samples, w_outs, w_qs, [], donor_sample, stats)
-            yield _with_stats(collate(w_outs, w_samples), stats)  # type: ignore[arg-type]
+            yield _with_stats(_finish_batch(job, collate(w_outs, w_samples)), stats)  # type: ignore[arg-type]
         waiting = []
         _substitute(job, plan_index, samples, outs, qs, good, None, stats)
-        yield _with_stats(collate(outs, samples), stats)  # type: ignore[arg-type]
+        yield _with_stats(_finish_batch(job, collate(outs, samples)), stats)  # type: ignore[arg-type]
     if chunk:
         raise ShardError(f"reader produced {len(chunk)} samples beyond its last whole batch (plan bug)")
     if waiting:
@@ -282,6 +283,11 @@ def batch_stream(
             f"no decodable sample left in this reader to substitute for {len(keys)} bad samples "
             f"(first keys: {keys[:5]}); are these image shards?"
         )
+
+
+def _finish_batch(job: EpochJob, batch: dict[str, Any]) -> dict[str, Any]:
+    finish = getattr(job.recipe, "finish_batch", None)
+    return finish(batch) if finish is not None else batch
 
 
 def _count(
