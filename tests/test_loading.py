@@ -416,3 +416,37 @@ def test_parse_idx_formats_and_errors() -> None:
         parse_idx("v1.1 1\njpg 512 10\n", "x.idx")
     with pytest.raises(ShardError, match="non-integer"):
         parse_idx("v1.2 1\njpg 5x2 10 k.jpg\n", "x.idx")
+
+
+def _pid_recipe(data: bytes, ext: str, rng: np.random.Generator) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    return {"image": torch.zeros(1), "pid": os.getpid()}
+
+
+def test_persistent_workers_keep_processes_and_order_across_epochs(shards: Path) -> None:
+    src = str(shards / "index.json")
+    kw: dict[str, Any] = {"batch_size": 3, "num_workers": 2, "segment_samples": 4, "seed": 9}
+    live = make_loader(src, recipe=_pid_recipe, **kw)
+    fresh = make_loader(src, recipe=_pid_recipe, persistent_workers=False, **kw)
+    pids: list[set[int]] = []
+    previous: list[list[str]] = []
+    for epoch in range(3):
+        live.set_epoch(epoch)
+        fresh.set_epoch(epoch)
+        a, b = list(live), list(fresh)
+        assert [x["__key__"] for x in a] == [x["__key__"] for x in b]  # the same plan reaches the workers
+        pids.append({p for x in a for p in x["pid"]})
+        if epoch:
+            assert [x["__key__"] for x in a] != previous  # and it is the new epoch's plan
+        previous = [x["__key__"] for x in a]
+    assert len(pids[0]) == 2 and pids[0] == pids[1] == pids[2]  # the same two processes served every epoch
+    # a resumed position also reaches the running workers
+    part = list(itertools.islice(live, 2))
+    state = live.state_dict()
+    live.load_state_dict(state)
+    rest = list(live)
+    fresh.set_epoch(3)
+    assert [x["__key__"] for x in part + rest] == [x["__key__"] for x in fresh]

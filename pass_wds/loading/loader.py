@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader
 
 from pass_wds.cache import ShardCache
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
-from pass_wds.loading.pipeline import EpochJob, PlannedBatches, Recipe
+from pass_wds.loading.pipeline import (
+    STATE_SLOTS,
+    EpochJob,
+    LiveBatches,
+    PlannedBatches,
+    Recipe,
+    write_epoch_state,
+)
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
 from pass_wds.loading.shards import IMAGE_EXTS, ShardError, ShardInfo, resolve_source
 from pass_wds.loading.stream import IndexCache
@@ -52,6 +59,7 @@ class LoaderConfig:
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
     pin_memory: bool = False
+    persistent_workers: bool = True
     device: str | None = None
     rank: int | None = None
     world_size: int | None = None
@@ -180,6 +188,8 @@ class Loader:
         self.stats = LoaderStats()
         self._cache = IndexCache(self.shards, config.storage_options or None)
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
+        self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
+        self._epoch_state: torch.Tensor | None = None
         self.dropped_keys: list[str] = []
         if self.recipe is not None:
             self._check_images()
@@ -287,18 +297,12 @@ class Loader:
                 " ".join(self.dropped_keys[:50]) + (" …" if len(self.dropped_keys) > 50 else ""),
             )
         self._history = list(history)
-        dataset = PlannedBatches(self._job(history))
         if self.config.num_workers == 0:
-            batches: Any = iter(dataset)
+            batches: Any = iter(PlannedBatches(self._job(history)))
+        elif self.config.persistent_workers:
+            batches = self._persistent(history)
         else:
-            batches = DataLoader(
-                dataset,
-                batch_size=None,
-                num_workers=self.config.num_workers,
-                prefetch_factor=self.config.prefetch_factor,
-                pin_memory=self.config.pin_memory,
-                persistent_workers=False,
-            )
+            batches = self._dataloader(PlannedBatches(self._job(history)), persistent=False)
         delivered = 0
         device = torch.device(self.config.device) if self.config.device else None
         for batch in batches:
@@ -313,6 +317,29 @@ class Loader:
             raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
         self.epoch += 1
         self._history = []
+
+    def _dataloader(self, dataset: Any, *, persistent: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.config.num_workers,
+            prefetch_factor=self.config.prefetch_factor,
+            pin_memory=self.config.pin_memory,
+            persistent_workers=persistent,
+        )
+
+    def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
+        """One DataLoader for the whole run: its workers read each epoch's plan from shared memory, so a new
+        epoch (or a resumed position) starts without new processes or re-reading shard indexes."""
+        if self._workers is None:
+            self._epoch_state = torch.zeros(STATE_SLOTS, dtype=torch.int64).share_memory_()
+            write_epoch_state(self._epoch_state, self.epoch, history)
+            self._workers = self._dataloader(
+                LiveBatches(self._job(history), self._epoch_state), persistent=True
+            )
+        assert self._epoch_state is not None
+        write_epoch_state(self._epoch_state, self.epoch, history)  # read by the workers on this iter()
+        return self._workers
 
     def _device_stage(
         self, batch: dict[str, Any], device: torch.device, gen: int, index: int
@@ -393,6 +420,7 @@ def make_loader(
     device: str | None = None,
     prefetch_factor: int = 2,
     pin_memory: bool = False,
+    persistent_workers: bool = True,
 ) -> Loader:
     """Build the loader for ``source`` (``index.json`` URL, brace pattern, or list of shard URLs).
 
@@ -416,6 +444,7 @@ def make_loader(
         cache_bytes=cache_bytes,
         prefetch_factor=prefetch_factor,
         pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
         device=device,
         rank=rank,
         world_size=world_size,

@@ -6,6 +6,7 @@ Each stage is a plain generator, and :class:`PlannedSamples` / :class:`PlannedBa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -365,6 +366,23 @@ class PlannedSamples(IterableDataset):
             yield sample
 
 
+STATE_SLOTS = 2 + 3 * 256  # epoch, generation count, then (world_size, num_workers, batches) per generation
+
+
+def write_epoch_state(state: torch.Tensor, epoch: int, history: tuple[Generation, ...]) -> None:
+    """Record the epoch a :class:`LiveBatches` reads next (in a shared int64 tensor of ``STATE_SLOTS``)."""
+    if 2 + 3 * len(history) > len(state):
+        raise ValueError(f"{len(history)} topology changes within one epoch: more than this loader records")
+    values = [epoch, len(history)] + [v for g in history for v in (g.world_size, g.num_workers, g.batches)]
+    state[: len(values)] = torch.tensor(values, dtype=torch.int64)
+
+
+def read_epoch_state(state: torch.Tensor) -> tuple[int, tuple[Generation, ...]]:
+    values = state.tolist()
+    n = int(values[1])
+    return int(values[0]), tuple(Generation(*values[2 + 3 * i : 5 + 3 * i]) for i in range(n))
+
+
 class PlannedBatches(IterableDataset):
     """Whole batches of this rank and DataLoader worker (use ``DataLoader(..., batch_size=None)``)."""
 
@@ -376,3 +394,18 @@ class PlannedBatches(IterableDataset):
         stats: dict[str, Any] = {"errors": 0, "worker": wid}
         plan_index = len(self.job.history) - 1
         yield from batch_stream(self.job, stream_planned(self.job, wid, stats), plan_index, stats)
+
+
+class LiveBatches(IterableDataset):
+    """:class:`PlannedBatches` for persistent DataLoader workers: each ``iter()`` reads the epoch and its
+    topology history from a small shared-memory tensor (:func:`write_epoch_state`, written by the loader
+    before each epoch), so worker processes, and the shard indexes they have read, last the whole run."""
+
+    def __init__(self, job: EpochJob, state: torch.Tensor) -> None:
+        self.job = job
+        self.state = state
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, history = read_epoch_state(self.state)
+        job = dataclasses.replace(self.job, epoch=epoch, history=history, cache=self.job.index_cache())
+        yield from PlannedBatches(job)
