@@ -416,7 +416,8 @@ class _RssPoller(threading.Thread):
 def rss_over_epochs(
     data: dict[str, Any], recipe: str, workers: int, batch_size: int, epochs: int
 ) -> dict[str, Any]:
-    """Peak RSS of the main process and of each worker in each epoch (workers are fresh each epoch)."""
+    """Peak RSS of the main process and of each worker in each epoch (the same persistent workers serve every
+    epoch, so growth would show)."""
     from pass_wds import make_loader
     from pass_wds.augment import load_recipe
 

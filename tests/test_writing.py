@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,31 @@ def test_batched_writer_same_bytes_to_a_file_and_a_stream(tmp_path: Path) -> Non
     with tarfile.open(tmp_path / "f.tar") as tf:
         assert [m.name for m in tf] == [name for members in samples for name, _ in members]
         assert tf.extractfile("00699.jpg").read() == samples[699][0][1]  # type: ignore[union-attr]
+
+
+def test_reduced_jpeg_validation_agrees_with_a_full_decode(corpus: Path) -> None:
+    """--validate decodes JPEGs at 1/8 scale; it must accept and reject exactly what a full decode does."""
+    paths = sorted((corpus / "hard-images").iterdir()) + sorted((corpus / "photos").iterdir())[:20]
+    cases = [(p.name, p.read_bytes()) for p in paths] + [("truncated", _jpeg(300, 200)[:-600])]
+    jpegs = 0
+    for name, data in cases:
+        try:
+            ours = inspect_image(data, validate=True, max_pixels=10**8)
+            accepted = True
+        except Rejected as r:
+            if r.reason == sources.BOMB:
+                continue  # refused from the header, before any decode
+            accepted = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im = Image.open(io.BytesIO(data))
+                im.load()  # full size, no draft
+            full = True
+        except Exception:
+            full = False
+        assert accepted == full, name
+        if data[:2] == b"\xff\xd8":
+            jpegs += 1
+            assert not accepted or ours.format in ("JPEG", "MPO")
+    assert jpegs >= 20
