@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,6 +114,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll_
     """Run ``cmd``, polling the RSS of its whole process tree (psutil), until it exits."""
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO)
@@ -121,7 +123,6 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll_
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()))  # type: ignore[union-attr]
     reader.start()
     peak_tree = peak_proc = 0.0
-    cpu: dict[int, float] = {}
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
@@ -132,10 +133,6 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll_
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
-                t = p.cpu_times()
-                cpu[p.pid] = (
-                    t.user + t.system + getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
-                )
             except psutil.Error:
                 continue
             tree += rss
@@ -145,7 +142,11 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, poll_
     proc.wait()
     wall = time.perf_counter() - t0
     reader.join()
-    return Measured(wall, peak_tree, peak_proc, sum(cpu.values()), proc.returncode, "".join(out_chunks))
+    # CPU of the command and every descendant it waited for (summing per-process times while polling
+    # counted reaped children twice: a parent's cpu_times include its children's)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measured(wall, peak_tree, peak_proc, cpu, proc.returncode, "".join(out_chunks))
 
 
 def median(values: Sequence[float]) -> float:
