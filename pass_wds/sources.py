@@ -24,6 +24,7 @@ import numpy as np
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
+from pass_wds.planning import BLOCK, padded
 
 # Reason names written to errors.jsonl (a stable vocabulary other tools can rely on).
 CORRUPT = "corrupt"
@@ -153,7 +154,7 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
 
 
 _TAR_CHUNK = 8 << 20  # listing reads archives sequentially in blocks this large
-_ZERO_BLOCK = bytes(512)
+_ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old regular file, contiguous file (tarfile's REGULAR_TYPES)
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, fifos: data is never skipped
 _TYPE_NAMES = {
@@ -183,13 +184,9 @@ class TarEntry:
 
     @property
     def isreg(self) -> bool:
-        return (
-            self.type in _REGULAR and not self.sparse and not (self.type == b"\0" and self.name.endswith("/"))
-        )
+        return self.type in _REGULAR and not self.sparse
 
     def kind(self) -> str:
-        if self.type == b"\0" and self.name.endswith("/"):
-            return "directory"
         if self.sparse:
             return "sparse file (stored bytes are not the file's contents)"
         return _TYPE_NAMES.get(self.type, f"type {self.type!r}")
@@ -252,8 +249,8 @@ def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarE
     pax: dict[str, str] = {}
     global_pax: dict[str, str] = {}
     while True:
-        hdr = read(pos, 512)
-        if len(hdr) < 512:
+        hdr = read(pos, BLOCK)
+        if len(hdr) < BLOCK:
             if not hdr and pos > 0:  # no end-of-archive blocks: tolerated, as every tar reader does
                 return
             raise TarDamaged("empty file" if pos == 0 else f"header cut off at byte {pos}")
@@ -270,7 +267,7 @@ def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarE
         except ValueError as e:
             raise TarDamaged(f"bad header at byte {pos}: {e}") from None
         type_ = hdr[156:157]
-        data = pos + 512
+        data = pos + BLOCK
         if type_ in (b"L", b"K", b"x", b"g"):  # headers that describe the next member
             body = read(data, size)
             if len(body) < size:
@@ -283,7 +280,7 @@ def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarE
                 except ValueError as e:
                     raise TarDamaged(f"bad pax header at byte {pos}: {e}") from None
                 (pax if type_ == b"x" else global_pax).update(records)
-            pos = data + -(-size // 512) * 512
+            pos = data + padded(size)
             continue
         attrs = global_pax | pax
         if long_name is not None:
@@ -297,7 +294,9 @@ def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarE
         if "size" in attrs:
             size = int(attrs["size"])
         sparse = type_ == b"S" or any(k.startswith("GNU.sparse") for k in attrs)
-        if type_ == b"5" or (type_ == b"\0" and name.endswith("/")):
+        if type_ == b"\0" and name.endswith("/"):  # old (V7) tars mark directories by the trailing slash
+            type_ = b"5"
+        if type_ == b"5":
             name = name.rstrip("/") or name
         entry = TarEntry(name, type_, data, size, sparse)
         long_name, pax = None, {}
@@ -310,7 +309,7 @@ def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarE
                 f"member {name!r} cut off: {size} bytes at byte {data}, archive is {total} bytes"
             )
         yield entry
-        pos = data + -(-size // 512) * 512
+        pos = data + padded(size)
 
 
 def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:

@@ -194,7 +194,11 @@ def test_scan_agrees_with_tarfile_on_long_and_unicode_names(tmp_path: Path, fmt:
         d = tarfile.TarInfo("folder/")
         d.type = tarfile.DIRTYPE
         tf.addfile(d)
+        old_dir = tarfile.TarInfo("v7folder/")  # old tars: a regular-file type with a trailing slash
+        old_dir.type = tarfile.AREGTYPE
+        tf.addfile(old_dir)
     assert _scan(p) == _tarfile_view(p)
+    assert ("v7folder", 0, False) in [(n, s, r) for n, _, s, r in _scan(p)]
     assert _scan(p, chunk=512) == _tarfile_view(p)
     with p.open("rb") as f:
         for e in sources.scan_tar(f, p.stat().st_size):
