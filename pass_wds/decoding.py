@@ -3,8 +3,9 @@
 Why this module exists: a training loader decodes every sample every epoch, so decoding is the floor of the
 input pipeline's cost, and a single bad file must never crash or stall a worker. The design:
 
-* ``open_image`` parses only the header (a few µs for plain JPEGs, see :mod:`pass_wds.jpeg`; Pillow otherwise): format, stored size, EXIF orientation, and hence the
-  *upright* (oriented) size. Augmentation samples its crops in that upright frame *before* any pixel is decoded.
+* ``open_image`` parses only the header (a few µs for plain JPEGs, see :mod:`pass_wds.jpeg`; Pillow
+  otherwise): format, stored size, EXIF orientation, and hence the *upright* (oriented) size. Augmentation
+  samples its crops in that upright frame *before* any pixel is decoded.
 * ``SourceImage.crops`` then decodes once and cuts every requested crop from the same pixels:
 
   - a JPEG whose crops all tolerate it is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT scaling

@@ -322,8 +322,7 @@ class TarWriter:
         self._hasher.start()
         self._digest: str | None = None
         self._parts: list[bytes] = []
-        self._pending = 0
-        self._written = 0
+        self._written = 0  # bytes handed to the stream; self.offset - self._written are still in _parts
         self._fd: int | None = None
         if isinstance(f, io.BufferedWriter | io.FileIO):
             f.flush()
@@ -335,7 +334,7 @@ class TarWriter:
                 self._hash.update(part)
 
     def _flush(self) -> None:
-        parts, self._parts, self._pending = self._parts, [], 0
+        parts, self._parts = self._parts, []
         if not parts:
             return
         if self._fd is None:
@@ -361,9 +360,8 @@ class TarWriter:
             if pad:
                 parts.append(_ZEROS[:pad])
             pos += BLOCK + len(data) + pad
-        self._pending += pos - self.offset
         self.offset = pos
-        if self._pending >= self.BATCH or len(parts) >= self.MAX_PARTS:
+        if self.offset - self._written >= self.BATCH or len(parts) >= self.MAX_PARTS:
             self._flush()
         return offsets
 

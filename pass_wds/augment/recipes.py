@@ -363,17 +363,12 @@ class Recipe:
             if torch.device(device).type == "cpu":
                 self._cpu_stage(views, idx, spec, rng, normalize_output, out_views)
                 continue
-            x = torch.cat([views[i].to(device, non_blocking=True) for i in idx])
+            # On an accelerator, the whole group at once.
+            x = torch.cat([views[i].to(device, non_blocking=True) for i in idx]).to(torch.float32)
             params = sample_colour_params(spec, x.shape[0], rng)
-            # On the CPU, work in cache-sized chunks; on an accelerator, the whole batch at once.
-            step = x.shape[0] if x.device.type != "cpu" else self.cpu_chunk
-            parts = []
-            for start in range(0, x.shape[0], step):
-                part = x[start : start + step].to(torch.float32, copy=True)
-                if not self.colour_on_cpu and spec.has_colour:
-                    part = apply_colour(part, params.subset(slice(start, start + step)), spec, scale=255.0)
-                parts.append(self._finish(part, normalize_output))
-            x = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if not self.colour_on_cpu and spec.has_colour:
+                x = apply_colour(x, params, spec, scale=255.0)
+            x = self._finish(x, normalize_output)
             for j, part in enumerate(x.split([views[i].shape[0] for i in idx])):
                 out_views[idx[j]] = part
         result = dict(batch)

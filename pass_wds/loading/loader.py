@@ -333,7 +333,6 @@ class Loader:
         epoch (or a resumed position) starts without new processes or re-reading shard indexes."""
         if self._workers is None:
             self._epoch_state = torch.zeros(STATE_SLOTS, dtype=torch.int64).share_memory_()
-            write_epoch_state(self._epoch_state, self.epoch, history)
             self._workers = self._dataloader(
                 LiveBatches(self._job(history), self._epoch_state), persistent=True
             )
