@@ -202,6 +202,14 @@ class _Server(ThreadingHTTPServer):
         self.active: set[socket.socket] = set()
         self.active_lock = threading.Lock()
 
+    @classmethod
+    def serve(cls, port: int, handler: type[BaseHTTPRequestHandler], owner: Any) -> _Server:
+        """Listen on 127.0.0.1:``port`` (0: any free port) in a daemon thread; handlers reach ``owner``."""
+        httpd = cls(("127.0.0.1", port), handler)
+        httpd.owner = owner  # type: ignore[attr-defined]
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.active_lock:
             self.active.add(request)
@@ -336,10 +344,8 @@ class HttpServer:
             return [r for m, p, r in self.requests if m == "GET" and p == path]
 
     def start(self) -> HttpServer:
-        self._httpd = _Server(("127.0.0.1", self.port), RangeHandler)
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        self._httpd = _Server.serve(self.port, RangeHandler, self)
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -505,10 +511,8 @@ class FaultProxy:
             return [(p, r) for m, p, r in self.requests if m == "GET"]
 
     def start(self) -> FaultProxy:
-        self._httpd = _Server(("127.0.0.1", self.port), ProxyHandler)
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        self._httpd = _Server.serve(self.port, ProxyHandler, self)
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
