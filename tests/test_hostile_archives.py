@@ -169,11 +169,15 @@ def test_make_shards_keeps_before_reports_rest(
     assert [e["reason"] for e in errors] == [CORRUPT]
 
 
-def test_damage_at_the_first_header_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_damage_at_the_first_header_is_one_rejection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out = _convert(tmp_path, ATTACKS["negative octal size"])
     err = capsys.readouterr().err
-    assert rc == 2 and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "not a readable tar archive" in err
+    assert rc == 0 and "Traceback" not in err
+    [e] = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert e["reason"] == CORRUPT and e["detail"].startswith("not a readable tar archive")
+    assert json.loads((out / "index.json").read_text())["totals"]["samples"] == 0
 
 
 def test_listing_helper_accounts_for_every_member(tmp_path: Path) -> None:
