@@ -8,6 +8,8 @@ manifest is written the state folder is removed, so a finished output holds only
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -152,6 +154,65 @@ def check_output_writable(output: str, storage_options: dict[str, Any] | None = 
         raise ConfigError(f"output is not writable: {output} ({probe} does not allow writing)")
 
 
+LOCK = "lock"  # _state/lock: flock'ed by every run into a local output
+
+
+class OutputLock:
+    """One writer per output: an exclusive ``flock`` on ``OUT/_state/lock`` for a full run, a shared one for
+    ``--shard-range`` tasks (Slurm array tasks write disjoint shards of one output side by side). A second run
+    is refused at once with one line, before it lists anything. The kernel releases the lock when the
+    process dies, so a killed run never blocks its rerun. Object stores have no such primitive: there the
+    lock is not taken (see docs/security.md).
+
+    Folders made only to hold the lock are removed again unless the run claimed the output (:meth:`keep`).
+    """
+
+    def __init__(self, cfg: ConvertConfig, *, shared: bool) -> None:
+        self.out = str(cfg.output)
+        self.shared = shared
+        self._fd: int | None = None
+        self._created: list[str] = []
+        self._kept = False
+
+    def __enter__(self) -> OutputLock:
+        if not storage.is_local(self.out):
+            return self
+        root = os.path.abspath(self.out.removeprefix("file://"))
+        state = os.path.join(root, STATE)
+        self._created = [d for d in (root, state) if not os.path.isdir(d)]
+        os.makedirs(state, exist_ok=True)
+        self._path = os.path.join(state, LOCK)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._release()
+            raise ConfigError(
+                f"output {self.out} is in use by another make-shards run (lock: {self._path}); "
+                "wait for it to finish or choose another --output"
+            ) from None
+        return self
+
+    def keep(self) -> None:
+        """The run has claimed the output: what it made stays."""
+        self._kept = True
+
+    def _release(self) -> None:
+        if self._fd is None:
+            return
+        if not self._kept and self._created:
+            with contextlib.suppress(OSError):
+                os.remove(self._path)
+            for d in reversed(self._created):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)  # only when empty
+        os.close(self._fd)
+        self._fd = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+
 def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:
     if cfg.creator_column:
         if columns and cfg.creator_column not in columns:
@@ -179,12 +240,14 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     """Expand inputs, read the allowlist, list every archive and folder, join, and plan the shards."""
     cfg.validate_values()
     so = cfg.storage_options
-    inputs = sources.expand_inputs(cfg.inputs, so)
     if cfg.metadata is None and not cfg.allow_missing_metadata:
         raise ConfigError(
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
         )
     check_output_writable(str(cfg.output), so)
+    if cfg.metadata is not None and not storage.exists(cfg.metadata, so):
+        raise ConfigError(f"metadata not found: {storage.redact(cfg.metadata)}")
+    inputs = sources.expand_inputs(cfg.inputs, so)
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
     # Listing is I/O (archives are read sequentially; see format.tar.scan_tar), so threads list every input
@@ -316,30 +379,34 @@ def plan_digest(
 def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
-    cfg.validate_values()
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
-    if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs
-        for _ in range(cfg.workers):
-            pool.submit(warm_up)
-    try:
-        prep = prepare(cfg)
-        finished = _already_complete(cfg, prep)
-        if finished is not None:
-            return finished
-        bounds = cfg.shard_bounds()
-        if bounds is not None and bounds[1] > len(prep.plan.shards):
-            raise ConfigError(
-                f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
-            )
-        _claim_output(cfg, prep, partial=bounds is not None)
-        results, resumed = _write_all(cfg, prep, pool, progress, bounds)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
-        return Summary.of(str(cfg.output), results, started, shards_resumed=resumed, partial=bounds)
-    summary = _finish(cfg, prep, results, started)
+    cfg.validate_values()  # every check that needs no listing comes first: listing PASS reads 187 GB
+    bounds = cfg.shard_bounds()
+    check_output_writable(str(cfg.output), cfg.storage_options)
+    foreign = check_output_owned(cfg)
+    with OutputLock(cfg, shared=bounds is not None) as lock:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
+        if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs
+            for _ in range(cfg.workers):
+                pool.submit(warm_up)
+        try:
+            prep = prepare(cfg)
+            finished = _already_complete(cfg, prep)
+            if finished is not None:
+                return finished
+            if bounds is not None and bounds[1] > len(prep.plan.shards):
+                raise ConfigError(
+                    f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
+                )
+            _claim_output(cfg, prep, foreign, partial=bounds is not None)
+            lock.keep()
+            results, resumed = _write_all(cfg, prep, pool, progress, bounds)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
+            return Summary.of(str(cfg.output), results, started, shards_resumed=resumed, partial=bounds)
+        summary = _finish(cfg, prep, results, started)
     summary.shards_resumed = resumed
     return summary
 
@@ -379,13 +446,80 @@ def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) -> None:
+SIDE_FILES = frozenset(
+    {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
+)
+_PROBE = ".pass-wds-probe"  # storage.check_writable's probe object
+
+
+def owned_entries(cfg: ConvertConfig) -> set[str]:
+    """Names directly in the output that an earlier pass-wds run wrote there, as that output itself lists them:
+    the shards and indexes of its manifest and of its ``_state/plan.json``, and the side files next to them.
+
+    Never a name pattern: a ``pass-backup.tar`` or someone's ``*.tmp-*`` file is not ours because of its name.
+    """
+    out, so = str(cfg.output), cfg.storage_options
+    owned = {STATE, _PROBE}
+    index = _read_json(storage.join(out, manifest.INDEX), so)
+    if (
+        index is not None
+        and isinstance(index.get("plan_digest"), str)
+        and isinstance(index.get("shardlist"), list)
+    ):
+        owned |= SIDE_FILES
+        for entry in index["shardlist"]:
+            if isinstance(entry, dict):
+                owned |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
+    plan = _read_json(_state_url(cfg, "plan.json"), so)
+    if plan is not None and isinstance(plan.get("plan_digest"), str):
+        owned |= SIDE_FILES
+        name, count = plan.get("name", cfg.name), plan.get("shards")
+        if isinstance(name, str) and isinstance(count, int) and 0 <= count <= 10_000_000:
+            owned |= {f(name, i) for i in range(count) for f in (manifest.shard_name, manifest.idx_name)}
+    return owned
+
+
+def check_output_owned(cfg: ConvertConfig) -> set[str]:
+    """Refuse an output folder holding anything pass-wds did not write (unless ``--overwrite``), before any
+    input is read; returns those foreign names (they are never deleted or rewritten)."""
+    out, so = str(cfg.output), cfg.storage_options
+    entries = storage.listdir(out, so)
+    if not entries:
+        return set()
+    owned = owned_entries(cfg)
+    foreign = {e for e in entries if e not in owned and storage.temp_of(e) not in owned}
+    if foreign and not cfg.overwrite:
+        shown = sorted(foreign)
+        names = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+        raise ConfigError(
+            f"output {storage.redact(out)} holds entries pass-wds did not write ({names}); "
+            "use a new or empty --output, or --overwrite to write next to them (they are left untouched)"
+        )
+    _refuse_collisions(cfg, foreign, SIDE_FILES | {STATE})
+    return foreign
+
+
+def _refuse_collisions(cfg: ConvertConfig, foreign: set[str], ours: set[str] | frozenset[str]) -> None:
+    """A foreign file under a name this run writes would be replaced: never, not even with ``--overwrite``."""
+    clash = sorted(foreign & ours)
+    if clash:
+        raise ConfigError(
+            f"output {storage.redact(str(cfg.output))} holds {', '.join(clash[:4])}, which pass-wds did not "
+            "write but would replace; move it away or choose another --output"
+        )
+
+
+def _claim_output(cfg: ConvertConfig, prep: Prepared, foreign: set[str], *, partial: bool = False) -> None:
     """Refuse to mix two different plans in one output (unless --overwrite); record ours.
 
     A partial run (``--shard-range``) may share the output with other tasks running at the same time, so it
-    leaves temporary files alone: the final run, alone, removes leftovers.
+    leaves temporary files alone: the final run, alone, removes leftovers (of its own files only).
     """
     out, so = str(cfg.output), cfg.storage_options
+    planned = {
+        f(cfg.name, i) for i in range(len(prep.plan.shards)) for f in (manifest.shard_name, manifest.idx_name)
+    }
+    _refuse_collisions(cfg, foreign, planned)
     previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(
         storage.join(out, manifest.INDEX), so
     )
@@ -398,21 +532,27 @@ def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) 
         _clear_output(cfg)
     storage.makedirs(out, so)
     if not partial:
-        storage.remove_temp_files(out, so)
+        # temp files of names the output itself lists (a crashed run's leftovers); a temp file named for one of
+        # our names in a folder that never held our output is someone else's
+        storage.remove_temp_files(out, so, names=(owned_entries(cfg) - {STATE}) - foreign)
     storage.write_bytes(
         _state_url(cfg, "plan.json"),
-        manifest.dumps({"plan_digest": prep.digest, "shards": len(prep.plan.shards)}),
+        manifest.dumps({"plan_digest": prep.digest, "name": cfg.name, "shards": len(prep.plan.shards)}),
         so,
     )
 
 
 def _clear_output(cfg: ConvertConfig) -> None:
+    """``--overwrite``: remove what the earlier output itself lists (manifest, state), nothing else."""
     out, so = str(cfg.output), cfg.storage_options
-    ours = {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
+    owned = owned_entries(cfg) - {STATE, _PROBE}
     for name in storage.listdir(out, so):
-        if name in ours or (name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx"))):
+        if name in owned or storage.temp_of(name) in owned:
             storage.remove(storage.join(out, name), so)
-    storage.remove(storage.join(out, STATE), so, recursive=True)
+    state = storage.join(out, STATE)
+    for name in storage.listdir(state, so):
+        if name != LOCK:  # the lock is held by this run
+            storage.remove(storage.join(state, name), so, recursive=True)
 
 
 def _done_result(cfg: ConvertConfig, prep: Prepared, index: int, listing: set[str]) -> ShardResult | None:
@@ -519,13 +659,6 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     storage.write_bytes(
         storage.join(out, manifest.UNMATCHED), "".join(k + "\n" for k in prep.unmatched_metadata).encode(), so
     )
-    # Shards planned beyond this plan's count belong to an older, overwritten plan.
-    for name in storage.listdir(out, so):
-        if name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx")):
-            stem = name[len(cfg.name) + 1 : -4]
-            if stem.isdigit() and int(stem) >= len(prep.plan.shards):
-                storage.remove(storage.join(out, name), so)
-
     summary = Summary.of(
         out,
         results,

@@ -36,6 +36,7 @@ from pass_wds.storage.fs import (
     read_text,
     remove,
     remove_temp_files,
+    temp_of,
     write_bytes,
 )
 from pass_wds.storage.stream import RangeReader, RetryPolicy, is_transient, open_stream
@@ -70,6 +71,7 @@ __all__ = [
     "redact",
     "remove",
     "remove_temp_files",
+    "temp_of",
     "translate_error",
     "write_bytes",
 ]
