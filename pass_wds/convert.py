@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from pass_wds import __version__, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
-from pass_wds.format import manifest, reasons
+from pass_wds.format import croissant, manifest, reasons
 from pass_wds.format.tar import sample_bytes
 from pass_wds.writing import (
     ShardResult,
@@ -608,11 +609,33 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     index = manifest.build_index(
         cfg.name, results, seed=cfg.seed, config=config, plan_digest=prep.digest, version=__version__
     )
+    storage.write_bytes(storage.join(out, croissant.CROISSANT), _croissant(cfg, prep, results, index), so)
     storage.write_bytes(
         storage.join(out, manifest.INDEX), manifest.dumps(index), so
     )  # last: marks completion
     storage.remove(storage.join(out, STATE), so, recursive=True)
     return summary
+
+
+def _croissant(
+    cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], index: dict[str, Any]
+) -> bytes:
+    """croissant.json: column types from up to 10,000 metadata rows, image formats from the shards."""
+    md = prep.metadata
+    columns = md.columns if md is not None else []
+    rows = (
+        (json.loads("{" + md.body(r) + "}") for r in islice((r for r in prep.rows if r >= 0), 10_000))
+        if md is not None
+        else iter(())
+    )
+    doc = croissant.build(
+        cfg.name,
+        index["shardlist"],
+        columns=croissant.column_types(columns, rows),
+        image_exts={e for r in results for e in r.image_exts} or {"jpg"},
+        version=__version__,
+    )
+    return croissant.dumps(doc)
 
 
 # -------------------------------------------------------------------------------------------- progress
