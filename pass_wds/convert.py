@@ -455,6 +455,7 @@ def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) 
 def _clear_output(cfg: ConvertConfig) -> None:
     out, so = str(cfg.output), cfg.storage_options
     ours = {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
+    ours.add(croissant.CROISSANT)
     for name in storage.listdir(out, so):
         if name in ours or (name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx"))):
             storage.remove(storage.join(out, name), so)

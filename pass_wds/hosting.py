@@ -27,10 +27,11 @@ from typing import Any
 
 from pass_wds import storage
 from pass_wds.format import manifest
+from pass_wds.format.croissant import CROISSANT
 
 log = logging.getLogger(__name__)
 
-SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED)
+SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED, CROISSANT)
 _PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
 
 
