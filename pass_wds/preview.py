@@ -61,7 +61,9 @@ def _fit(text: str, width: int, draw: ImageDraw.ImageDraw, font: Any) -> str:
     return text + "…"
 
 
-def _caption(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], key: str, meta: dict[str, Any]) -> None:
+def _caption(
+    draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], key: str, meta: dict[str, Any]
+) -> None:
     font = _font()
     width = box[2] - box[0]
     creator = creator_of(meta)
@@ -121,7 +123,9 @@ def first_batch(
     return next(iter(loader)), rec
 
 
-def contact_sheet(batch: dict[str, Any], *, columns: int, thumb: int, title: str) -> tuple[Image.Image, Preview]:
+def contact_sheet(
+    batch: dict[str, Any], *, columns: int, thumb: int, title: str
+) -> tuple[Image.Image, Preview]:
     keys: list[str] = list(batch["__key__"])
     metas: list[dict[str, Any]] = list(batch.get("json") or [{} for _ in keys])
     exts = [e for e in batch if e in IMAGE_EXTS]
@@ -207,7 +211,9 @@ def preview(
         sheet, result = contact_sheet(batch, columns=columns, thumb=thumb, title=title)
     else:
         nviews = len(batch["views"]) if "views" in batch else 1
-        title = f"{storage.redact(name)} · recipe {recipe} ({nviews} views, device stage on cpu) · seed {seed}"
+        title = (
+            f"{storage.redact(name)} · recipe {recipe} ({nviews} views, device stage on cpu) · seed {seed}"
+        )
         sheet, result = view_rows(batch, rec, thumb=thumb, title=title)
     buf = io.BytesIO()
     sheet.save(buf, format="JPEG" if out.lower().endswith((".jpg", ".jpeg")) else "PNG", optimize=True)

@@ -62,6 +62,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="loader seed: which samples and which augmentations")
     p.add_argument("--columns", type=int, default=4, help="tiles per row of the contact sheet (default: 4)")
-    p.add_argument("--thumb", type=int, default=160, help="thumbnail / largest view size in px (default: 160)")
+    p.add_argument(
+        "--thumb", type=int, default=160, help="thumbnail / largest view size in px (default: 160)"
+    )
     add_storage_options(p, default={})
     p.set_defaults(func=cmd_preview)
