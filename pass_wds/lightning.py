@@ -68,9 +68,8 @@ class PassDataModule(L.LightningDataModule):
         if self.loader is None or self.trainer is None:
             return {}
         state = self.loader.state_dict()
-        done = (
-            self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        )  # checkpoints save before "completed"
+        progress: Any = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        done = int(progress.processed)  # "processed", not "completed": checkpoint callbacks run in between
         if state["generations"]:  # mid-epoch
             state["generations"][-1][2] = done - sum(g[2] for g in state["generations"][:-1])
         return {"loader": state}
