@@ -122,13 +122,14 @@ class Summary:
         mbps = written_bytes / 1e6 / self.seconds if self.seconds else 0.0
         out = [
             f"wrote {self.samples:,} samples in {self.shards} shards ({self.output_bytes / 1e6:,.1f} MB) "
-            f"to {storage.redact(self.output)} in {self.seconds:.1f}s ({rate:,.0f} img/s, {mbps:,.1f} MB/s)",
+            f"to {storage.redact(self.output)} in {self.seconds:.1f}s ({rate:,.0f} img/s, {mbps:,.1f} MB/s, "
+            "listing included)",
         ]
         if self.shards_resumed:
             out[0] = (
                 f"wrote {written:,} samples in {self.shards - self.shards_resumed} shards "
                 f"({written_bytes / 1e6:,.1f} MB) to {storage.redact(self.output)} in {self.seconds:.1f}s "
-                f"({rate:,.0f} img/s, {mbps:,.1f} MB/s)"
+                f"({rate:,.0f} img/s, {mbps:,.1f} MB/s, listing included)"
             )
             out.append(
                 f"kept {self.shards_resumed} shards ({self.resumed_samples:,} samples, "
