@@ -25,6 +25,7 @@ class ShardCheck:
     url: str
     ok: bool
     problems: list[str]
+    manifest: bool = True  # checked against index.json (size, sha256, count), not only its own structure
 
 
 def check_shard(
@@ -78,7 +79,7 @@ def check_shard(
             problems.append(f"index file {entry['idx']} missing")
         except ValueError as e:
             problems.append(f"index file {entry['idx']}: {e}")
-    return ShardCheck(url, not problems, problems)
+    return ShardCheck(url, not problems, problems, manifest=bool(entry.get("sha256")))
 
 
 def _first_difference(idx: ShardIndex, layout: ShardIndex) -> int | None:
