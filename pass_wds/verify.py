@@ -173,7 +173,7 @@ def summarize(out: str | list[str], storage_options: dict[str, Any] | None = Non
             f"(max dev {sp['max_dev_pct']:.1f}%)"
         )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
-    lines.append(f"seed         {index.get('seed')}")
+    lines.append(f"seed         {index.get('seed', '(no index.json)')}")
     try:
         if ds.folder is None:
             raise FileNotFoundError
