@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 import yaml
+from conftest import DATA, find_image
 
 from pass_wds.augment import (
     BUILTIN_RECIPES,
@@ -43,15 +44,15 @@ EXPECTED_VIEWS = {
 
 
 @pytest.fixture(scope="module")
-def photos(corpus: Path) -> list[bytes]:
-    names = ["sklearn__china.jpg", "pillow__flower2.jpg", "img2dataset__208_495.jpg", "skimage__chelsea.png"]
-    return [(corpus / "photos" / n).read_bytes() for n in names]
+def photos() -> list[bytes]:
+    names = ["sklearn__china.jpg", "pillow__flower2.jpg", "img2dataset__208_495.jpg", "max-srenh__food.png"]
+    return [find_image(n).read_bytes() for n in names]
 
 
 @pytest.fixture(scope="module")
-def small_images(corpus: Path) -> torch.Tensor:
+def small_images() -> torch.Tensor:
     """Eight real photos as float (8, 3, 96, 96) in [0, 1]."""
-    paths = sorted((corpus / "photos").glob("*.jpg"))[:8]
+    paths = sorted((DATA / "photos").glob("*.jpg"))[:8]
     out = []
     for p in paths:
         t = decode_tensor(p.read_bytes())[None].float()
@@ -179,8 +180,8 @@ def test_cpu_colour_path_changes_pixels_and_device_stage_only_normalises(photos:
         assert torch.allclose(out, want, atol=1e-5)
 
 
-def test_corrupt_image_raises_decode_error(corpus: Path) -> None:
-    data = (corpus / "hard-images" / "pillow__truncated_jpeg.jpg").read_bytes()
+def test_corrupt_image_raises_decode_error() -> None:
+    data = find_image("pillow__truncated_jpeg.jpg").read_bytes()
     with pytest.raises(DecodeError):
         load_recipe("simclr")(data, "jpg", np.random.default_rng(0))
 

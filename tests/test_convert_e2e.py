@@ -1,7 +1,8 @@
 """End-to-end tests of make-shards against the spec (issue 2, ARCHITECTURE.md), through the real CLI.
 
 Inputs are generated PASS-shaped tars (pass_wds.fakedata, with expected.json saying what must be kept and
-rejected), the bundled sample, and the shared corpus (photos and hard images, as image folders). Outputs are
+rejected), the bundled sample, and real photos and hard images as image folders (tests/data; the shared corpus
+in the cases marked ``corpus``). Outputs are
 read back with upstream webdataset and wids and with tarfile, and checked for byte identity, metadata fidelity,
 balance, determinism across worker counts, kill-and-resume identity, every bad-input class, verify, and the
 CLI's argument errors.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import find_image
 from PIL import Image
 
 from pass_wds import fakedata as fd
@@ -538,11 +540,11 @@ def test_argument_errors(tmp_path: Path) -> None:
     _fails_cleanly(make_shards(tars, "-m", meta, check=False), out, "output")
 
 
-# ------------------------------------------------------------------------------------------ real corpus
+# ------------------------------------------------------------------- real photos (tests/data, then the corpus)
 
 
-def test_corpus_photos_as_folder(corpus: Path, tmp_path: Path) -> None:
-    photos = sorted(p for p in (corpus / "photos").iterdir() if p.is_file())
+def test_photos_as_folder(image_root: Path, tmp_path: Path) -> None:
+    photos = sorted(p for p in (image_root / "photos").iterdir() if p.is_file())
     meta = tmp_path / "photos.csv"
     with open(meta, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -551,7 +553,7 @@ def test_corpus_photos_as_folder(corpus: Path, tmp_path: Path) -> None:
             w.writerow([p.stem, f"credit for {p.stem}, «{p.suffix}»", p.stat().st_size])
     out = tmp_path / "out"
     make_shards(
-        corpus / "photos", "-m", meta, "--key-column", "name", "-o", out, "--shard-size", "4MB", "-j", 2
+        image_root / "photos", "-m", meta, "--key-column", "name", "-o", out, "--shard-size", "4MB", "-j", 2
     )
     assert errors(out) == []
     samples = read_samples(out)
@@ -590,10 +592,12 @@ def _pillow_verdict(path: Path) -> str:
         return "bad"
 
 
-def test_corpus_hard_images_as_folder(corpus: Path, tmp_path: Path) -> None:
-    files = sorted(p for p in (corpus / "hard-images").iterdir() if p.is_file())
+def test_hard_images_as_folder(image_root: Path, tmp_path: Path) -> None:
+    files = sorted(p for p in (image_root / "hard-images").iterdir() if p.is_file())
     out = tmp_path / "out"
-    make_shards(corpus / "hard-images", "--allow-missing-metadata", "-o", out, "--shard-size", "3MB", "-j", 2)
+    make_shards(
+        image_root / "hard-images", "--allow-missing-metadata", "-o", out, "--shard-size", "3MB", "-j", 2
+    )
     samples = read_samples(out)
     written = {s["json"]["_provenance"]["member"]: s for s in samples.values()}
     errs = errors(out)
@@ -692,11 +696,11 @@ def test_max_count(sample_out: Path, tmp_path: Path) -> None:
     assert max(counts) <= 5 and sum(counts) == sum(e["nsamples"] for e in load_index(sample_out)["shardlist"])
 
 
-def test_reencode_applies_exif_orientation(corpus: Path, tmp_path: Path) -> None:
+def test_reencode_applies_exif_orientation(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for n in (1, 6, 8):  # stored 600x450 (1) and 450x600 with EXIF rotations (6, 8): all display 600x450
-        shutil.copy(corpus / "hard-images" / f"sharp__Landscape_{n}.jpg", src / f"landscape{n}.jpg")
+        shutil.copy(find_image(f"sharp__Landscape_{n}.jpg"), src / f"landscape{n}.jpg")
     out = tmp_path / "out"
     make_shards(src, "--allow-missing-metadata", "-o", out, "--resize-max-side", 100, "--quality", 80)
     samples = read_samples(out)
