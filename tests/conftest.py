@@ -17,6 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 CORPUS = Path(os.environ.get("PASS_WDS_CORPUS", REPO.parent / "shared" / "corpus"))
 IMAGE_FOLDERS = ("photos", "hard-images")
+# The quick subset (make test-quick): in-process unit modules, no S3/HTTP server processes, no torchrun;
+# about 30 s together on 2 cores. Everything else runs in the full suite (make test, CI).
+QUICK_MODULES = {
+    "test_augment",
+    "test_decoding",
+    "test_docs",
+    "test_fakedata",
+    "test_loading",
+    "test_loading_recipes",
+    "test_planning",
+    "test_sources",
+    "test_storage",
+    "test_storage_cache",
+    "test_writing",
+}
 
 
 def corpus_present() -> bool:
@@ -24,11 +39,14 @@ def corpus_present() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every user of the ``corpus`` fixture ``corpus``; skip marked tests when the corpus is absent."""
+    """Mark the quick modules ``quick`` and every user of the ``corpus`` fixture ``corpus``; skip tests marked
+    ``corpus`` when the corpus is absent (the marker, not a failing fixture, says why)."""
     skip = pytest.mark.skip(
         reason=f"extended case: needs the shared corpus at {CORPUS} (set PASS_WDS_CORPUS); tests/data covers the basics"
     )
     for item in items:
+        if item.path.stem in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
         if "corpus" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.corpus)
         if item.get_closest_marker("corpus") and not corpus_present():

@@ -29,10 +29,10 @@ from pass_wds.augment import (
     sample_colour_params,
 )
 from pass_wds.augment.geometry import center_crop_box, random_resized_crop_box
+from pass_wds.augment.recipes import RECIPE_DIR
 from pass_wds.config import ConfigError
 from pass_wds.decoding import DecodeError, decode_tensor
 
-REPO = Path(__file__).resolve().parent.parent
 EXPECTED_VIEWS = {
     "eval": [224],
     "simclr": [224, 224],
@@ -72,13 +72,17 @@ def _collate(outs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"views": [torch.stack([o["views"][i] for o in outs]) for i in range(len(outs[0]["views"]))]}
 
 
-def test_yaml_files_match_the_builtin_published_parameters() -> None:
+def test_builtin_recipes_are_the_package_yaml_with_the_published_parameters() -> None:
+    """The YAML in pass_wds/augment/recipes/ is the only definition: names, files and loaders agree."""
+    assert BUILTIN_RECIPES == ("byol", "dino", "eval", "mocov2", "simclr", "swav")
     for name in BUILTIN_RECIPES:
-        path = REPO / "configs" / "recipes" / f"{name}.yaml"
+        path = RECIPE_DIR / f"{name}.yaml"
         from_yaml = load_recipe(path)
         assert isinstance(from_yaml, Recipe)
-        assert from_yaml.config == builtin_config(name), name
+        assert from_yaml.config == builtin_config(name) == load_recipe(name).config, name  # type: ignore[union-attr]
         assert yaml.safe_load(path.read_text())["name"] == name
+    with pytest.raises(ConfigError, match="unknown recipe 'simclr2'; built-in recipes: byol, dino"):
+        builtin_config("simclr2")
     simclr = builtin_config("simclr").views[0]
     assert (simclr.brightness, simclr.contrast, simclr.saturation, simclr.hue) == (0.8, 0.8, 0.8, 0.2)
     assert (simclr.jitter_p, simclr.grayscale_p, simclr.blur_p, simclr.blur_kernel) == (0.8, 0.2, 0.5, 23)
