@@ -311,21 +311,64 @@ def test_clean_index_wids_and_webdataset(
         assert sha(data) == accepted[s["__key__"]]["sha256"]
 
 
+def _footprints(shard: Path) -> dict[str, int]:
+    """Each sample's bytes in a shard: per member a 512-byte header plus the data padded to 512 bytes."""
+    out: Counter[str] = Counter()
+    with tarfile.open(shard) as tf:
+        for m in tf:
+            out[m.name.split(".", 1)[0]] += TAR_BLOCK + -(-m.size // TAR_BLOCK) * TAR_BLOCK
+    return out
+
+
 def test_clean_balance_and_shuffle(
     clean_src: fd.FakePassResult, clean_w2: Path, clean_shard_size: int
 ) -> None:
-    sizes = [e["filesize"] for e in load_index(clean_w2)["shardlist"]]
-    assert 8 <= len(sizes) <= 12, sizes
-    mean = sum(sizes) / len(sizes)
-    for i, s in enumerate(sizes):  # the last shard included
-        assert abs(s - mean) <= 0.10 * mean, f"shard {i}: {s} vs mean {mean:.0f}"
+    index = load_index(clean_w2)["shardlist"]
+    sizes = [e["filesize"] for e in index]
+    assert len(sizes) == round(sum(sizes) / clean_shard_size), sizes  # the shard count follows the target
+    footprints = [_footprints(clean_w2 / e["url"]) for e in index]
+    for e, fp in zip(index, footprints, strict=True):
+        assert e["filesize"] == sum(fp.values()) + 2 * TAR_BLOCK, e[
+            "url"
+        ]  # footprints account for every byte
+    largest = max(max(fp.values()) for fp in footprints)
+    # the guarantee: shards differ by at most one sample's footprint (the last shard included)
+    assert max(sizes) - min(sizes) <= largest, (sizes, largest)
     samples = read_samples(clean_w2)
     by_shard: dict[str, set[str]] = {}
     for key, s in samples.items():
         by_shard.setdefault(s["shard"], set()).add(clean_src.expected["accepted"][key]["archive"])
     assert all(len(archives) == 3 for archives in by_shard.values()), "shards are not a random sample"
+
+
+def test_clean_stats_json(clean_src: fd.FakePassResult, clean_w2: Path, clean_shard_size: int) -> None:
+    """stats.json: every field, each equal to what the output and the input say independently."""
     stats = json.loads((clean_w2 / "stats.json").read_text())
-    assert stats and isinstance(stats, dict)
+    index = load_index(clean_w2)["shardlist"]
+    sizes = [e["filesize"] for e in index]
+    accepted = clean_src.expected["accepted"]
+    mean = sum(sizes) / len(sizes)
+    seconds = stats.pop("seconds")
+    assert 0 < seconds < 240 and stats.pop("images_per_second") == pytest.approx(len(accepted) / seconds)
+    assert stats == {
+        "samples_written": len(accepted),
+        "shards": len(index),
+        "inputs_listed": len(accepted) + len(clean_src.expected["rejected"]),
+        "rejected": {},
+        "rejected_total": 0,
+        "metadata_rows": len(fd.read_metadata(clean_src.metadata)),
+        "metadata_without_image": len(clean_src.expected["metadata_without_image"]),
+        "bytes": {"input_images": sum(e["size"] for e in accepted.values()), "output": sum(sizes)},
+        "shard_bytes": {
+            "min": min(sizes),
+            "max": max(sizes),
+            "mean": pytest.approx(mean),
+            "max_dev_pct": pytest.approx(max(abs(s - mean) for s in sizes) / mean * 100),
+            "target": clean_shard_size,
+        },
+        "shard_samples": {"min": min(e["nsamples"] for e in index), "max": max(e["nsamples"] for e in index)},
+        "workers": 2,
+    }
 
 
 def test_clean_attribution(clean_src: fd.FakePassResult, clean_w2: Path) -> None:
