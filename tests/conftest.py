@@ -22,7 +22,6 @@ IMAGE_FOLDERS = ("photos", "hard-images")
 QUICK_MODULES = {
     "test_augment",
     "test_decoding",
-    "test_docs",
     "test_loading",
     "test_planning",
     "test_sources",
