@@ -96,7 +96,20 @@ def test_builtin_recipes_are_the_package_yaml_with_the_published_parameters() ->
     ]
     swav = builtin_config("swav").views
     assert [(v.count, v.size, v.scale) for v in swav] == [(2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))]
-    assert builtin_config("mocov2").views[0].scale == (0.2, 1.0)
+    # the rest of what the Python copy pinned: eval protocol, jitter strengths, grayscale/blur probabilities
+    (ev,) = builtin_config("eval").views
+    assert (ev.crop, ev.size, ev.resize, ev.flip_p, ev.has_colour) == ("center", 224, 256, 0.0, False)
+    jitter = lambda v: (v.jitter_p, v.brightness, v.contrast, v.saturation, v.hue, v.grayscale_p)  # noqa: E731
+    (moco,) = builtin_config("mocov2").views
+    assert (moco.count, moco.scale, jitter(moco), moco.blur_p) == (
+        2,
+        (0.2, 1.0),
+        (0.8, 0.4, 0.4, 0.4, 0.1, 0.2),
+        0.5,
+    )
+    assert {jitter(v) for v in byol + dino} == {(0.8, 0.4, 0.4, 0.2, 0.1, 0.2)}
+    assert {(jitter(v), v.blur_p) for v in swav} == {((0.8, 0.8, 0.8, 0.8, 0.2, 0.2), 0.5)}
+    assert {v.interpolation for v in dino} == {"bicubic"} and simclr.count == 2
 
 
 def test_recipe_spec_forms_and_errors(tmp_path: Path) -> None:
