@@ -86,10 +86,10 @@ def test_stalled_connection_times_out_and_resumes(
 def test_slow_but_live_stream_progresses(http_server: HttpServer) -> None:
     """read_timeout means "no byte for that long": a stream that trickles bytes, slower as a whole than the
     timeout allows for one buffered 1 MiB read, is read to the end on its first connection."""
-    data = os.urandom(200_000)
+    data = os.urandom(400_000)
     (http_server.root / "slow.tar").write_bytes(data)
-    http_server.chunk_bytes, http_server.chunk_delay = 8192, 0.05  # 25 chunks over ~1.2 s
-    policy = storage.RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, read_timeout=0.4)
+    http_server.chunk_bytes, http_server.chunk_delay = 16_384, 0.08  # 25 chunks over ~2 s, 10x the gap
+    policy = storage.RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, read_timeout=0.8)
     start = time.monotonic()
     out = bytearray()
     with storage.open_stream(f"{http_server.url}/slow.tar", retry=policy) as f:
