@@ -91,7 +91,10 @@ def _local_state(path: Path, size: int | None) -> tuple[int, bool]:
             f"{path} exists with {have:,} bytes but the source has {size:,}; remove it to download again"
         )
     part = path.with_name(path.name + PART)
-    return (part.stat().st_size if part.exists() else 0), False
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        raise ConfigError(f"{part} has {have:,} bytes, more than the {size:,} of the source; remove it")
+    return have, False
 
 
 def plan(

@@ -105,6 +105,10 @@ def test_not_enough_space_or_a_bad_checksum_is_one_line(fake: Path, served, tmp_
     assert (dest / "PASS.1.tar").exists() and not (dest / "PASS.2.tar").exists()
     assert not (dest / "PASS.2.tar.part").exists()
 
+    (dest / "PASS.3.tar.part").write_bytes(b"x" * ((fake / "PASS.3.tar").stat().st_size + 1))
+    r = _fetch(dest, "--base-url", f"{served.url}/files/", "--only", "PASS.3.tar")
+    assert r.returncode == 2 and "more than the" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
     r = _fetch(dest, "--base-url", f"{served.url}/files/", "--only", "PASS.10.tar")
     assert r.returncode == 2 and r.stderr.startswith("pass-wds: error: --only: PASS.10.tar not in"), r.stderr
 
