@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import posixpath
 import re
+import urllib.parse
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -191,15 +192,16 @@ def resolve(
     expanded = expand_urls(items)
     single = len(expanded) == 1
     for item in expanded:
-        path = item.split("://", 1)[-1]
-        if item.endswith(".json"):
+        http = storage.protocol(item) in ("http", "https")
+        path = urllib.parse.urlsplit(item).path if http else item.split("://", 1)[-1]  # signed URLs: no query
+        if path.endswith(".json"):
             if not storage.exists(item, storage_options):
                 raise SourceError(f"{storage.redact(item)} not found; {EXPECTED}")
             shards.extend(read_index_json(item, storage_options))
             index_url = item if single else None
-        elif _GLOB.search(path):
+        elif _GLOB.search(path) and not http:  # HTTP cannot list, so cannot glob
             shard_urls.extend(_glob(item, storage_options))
-        elif _is_shard(item):
+        elif _is_shard(path):
             shard_urls.append(item)
         else:
             found_index, found = _folder(item.rstrip("/") or item, storage_options)
@@ -211,9 +213,9 @@ def resolve(
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shard_urls)))) as pool:
             shards.extend(pool.map(lambda u: _shard_info(u, storage_options, counts), shard_urls))
     if not shards:
-        raise SourceError(f"no shards in {source!r}; {EXPECTED}")
+        raise SourceError(f"no shards in {storage.redact(str(source))}; {EXPECTED}")
     if counts and sum(s.nsamples for s in shards) == 0:
-        raise SourceError(f"the shards of {source!r} contain no samples")
+        raise SourceError(f"the shards of {storage.redact(str(source))} contain no samples")
     manifest = _read_manifest(index_url, storage_options) if index_url and not shard_urls else None
     return Dataset(
         source if isinstance(source, str) else items, shards, index_url if manifest else None, manifest
