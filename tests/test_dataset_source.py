@@ -79,6 +79,11 @@ def test_an_http_folder_is_found_by_its_index_json(out: Path, http_server) -> No
     assert urls(f"{http_server.url}/pass")[0] == f"{http_server.url}/pass/pass-000000.tar"
     with pytest.raises(dataset.SourceError, match="HTTP folder cannot be listed"):
         dataset.resolve(f"{http_server.url}/nothing-here")
+    signed = f"{http_server.url}/pass/index.json?X-Amz-Signature=s3cr3t&X-Amz-Expires=60"  # by its path
+    assert dataset.resolve(signed).samples == dataset.resolve(str(out)).samples
+    with pytest.raises(dataset.SourceError) as e:
+        dataset.resolve(f"{http_server.url}/pass/nothing.json?X-Amz-Signature=s3cr3t")
+    assert "s3cr3t" not in str(e.value)
 
 
 def test_commands_take_every_spelling_and_fail_in_one_line(out: Path, tmp_path: Path) -> None:
