@@ -53,13 +53,19 @@ def test_the_summary_after_a_resume_rates_only_what_this_run_wrote(
     assert kept_shards == 6 and shards == all_shards - 6 > 0
     assert written + kept_samples == total == 60
     # the rate is that of the samples written now, not of everything in the output
-    assert abs(rate - written / secs) <= max(1.0, 0.1 * rate), (rate, written, secs)
+    assert _consistent(rate, written, secs), (rate, written, secs)
     # the log's last progress line uses the same definition (samples written now / its elapsed time)
     log = re.findall(r"(\d+)/(\d+) images, (\d+) img/s, [\d.]+ MB/s over ([\d.]+)s", r.stderr)
     assert log, r.stderr
     done, planned, log_rate, elapsed = (float(x) for x in log[-1])
     assert done == planned == 60
-    assert abs(log_rate - written / elapsed) <= max(1.0, 0.1 * log_rate), (log_rate, written, elapsed)
+    assert _consistent(log_rate, written, elapsed), (log_rate, written, elapsed)
+
+
+def _consistent(rate: float, samples: float, secs: float) -> bool:
+    """``rate`` (printed as an integer) is ``samples / secs`` (printed with one decimal), up to rounding."""
+    lo, hi = samples / (secs + 0.05), samples / max(secs - 0.05, 1e-3)
+    return lo - 1 <= rate <= hi + 1
 
 
 @pytest.mark.parametrize(
@@ -94,3 +100,23 @@ def test_both_commands_have_version(prog: list[str]) -> None:
         text=True,
     )
     assert r.returncode == 0 and __version__ in r.stdout and prog[0] in r.stdout, r.stdout + r.stderr
+
+
+def test_the_bar_rates_what_this_run_writes_as_the_log_does(raw: fd.FakePassResult, tmp_path: Path) -> None:
+    """img/s over MB/s cancels the elapsed time: it must be samples written now over MB written now."""
+    out = tmp_path / "out"
+    first = subprocess.run(
+        _args(raw, out, "--shard-range", "0:3", "--no-progress"), capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    r = subprocess.run(_args(raw, out, "--progress"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"wrote ([\d,]+) samples in \d+ shards \(([\d,.]+) MB\)", r.stdout)
+    assert m and "kept 3 shards" in r.stdout, r.stdout
+    written, mb = (float(g.replace(",", "")) for g in m.groups())
+    last = [seg for seg in re.split(r"[\r\n]", r.stderr) if "img/s" in seg][-1]
+    rate = re.search(r"([\d.]+)([kMG]?)img/s", last)
+    mbps = re.search(r"MBps=([\d.]+)", last)
+    assert rate and mbps and re.search(r"shards=(\d+)/\1\b", last), last
+    img_s = float(rate.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[rate.group(2)]
+    assert abs(img_s / float(mbps.group(1)) - written / mb) <= 0.15 * written / mb, (last, written, mb)
