@@ -126,3 +126,20 @@ def test_the_loader_takes_a_folder_and_a_glob(out: Path) -> None:
         loader = make_loader(source, batch_size=4, recipe=None, num_workers=0, seed=0)
         keys = [k for batch in loader for k in batch["__key__"]]
         assert len(keys) == len(set(keys)) >= 4
+
+
+def test_a_bucket_prefix_with_or_without_index_json(out: Path, s3) -> None:  # type: ignore[no-untyped-def]
+    so = s3.storage_options
+    for p in sorted(out.iterdir()):
+        if p.is_file():
+            s3.put(f"full/{p.name}", p.read_bytes())
+            if p.suffix == ".tar":
+                s3.put(f"bare/{p.name}", p.read_bytes())  # shards only: counts from one header scan each
+    local = dataset.resolve(str(out)).samples
+    full = dataset.resolve(f"{s3.url}/full", so)
+    assert full.manifest is not None and full.samples == local
+    for source in (f"{s3.url}/bare", f"{s3.url}/bare/", f"{s3.url}/bare/pass-*.tar"):
+        ds = dataset.resolve(source, so)
+        assert ds.manifest is None and ds.samples == local, source
+    with pytest.raises(dataset.SourceError, match="does not exist or is empty"):
+        dataset.resolve(f"{s3.url}/nothing", so)
