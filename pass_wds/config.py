@@ -51,7 +51,7 @@ def parse_size(value: str | int | float) -> int:
         return int(value)
     m = _SIZE_RE.match(str(value))
     if not m or m.group(2) is None and not m.group(1):
-        raise ConfigError(f"cannot parse size {value!r} (examples: 256MB, 1GiB, 500000)")
+        raise ConfigError(f"cannot parse {value!r} (examples: 256MB, 1GiB, 500000)")
     unit = (m.group(2) or "").lower()
     if unit not in _UNITS:
         raise ConfigError(f"unknown size unit in {value!r}")
