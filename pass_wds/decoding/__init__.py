@@ -42,6 +42,11 @@ from PIL import Image, UnidentifiedImageError
 
 from pass_wds import jpeg
 
+try:  # libjpeg-turbo through its TurboJPEG API, bundled in the wheel: no Pillow parse, any M/8 DCT scale.
+    import simplejpeg as _simplejpeg
+except ImportError:  # optional (the ``fast`` extra); the accurate path then uses torchvision or Pillow
+    _simplejpeg = None
+
 try:  # torchvision's JPEG decoder is deprecated from 0.29 on but still the fastest path here.
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as _tv_decode_jpeg
@@ -49,6 +54,8 @@ except ImportError:  # pragma: no cover - depends on the torchvision build
     _tv_decode_jpeg = None
 
 __all__ = [
+    "JPEG_MODES",
+    "Crop",
     "DecodeError",
     "DecodeOptions",
     "SourceImage",
@@ -68,6 +75,7 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _JPEG_FORMATS = ("JPEG", "MPO")
+JPEG_MODES = ("accurate", "fast")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -87,12 +95,17 @@ class DecodeError(Exception):
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode. ``max_pixels`` refuses bombs (Pillow's default limit); ``jpeg_backend`` is ``auto``
-    (torchvision for full-size RGB/gray JPEG, PIL otherwise), ``pil`` or ``torchvision``."""
+    (simplejpeg when installed, else torchvision, for plain RGB/gray JPEG; PIL otherwise), ``pil`` or
+    ``torchvision``. ``jpeg_mode``: ``accurate`` (libjpeg's default islow IDCT and fancy upsampling, DCT
+    scales 1/2, 1/4, 1/8 as Pillow picks them: the same pixels whichever backend decodes) or ``fast`` (fast
+    integer IDCT, plain upsampling, the smallest of the eight M/8 DCT scales that the crops allow; needs
+    simplejpeg; see docs/augment.md for its measured pixel difference)."""
 
     max_pixels: int = 89_478_485
     alpha_background: tuple[int, int, int] = (255, 255, 255)
     draft: bool = True
     jpeg_backend: str = "auto"
+    jpeg_mode: str = "accurate"
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
@@ -103,6 +116,12 @@ class DecodeOptions:
             )
         if self.jpeg_backend not in ("auto", "pil", "torchvision"):
             raise ValueError(f"jpeg_backend must be auto, pil or torchvision, got {self.jpeg_backend!r}")
+        if self.jpeg_mode not in JPEG_MODES:
+            raise ValueError(f"jpeg_mode must be accurate or fast, got {self.jpeg_mode!r}")
+        if self.jpeg_mode == "fast" and _simplejpeg is None:
+            raise ValueError(
+                "jpeg_mode='fast' needs the simplejpeg package (pip install 'pass-wds[fast]' or simplejpeg)"
+            )
 
 
 DEFAULT_OPTIONS = DecodeOptions()
@@ -165,6 +184,9 @@ class SourceImage:
         self.options = options
         self._img: Image.Image | None = None
         header = jpeg.scan(data)
+        # plain: an 8-bit Huffman JPEG (baseline or progressive) with 1 or 3 components, the kind that
+        # libjpeg-turbo's TurboJPEG API and nvJPEG decode to RGB directly.
+        self.plain_jpeg = header is not None and header.components in (1, 3)
         if header is not None and header.components in (1, 3) and header.orientation is not None:
             # A plain RGB or grayscale JPEG: its markers say all Pillow would (see pass_wds.jpeg), for ~5 µs
             # instead of ~150 µs; Pillow opens it only if it must decode it (reduced-size or fallback paths).
@@ -226,6 +248,10 @@ class SourceImage:
         stored size when a DCT-scaled decode is possible). Each SourceImage decodes at most once."""
         opts = self.options
         sw, sh = self.stored_size
+        if self.plain_jpeg and _simplejpeg is not None and opts.jpeg_backend == "auto":
+            pixels = self._turbo_pixels(min_scale)
+            if pixels is not None:
+                return pixels
         use_draft = opts.draft and self.format in _JPEG_FORMATS and min_scale <= 0.5
         if use_draft:
             req = (max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale)))
@@ -251,6 +277,35 @@ class SourceImage:
             except RuntimeError:
                 pass  # let PIL decode it or produce the precise error message
         return _hwc_to_chw(self._pil_pixels(None))
+
+    def _turbo_pixels(self, min_scale: float) -> torch.Tensor | None:
+        """simplejpeg straight from the bytes (no Pillow parse, no copy into a tensor); None when it refuses
+        (damaged data), so that the other decoders give the usual error or result.
+
+        ``accurate`` asks for exactly the scale Pillow's ``draft`` would pick (the largest of 1/8, 1/4, 1/2
+        that keeps the request), so its pixels are identical to the Pillow/torchvision path's; ``fast`` takes
+        the smallest of all eight M/8 scales that still covers ``min_scale``."""
+        opts = self.options
+        sw, sh = self.stored_size
+        fast = opts.jpeg_mode == "fast"
+        if not opts.draft or min_scale >= 1.0:
+            want_w, want_h = sw, sh
+        elif fast:
+            want_w, want_h = max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale))
+        else:
+            req_w, req_h = max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale))
+            limit = min(sw // req_w, sh // req_h) if min_scale <= 0.5 else 1
+            a = next(a for a in (8, 4, 2, 1) if limit >= a)
+            want_w, want_h = -(-sw // a), -(-sh // a)
+        try:
+            arr = _simplejpeg.decode_jpeg(
+                self._data, "RGB", fast, fast, min_height=want_h, min_width=want_w, strict=True
+            )
+        except ValueError:
+            return None
+        if not fast and (arr.shape[1] != want_w or arr.shape[0] != want_h):
+            return None  # a scale Pillow would not pick (tiny images): keep the reference decoders' pixels
+        return _hwc_to_chw(arr)
 
     def crops(self, crops: Sequence[Crop]) -> list[torch.Tensor]:
         """Decode once and return each crop as a contiguous uint8 3xHxW tensor in the upright frame."""
