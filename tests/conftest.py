@@ -41,5 +41,21 @@ def corpus() -> Path:
     return CORPUS
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``cuda`` tests need a CUDA device: skipped (not failed) without one."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 # Real loopback servers (moto S3, range-capable HTTP, fault proxy) for every test module.
 pytest_plugins = ["servers"]

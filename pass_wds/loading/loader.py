@@ -36,6 +36,7 @@ log = logging.getLogger("pass_wds.loading")
 STATE_VERSION = 1
 
 
+DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
 MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
 
 
@@ -46,6 +47,7 @@ class LoaderConfig:
     source: str | list[str] | None = None
     batch_size: int = 64
     recipe: str | None = None
+    decode: str | None = None  # override the recipe's decode: "accurate", "fast" or "device"
     num_workers: int = 4
     seed: int = 0
     shuffle: bool = True
@@ -100,6 +102,13 @@ class LoaderConfig:
             raise ConfigError(
                 f"epoch_samples ({self.epoch_samples}) is smaller than one batch ({self.batch_size})"
             )
+        if self.decode is not None and self.decode not in ("accurate", "fast", "device"):
+            raise ConfigError(f"decode must be 'accurate', 'fast' or 'device', got {self.decode!r}")
+        if self.decode == "device" and not self.device:
+            raise ConfigError(
+                "decode='device' decodes in the device stage, so it needs device= (e.g. 'cuda', or 'cpu' to run "
+                "the same code on the CPU)"
+            )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         parse_size(self.shuffle_buffer_bytes)
@@ -124,9 +133,11 @@ def distributed_topology(rank: int | None = None, world_size: int | None = None)
     return r, ws
 
 
-def _load_recipe(recipe: str | Recipe | None) -> Recipe | None:
+def _load_recipe(recipe: str | Recipe | None, decode: str | None = None) -> Recipe | None:
     """Names and YAML paths go through ``pass_wds.augment.load_recipe``; callables are used as they are."""
     if recipe is None:
+        if decode is not None:
+            raise ConfigError(f"decode={decode!r} needs a recipe (recipe=None gives undecoded batches)")
         return None
     try:
         load = getattr(importlib.import_module("pass_wds.augment"), "load_recipe", None)
@@ -136,7 +147,7 @@ def _load_recipe(recipe: str | Recipe | None) -> Recipe | None:
         if callable(recipe):
             return recipe
         raise ConfigError(f"recipe {recipe!r} needs pass_wds.augment.load_recipe, which is not available")
-    return load(recipe)  # type: ignore[no-any-return]
+    return load(recipe, decode=decode)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -153,6 +164,10 @@ class LoaderStats:
     def update(self, s: dict[str, Any], batch_size: int) -> None:
         self.batches += 1
         self.samples += batch_size
+        self.add_errors(s)
+
+    def add_errors(self, s: dict[str, Any]) -> None:
+        """Count bad samples (worker statistics, or the device stage's ``decode: device`` failures)."""
         self.errors += int(s.get("errors", 0))
         self.substituted.extend(tuple(x) for x in s.get("substituted", []))  # type: ignore[misc]
         self.bad.extend(s.get("bad", []))
@@ -171,7 +186,13 @@ class Loader:
         self.config = config
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
         self.shards: list[ShardInfo] = resolve_source(config.source, config.storage_options or None)  # type: ignore[arg-type]
-        self.recipe = _load_recipe(recipe)
+        self.recipe = _load_recipe(recipe, config.decode)
+        self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
+        if self.decode_on_device and not config.device:
+            raise ConfigError(
+                f"recipe {getattr(self.recipe, 'name', recipe)!r} has decode: device, which needs device= "
+                "(e.g. 'cuda', or 'cpu' to run the same code on the CPU)"
+            )
         self.params = PlanParams(
             counts=tuple(s.nsamples for s in self.shards),
             seed=config.seed,
@@ -303,20 +324,67 @@ class Loader:
             batches = self._persistent(history)
         else:
             batches = self._dataloader(PlannedBatches(self._job(history)), persistent=False)
-        delivered = 0
+        delivered = received = 0
         device = torch.device(self.config.device) if self.config.device else None
+        staged = device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage")
+        # decode: device on CUDA: batch k+1 is decoded on a side stream while the caller trains on batch k.
+        on_cuda = device is not None and device.type == "cuda"
+        side = torch.cuda.Stream(device) if staged and self.decode_on_device and on_cuda else None
+        pending: tuple[dict[str, Any], dict[str, Any], Any] | None = None
         for batch in batches:
-            self.stats.update(batch.pop("__stats__", {}), self.params.batch_size)
-            gen = self._history[-1]
-            self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
+            stats = batch.pop("__stats__", {})
+            received += 1
+            event = None
+            if staged:
+                # 1-based index of this batch in its generation (it may be one ahead of the delivered ones)
+                index = self._history[-1].batches + received - delivered
+                if side is not None:
+                    with torch.cuda.stream(side):
+                        batch = self._device_stage(batch, device, len(self._history) - 1, index)  # type: ignore[arg-type]
+                        event = side.record_event()
+                else:
+                    batch = self._device_stage(batch, device, len(self._history) - 1, index)  # type: ignore[arg-type]
+            if side is None:
+                delivered += 1
+                yield self._deliver(batch, stats, None)
+                continue
+            if pending is not None:
+                delivered += 1
+                yield self._deliver(*pending)
+            pending = (batch, stats, event)
+        if pending is not None:
             delivered += 1
-            if device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage"):
-                batch = self._device_stage(batch, device, len(self._history) - 1, self._history[-1].batches)
-            yield batch
+            yield self._deliver(*pending)
         if delivered != expected:
             raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
         self.epoch += 1
         self._history = []
+
+    def _deliver(self, batch: dict[str, Any], stats: dict[str, Any], event: Any) -> dict[str, Any]:
+        """Count a batch as delivered (statistics and the resumable position) just before it is yielded; a
+        batch staged on a side CUDA stream is first made safe to use on the caller's stream."""
+        self.stats.update(stats, self.params.batch_size)
+        failed = batch.pop(DECODE_STATS, None)
+        if failed:
+            self.stats.add_errors(failed)
+            for bad in failed.get("bad", []):
+                log.warning(
+                    "bad sample %r in %s (%s: %s); substituting",
+                    bad["key"],
+                    bad["url"],
+                    bad["reason"],
+                    bad["detail"],
+                )
+        if event is not None:
+            current = torch.cuda.current_stream(torch.device(self.config.device))  # type: ignore[arg-type]
+            current.wait_event(event)
+            for value in batch.values():
+                for t in value if isinstance(value, list) else [value]:
+                    if isinstance(t, torch.Tensor) and t.is_cuda:
+                        t.record_stream(current)
+        gen = self._history[-1]
+        self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
+        return batch
 
     def _dataloader(self, dataset: Any, *, persistent: bool) -> DataLoader:
         return DataLoader(
@@ -403,6 +471,7 @@ def make_loader(
     *,
     batch_size: int,
     recipe: str | Recipe | None = None,
+    decode: str | None = None,
     num_workers: int = 4,
     seed: int = 0,
     shuffle: bool = True,
@@ -425,11 +494,13 @@ def make_loader(
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
     ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
+    ``decode`` overrides the recipe's decode (``accurate``, ``fast``, or ``device``, which needs ``device``).
     """
     cfg = LoaderConfig(
         source=source if isinstance(source, str) else list(source),
         batch_size=batch_size,
         recipe=recipe if isinstance(recipe, str) else None,
+        decode=decode,
         num_workers=num_workers,
         seed=seed,
         shuffle=shuffle,
