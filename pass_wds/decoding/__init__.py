@@ -329,9 +329,14 @@ class SourceImage:
             iy0 = min(max(int(round(y0 * sy)), 0), dh - 1)
             ix1 = max(min(int(round(x1 * sx)), dw), ix0 + 1)
             iy1 = max(min(int(round(y1 * sy)), dh), iy0 + 1)
-            region = pixels[:, iy0:iy1, ix0:ix1]
             oh, ow = _stored_out_size(c.size, self.orientation)
-            resized = _resize(region, (oh, ow), c.interpolation)
+            whole = (ix0, iy0, ix1, iy1, oh, ow) == (0, 0, dw, dh, dh, dw)
+            if whole and len(crops) == 1 and _owns_memory(pixels):
+                # The whole decoded image at its own size: the decoder's fresh, writable buffer is the result
+                # (a copy would be one more full pass over the pixels).
+                resized = pixels
+            else:
+                resized = _resize(pixels[:, iy0:iy1, ix0:ix1], (oh, ow), c.interpolation)
             out.append(_orient_and_flip(resized, self.orientation, c.flip))
         return out
 
@@ -340,11 +345,21 @@ class SourceImage:
         return self.crops([Crop((0, 0, self.width, self.height), (self.height, self.width))])[0]
 
 
+def _owns_memory(x: torch.Tensor) -> bool:
+    """True for a tensor on a writable buffer of its own (simplejpeg, torchvision), False for a view of a
+    read-only array (Pillow's), which must be copied before anyone may write to it."""
+    return not getattr(x, "_pass_wds_readonly", False)
+
+
 def _hwc_to_chw(arr: np.ndarray) -> torch.Tensor:
     """Zero-copy HxWx3 array → 3xHxW view (PIL's arrays are read-only; nothing writes to them)."""
+    if arr.flags.writeable:  # simplejpeg's: no warning to silence (catch_warnings costs ~10 µs)
+        return torch.from_numpy(arr).permute(2, 0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.from_numpy(arr).permute(2, 0, 1)
+        out = torch.from_numpy(arr).permute(2, 0, 1)
+    out._pass_wds_readonly = True  # type: ignore[attr-defined]
+    return out
 
 
 def _stored_out_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pass_wds.decoding import (
@@ -93,16 +94,16 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
         offsets.append(offsets[-1] + len(b))  # type: ignore[arg-type]
     joined = bytearray(b"".join(blobs))  # type: ignore[arg-type]
     data = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
-    boxes = torch.empty((len(rows), n_views, 4), dtype=torch.float64)
-    flips = torch.zeros((len(rows), n_views), dtype=torch.bool)
-    orientation = torch.ones(len(rows), dtype=torch.int64)
+    boxes = np.empty((len(rows), n_views, 4), dtype=np.float64)
+    flips = np.zeros((len(rows), n_views), dtype=np.bool_)
+    orientation = np.ones(len(rows), dtype=np.int64)
     for j, i in enumerate(rows):
         s = samples[i]
         w, h = s.stored_size
         upright = (h, w) if s.orientation in (5, 6, 7, 8) else (w, h)
         orientation[j] = s.orientation
         for v, c in enumerate(s.crops):
-            boxes[j, v] = torch.tensor(_box_to_stored(c.box, s.orientation, *upright), dtype=torch.float64)
+            boxes[j, v] = _box_to_stored(c.box, s.orientation, *upright)
             flips[j, v] = c.flip
     fallback_views = []
     for v, size in enumerate(sizes):
@@ -115,9 +116,9 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
         data=data,
         offsets=torch.tensor(offsets, dtype=torch.int64),
         rows=torch.tensor(rows, dtype=torch.int64),
-        boxes=boxes,
-        flips=flips,
-        orientation=orientation,
+        boxes=torch.from_numpy(boxes),
+        flips=torch.from_numpy(flips),
+        orientation=torch.from_numpy(orientation),
         crops=[samples[i].crops for i in rows],
         fallback_rows=torch.tensor(fallback, dtype=torch.int64),
         fallback_views=fallback_views,
