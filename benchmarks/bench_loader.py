@@ -640,6 +640,7 @@ def main() -> None:
         action="store_true",
         help="use images derived from the corpus photos (bench-data/photos-N); writes loader_photos.json",
     )
+    ap.add_argument("--name", default=None, help="result file name (default: loader or loader_photos)")
     args = ap.parse_args()
     if args.quick:
         args.images = QUICK_IMAGES
@@ -755,7 +756,7 @@ def main() -> None:
         print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
         record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
     record["data"] = "photos" if args.photos else "synthetic"
-    write_result("loader_photos" if args.photos else "loader", record)
+    write_result(args.name or ("loader_photos" if args.photos else "loader"), record)
 
 
 if __name__ == "__main__":
