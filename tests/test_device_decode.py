@@ -248,3 +248,26 @@ def test_fast_decode_is_close_to_accurate_but_not_identical(corpus: Path) -> Non
         big.decode_stored(0.3).shape[2]
         < open_image(_read(corpus, "sklearn__china.jpg")).decode_stored(0.3).shape[2]
     )
+
+
+@pytest.mark.cuda
+def test_loader_device_decode_on_cuda_matches_the_cpu_run(photo_shards: Path) -> None:
+    """The CUDA path (side stream one batch ahead, pinned EncodedBatch) delivers what device="cpu" does."""
+    _cuda_or_skip("cuda")
+    kw: dict[str, Any] = {
+        "batch_size": 3,
+        "num_workers": 2,
+        "recipe": "simclr",
+        "seed": 4,
+        "decode": "device",
+    }
+    on_cpu = list(make_loader(str(photo_shards), device="cpu", **kw))
+    loader = make_loader(str(photo_shards), device="cuda", pin_memory=True, **kw)
+    on_gpu = list(loader)
+    assert len(on_gpu) == len(on_cpu) and loader.state_dict()["generations"] == []  # epoch done
+    for a, b in zip(on_gpu, on_cpu, strict=True):
+        assert a["__key__"] == b["__key__"]
+        for x, y in zip(a["views"], b["views"], strict=True):
+            assert x.is_cuda
+            # nvJPEG vs libjpeg-turbo IDCT and float rounding: normalised units (1/255 ≈ 0.017 per level)
+            assert float((x.cpu() - y).abs().mean()) < 0.05

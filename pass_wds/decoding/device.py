@@ -21,6 +21,7 @@ caller can count and substitute it.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ class EncodedBatch:
 
     def encoded(self, i: int) -> torch.Tensor:
         return self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]
+
+    def pin_memory(self) -> EncodedBatch:
+        """Called by the DataLoader's pin-memory thread (``pin_memory=True``): pin what goes to the GPU."""
+        return dataclasses.replace(
+            self, data=self.data.pin_memory(), fallback_views=[v.pin_memory() for v in self.fallback_views]
+        )
 
 
 def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
