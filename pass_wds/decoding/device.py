@@ -67,18 +67,19 @@ class DeviceSample:
 class EncodedBatch:
     """A batch for the device stage: the encoded bytes of ``rows`` in one flat uint8 tensor (one shared
     memory segment between processes instead of one per image), their stored-frame boxes and flips, and
-    the worker-decoded views of the other rows."""
+    the worker-decoded views of the other rows. The small fields are numpy arrays, which pickle inline:
+    each tensor costs a shared-memory segment (~0.3 ms) on its way out of a DataLoader worker."""
 
     size: int  # samples in the batch
     data: torch.Tensor  # uint8, all encoded JPEGs back to back
-    offsets: torch.Tensor  # int64 (len(rows) + 1,)
-    rows: torch.Tensor  # int64: batch rows decoded on the device
-    boxes: torch.Tensor  # float64 (len(rows), views, 4): x0, y0, x1, y1 in the stored frame
-    flips: torch.Tensor  # bool (len(rows), views)
-    orientation: torch.Tensor  # int64 (len(rows),)
+    offsets: np.ndarray  # int64 (len(rows) + 1,)
+    rows: np.ndarray  # int64: batch rows decoded on the device
+    boxes: np.ndarray  # float64 (len(rows), views, 4): x0, y0, x1, y1 in the stored frame
+    flips: np.ndarray  # bool (len(rows), views)
+    orientation: np.ndarray  # int64 (len(rows),)
     crops: list[list[Crop]]  # per device row, for the CPU fallback of a JPEG the batched decoder rejects
-    fallback_rows: torch.Tensor  # int64: rows decoded in the worker
-    fallback_views: list[torch.Tensor]  # per view: uint8 (len(fallback_rows), 3, S, S)
+    fallback_rows: np.ndarray  # int64: rows decoded in the worker
+    fallback_views: list[torch.Tensor]  # per view: uint8 (len(fallback_rows), 3, S, S); [] without any
 
     def encoded(self, i: int) -> torch.Tensor:
         return self.data[int(self.offsets[i]) : int(self.offsets[i + 1])]
@@ -112,22 +113,20 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
         for v, c in enumerate(s.crops):
             boxes[j, v] = _box_to_stored(c.box, s.orientation, *upright)
             flips[j, v] = c.flip
-    fallback_views = []
-    for v, size in enumerate(sizes):
-        if fallback:
-            fallback_views.append(torch.stack([samples[i].views[v] for i in fallback]))  # type: ignore[index]
-        else:
-            fallback_views.append(torch.empty((0, 3, size, size), dtype=torch.uint8))
+    worker_views = [samples[i].views or [] for i in fallback]
+    fallback_views = (
+        [torch.stack([views[v] for views in worker_views]) for v in range(n_views)] if fallback else []
+    )
     return EncodedBatch(
         size=len(samples),
         data=data,
-        offsets=torch.tensor(offsets, dtype=torch.int64),
-        rows=torch.tensor(rows, dtype=torch.int64),
-        boxes=torch.from_numpy(boxes),
-        flips=torch.from_numpy(flips),
-        orientation=torch.from_numpy(orientation),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        rows=np.asarray(rows, dtype=np.int64),
+        boxes=boxes,
+        flips=flips,
+        orientation=orientation,
         crops=[samples[i].crops for i in rows],
-        fallback_rows=torch.tensor(fallback, dtype=torch.int64),
+        fallback_rows=np.asarray(fallback, dtype=np.int64),
         fallback_views=fallback_views,
     )
 
@@ -224,7 +223,7 @@ def decode_views(
     out = [torch.zeros((enc.size, 3, s, s), dtype=torch.float32, device=dev) for s in sizes]
     bad: list[tuple[int, DecodeError]] = []
     if len(enc.fallback_rows):
-        frows = enc.fallback_rows.to(dev)
+        frows = torch.from_numpy(enc.fallback_rows).to(dev)
         for v, views in enumerate(enc.fallback_views):
             out[v].index_copy_(0, frows, views.to(dev, non_blocking=True).to(torch.float32))
     decoded = _decode_all(enc, dev)
@@ -244,18 +243,18 @@ def decode_views(
             out[v][row].copy_(view.to(dev).to(torch.float32))
     for group in _chunks(good, chunk_pixels):
         padded = _padded(group)
-        js = torch.tensor([j for j, _ in group], dtype=torch.int64)
-        rows = enc.rows[js]
+        js = np.asarray([j for j, _ in group], dtype=np.int64)
+        rows = torch.from_numpy(enc.rows[js])
         for v, size in enumerate(sizes):
-            boxes = torch.cat(
-                [torch.arange(len(group), dtype=torch.float64)[:, None], enc.boxes[js, v]], dim=1
+            boxes = torch.from_numpy(
+                np.concatenate([np.arange(len(group), dtype=np.float64)[:, None], enc.boxes[js, v]], axis=1)
             ).to(dev, torch.float32)
             crops = _roi_align(
                 padded, boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True
             )
             crops = crops.round_().clamp_(0, 255)
-            orient = enc.orientation[js]
-            flips = enc.flips[js, v]
+            orient = torch.from_numpy(enc.orientation[js])
+            flips = torch.from_numpy(enc.flips[js, v])
             for o, f in {(int(o), bool(f)) for o, f in zip(orient.tolist(), flips.tolist(), strict=True)}:
                 sel = ((orient == o) & (flips == f)).nonzero().flatten()
                 part = crops if len(sel) == len(group) else crops[sel.to(dev)]
