@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the test-data generator (not shipped in the wheel)
 
 
 def _rss_mb() -> float:
@@ -31,10 +32,11 @@ def _rss_mb() -> float:
 
 
 def measure_pass_wds(data: Path) -> dict[str, float]:
+    from fakedata import read_listing
+
     from pass_wds import sources
     from pass_wds.config import ConvertConfig
     from pass_wds.convert import build_plan
-    from pass_wds.fakedata import read_listing
 
     t0 = time.perf_counter()
     md = sources.read_metadata(str(data / "pass_metadata.csv"))
@@ -96,7 +98,7 @@ def main() -> None:
         print(json.dumps(fn(data)))
         return
     if not (data / "listing.csv").exists():
-        from pass_wds.fakedata import make_listing
+        from fakedata import make_listing
 
         t = time.perf_counter()
         make_listing(data, args.items)

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from pass_wds import __version__, manifest, planning, sources, storage
+from pass_wds import __version__, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
+from pass_wds.format import manifest, reasons
+from pass_wds.format.tar import sample_bytes
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
@@ -185,7 +187,7 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     check_output_writable(str(cfg.output), so)
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
-    # Listing is I/O (archives are read sequentially; see sources.scan_tar), so threads list every input
+    # Listing is I/O (archives are read sequentially; see format.tar.scan_tar), so threads list every input
     # while this thread reads the metadata.
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))), thread_name_prefix="pass-wds-list") as ex:
         listed = [ex.submit(_list_one, job) for job in jobs]
@@ -226,7 +228,7 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
                     item.key,
                     inputs[item.source].name,
                     item.member,
-                    sources.MISSING_METADATA,
+                    reasons.MISSING_METADATA,
                     "no metadata row",
                 )
             )
@@ -236,7 +238,7 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
     unmatched = sorted(k for k in md if not matched[md.index_of(k)]) if md is not None else []
 
     sizes = [
-        planning.sample_bytes(
+        sample_bytes(
             item.size,
             estimate_json_size(
                 item.key,
@@ -533,7 +535,6 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     )
 
     sizes = [r.filesize for r in results]
-    mean = sum(sizes) / len(sizes) if sizes else 0.0
     stats = {
         "samples_written": summary.samples,
         "shards": summary.shards,
@@ -543,13 +544,7 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
         "metadata_rows": prep.metadata_rows,
         "metadata_without_image": summary.metadata_without_image,
         "bytes": {"input_images": summary.input_bytes, "output": summary.output_bytes},
-        "shard_bytes": {
-            "min": min(sizes, default=0),
-            "max": max(sizes, default=0),
-            "mean": mean,
-            "max_dev_pct": (max(abs(s - mean) for s in sizes) / mean * 100) if mean else 0.0,
-            "target": cfg.shard_bytes,
-        },
+        "shard_bytes": {**manifest.size_spread(sizes), "target": cfg.shard_bytes},
         "shard_samples": {
             "min": min((r.nsamples for r in results), default=0),
             "max": max((r.nsamples for r in results), default=0),

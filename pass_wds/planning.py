@@ -9,44 +9,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK = 512
-END_OF_ARCHIVE = 2 * BLOCK
-MAX_KEY_LEN = 64
-_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def padded(size: int) -> int:
-    """Bytes a member's data occupies in a tar (rounded up to whole 512-byte blocks)."""
-    return -(-size // BLOCK) * BLOCK
-
-
-def member_bytes(size: int) -> int:
-    """True tar footprint of one member: its ustar header plus padded data."""
-    return BLOCK + padded(size)
-
-
-def sample_bytes(image_size: int, json_size: int) -> int:
-    return member_bytes(image_size) + member_bytes(json_size)
-
-
-def safe_key(key: str) -> str:
-    """A sample key that webdataset, wids, DALI and GNU tar all split the same way.
-
-    Keys of ASCII letters, digits, ``_`` and ``-`` up to 64 characters are kept as they are (all PASS hashes);
-    anything else (dots, spaces, non-ASCII, very long names) is made safe and suffixed with a hash of the
-    original, so two different keys can never collide. The original is kept in the sample's JSON.
-    """
-    if len(key) <= MAX_KEY_LEN and _SAFE_KEY.fullmatch(key):
-        return key
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", key.encode("ascii", "replace").decode("ascii")).strip("_")
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
-    return f"{cleaned[: MAX_KEY_LEN - 13]}_{digest}" if cleaned else f"k_{digest}"
+from pass_wds.format.manifest import size_spread
+from pass_wds.format.tar import END_OF_ARCHIVE
 
 
 @dataclass(frozen=True)
@@ -64,12 +33,7 @@ class ShardPlan:
 
     def spread(self) -> dict[str, float]:
         """Size balance: min/max/mean and the largest deviation from the mean, in percent."""
-        if not self.shard_bytes:
-            return {"min": 0, "max": 0, "mean": 0.0, "max_dev_pct": 0.0}
-        sizes = np.asarray(self.shard_bytes, dtype=np.float64)
-        mean = float(sizes.mean())
-        dev = float(np.abs(sizes - mean).max() / mean * 100) if mean else 0.0
-        return {"min": int(sizes.min()), "max": int(sizes.max()), "mean": mean, "max_dev_pct": dev}
+        return size_spread(self.shard_bytes)
 
 
 def plan_shards(

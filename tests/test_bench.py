@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakedata import FakePassConfig, make_fake_pass
 
 from pass_wds import cli
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import run
-from pass_wds.fakedata import FakePassConfig, make_fake_pass
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,7 @@ def test_bench_decode_device_on_the_cpu_and_bad_combinations(
     assert rc == 0, out
     result = json.loads(out_json.read_text())
     assert result["config"]["decode"] == "device" and result["images"] == 8
-    assert "device stage (cpu)" in result["stages"]
-    # The worker side only parses headers and samples crops: much cheaper than the full decode.
-    stages = result["stages"]
-    assert stages["worker side (recipe)"]["ms_per_image"] < stages["decode (full, RGB)"]["ms_per_image"]
+    assert {"worker side (recipe)", "collate", "device stage (cpu)"} <= set(result["stages"])
     for extra, message in (
         (["--recipe", "simclr", "--decode", "device"], "needs device="),
         (["--recipe", "decode", "--decode", "fast"], "--decode applies to augmentation recipes"),
