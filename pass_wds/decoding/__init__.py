@@ -10,8 +10,11 @@ input pipeline's cost, and a single bad file must never crash or stall a worker.
 
   - a JPEG whose crops all tolerate it is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT scaling
     (PIL ``Image.draft``), chosen so that every crop region still has at least its output resolution;
-  - other RGB/grayscale JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo straight into a tensor,
-    faster than PIL here), everything else through PIL;
+  - with simplejpeg installed, plain RGB/grayscale JPEGs are decoded by it at that scale straight from the bytes
+    (libjpeg-turbo's TurboJPEG API: no Pillow header parse, no copy of the bytes; the same pixels);
+    ``DecodeOptions(jpeg_mode="fast")`` switches it to the fast integer IDCT, plain upsampling and any M/8 scale;
+  - otherwise RGB/grayscale JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo straight into a
+    tensor, faster than PIL here), everything else through PIL;
   - each crop is mapped from the upright frame into the stored frame, resized there with antialiasing
     (``torch.nn.functional.interpolate`` on uint8, several times faster than ``PIL.Image.resize``), and only the
     small output is rotated/flipped upright — never the full image.
@@ -21,6 +24,7 @@ input pipeline's cost, and a single bad file must never crash or stall a worker.
   ``DecodeOptions.alpha_background`` (white by default, as a browser shows them). ICC profiles are not applied:
   pixel values are taken as sRGB. Multi-frame files (GIF, APNG, animated WebP, MPO, multi-page TIFF) give their
   first frame.
+* :mod:`pass_wds.decoding.device` decodes whole batches on the training device instead (``decode: device``).
 * Every failure is a :class:`DecodeError` with a short machine-readable ``reason`` (``empty``, ``unidentified``,
   ``bomb``, ``truncated``, ``corrupt``) and the underlying message. Decompression bombs are refused from the
   header, before any allocation.
