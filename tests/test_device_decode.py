@@ -24,7 +24,7 @@ from pass_wds.augment.recipes import Recipe, RecipeConfig  # noqa: E402
 from pass_wds.config import ConfigError  # noqa: E402
 from pass_wds.decoding import DecodeOptions, open_image  # noqa: E402
 from pass_wds.loading import make_loader  # noqa: E402
-from pass_wds.loading.pipeline import collate  # noqa: E402
+from pass_wds.loading.pipeline import SampleError, collate  # noqa: E402
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 PHOTOS = [
@@ -209,6 +209,15 @@ def test_loader_with_device_decode_exact_epochs_counting_and_resume(photo_shards
     for a, b in zip(head + rest, full, strict=True):
         assert a["__key__"] == b["__key__"]
         assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"], strict=True))
+
+
+def test_device_decode_failure_raises_with_on_error_raise(photo_shards: Path) -> None:
+    loader = make_loader(
+        str(photo_shards), batch_size=14, num_workers=0, recipe="eval", decode="device", device="cpu",
+        remainder="pad", on_error="raise", shuffle=False,
+    )  # fmt: skip
+    with pytest.raises(SampleError, match="s000_00005"):
+        next(iter(loader))
 
 
 def test_decode_option_in_recipes_and_loader(photo_shards: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from pass_wds.loading.pipeline import (
     LiveBatches,
     PlannedBatches,
     Recipe,
+    SampleError,
     write_epoch_state,
 )
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
@@ -368,6 +369,9 @@ class Loader:
         batch staged on a side CUDA stream is first made safe to use on the caller's stream."""
         self.stats.update(stats, self.params.batch_size)
         failed = batch.pop(DECODE_STATS, None)
+        if failed and self.config.on_error == "raise":
+            bad = failed["bad"][0]
+            raise SampleError(f"sample {bad['key']!r} of {bad['url']}: {bad['reason']}: {bad['detail']}")
         if failed:
             self.stats.add_errors(failed)
             for bad in failed.get("bad", []):
