@@ -444,6 +444,36 @@ class _TreeCpu:
         return self.last[self.me.pid] - self.start[self.me.pid]
 
 
+def in_process_decode(data: dict[str, Any], rounds: int, images: int = 1000) -> dict[str, Any]:
+    """Plain decode per core with no worker processes on either side: ours with ``num_workers=0`` against
+    DALI with one thread, alternating in this process (CPU time of this process only). Separates the
+    decode path's own cost from the DataLoader worker machinery."""
+
+    def per_core(make: Callable[[], Iterable[Any]]) -> float:
+        it = iter(make())
+        next(it)
+        c, n = time.process_time(), 0
+        while n < images:
+            try:
+                n += _batch_len(next(it))
+            except StopIteration:
+                it = iter(make())
+        return n / (time.process_time() - c)
+
+    runs = []
+    for _ in range(rounds):
+        d = per_core(lambda: dali_pipeline(data, "decode", 1, 32))
+        o = per_core(lambda: ours(data, "decode", 0, 32))
+        f = per_core(lambda: ours(data, "decode-fast", 0, 32))
+        runs.append({"dali": d, "ours": o, "ours_fast": f, "x_dali": o / d, "x_dali_fast": f / d})
+        print(f"  in-process decode: dali {d:.0f}  ours {o:.0f} ({o / d:.2f}x)  fast {f:.0f} ({f / d:.2f}x)")
+    return {
+        "images_per_round": images,
+        "runs": runs,
+        **{k: median([r[k] for r in runs]) for k in ("dali", "ours", "ours_fast", "x_dali", "x_dali_fast")},
+    }
+
+
 def _batch_len(batch: Any) -> int:
     """Samples in a batch of any of the pipelines: ours (dict), list-collated decode batches (list of
     (image, key) pairs), and default-collated (transformed images, keys or labels)."""
@@ -461,7 +491,9 @@ def _batches(make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
         yield from loader
 
 
-def measure(make: Callable[[], Iterable[Any]], seconds: float, workers: int) -> dict[str, float]:
+def measure(
+    make: Callable[[], Iterable[Any]], seconds: float, workers: int, poll_s: float = 0.0
+) -> dict[str, float]:
     """Time to first batch, then images per wall second and per CPU second of the process tree.
 
     The workers prefetch ``workers x prefetch_factor`` (2) batches while the first one is made; those arrive
@@ -475,9 +507,15 @@ def measure(make: Callable[[], Iterable[Any]], seconds: float, workers: int) -> 
     t_first = time.perf_counter()
     cpu = _TreeCpu()
     n = 0
-    while time.perf_counter() - t_first < seconds:
+    polled = t_first
+    while (now := time.perf_counter()) - t_first < seconds:
         n += _batch_len(next(it))
-        cpu.update()
+        # psutil's child scan walks /proc (~3 ms of main-process CPU on a busy machine); polling every batch
+        # (poll_s=0) also counts workers that exit between batches (pipelines that restart workers per epoch)
+        if now - polled >= poll_s:
+            cpu.update()
+            polled = now
+    cpu.update()
     wall = time.perf_counter() - t_first
     cpu_s = cpu.seconds()
     main_share = cpu.main_seconds() / cpu_s if cpu_s > 0 else float("nan")
@@ -641,6 +679,15 @@ def main() -> None:
         help="use images derived from the corpus photos (bench-data/photos-N); writes loader_photos.json",
     )
     ap.add_argument("--name", default=None, help="result file name (default: loader or loader_photos)")
+    ap.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.0,
+        help="CPU-time polling interval (0: every batch; >0 only for pipelines whose workers live through the run)",
+    )
+    ap.add_argument(
+        "--in-process-rounds", type=int, default=0, help="also: decode per core without worker processes"
+    )
     args = ap.parse_args()
     if args.quick:
         args.images = QUICK_IMAGES
@@ -679,6 +726,7 @@ def main() -> None:
                 lambda pipe=pipe, recipe=recipe, w=w: PIPELINES[pipe](data, recipe, w, args.batch_size),
                 args.seconds,
                 w,
+                args.poll_seconds,
             )
             runs.setdefault(name, []).append(r)
             print(
@@ -752,6 +800,9 @@ def main() -> None:
     if args.epochs:
         print(f"\nRSS over {args.epochs} epochs (pass-wds simclr, {max(workers)} workers):")
         record["rss"] = rss_over_epochs(data, "simclr", max(workers), args.batch_size, args.epochs)
+    if args.in_process_rounds:
+        print("\nplain decode without worker processes (ours num_workers=0 vs DALI 1 thread):")
+        record["in_process_decode"] = in_process_decode(data, args.in_process_rounds)
     if not args.no_s3:
         print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
         record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
