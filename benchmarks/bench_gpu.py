@@ -61,39 +61,44 @@ def sample_jpegs(source: str, n: int = 256) -> list[bytes]:
     return out
 
 
-def nvjpeg_floor(images: list[bytes], seconds: float, batch: int) -> dict[str, float]:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def nvjpeg_floor(images: list[bytes], seconds: float, batch: int, device: str = "cuda") -> dict[str, float]:
     """Batched GPU decode only (torchvision ``decode_jpeg`` on a list, nvJPEG), host tensors prepared."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in images]
     batches = [[data[(i + k) % len(data)] for k in range(batch)] for i in range(0, len(data), batch)]
     for b in batches[:2]:
-        decode_jpeg(b, mode=ImageReadMode.RGB, device="cuda")
-    torch.cuda.synchronize()
+        decode_jpeg(b, mode=ImageReadMode.RGB, device=device)
+    _sync(device)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         for b in batches:
-            decode_jpeg(b, mode=ImageReadMode.RGB, device="cuda")
+            decode_jpeg(b, mode=ImageReadMode.RGB, device=device)
             n += len(b)
-    torch.cuda.synchronize()
+    _sync(device)
     wall = time.perf_counter() - t0
-    pixels = sum(int(x.shape[1] * x.shape[2]) for x in decode_jpeg(batches[0], device="cuda")) / batch
+    pixels = sum(int(x.shape[1] * x.shape[2]) for x in decode_jpeg(batches[0], device=device)) / batch
     return {"images_per_s": n / wall, "images": n, "mean_megapixels": pixels / 1e6, "batch": batch}
 
 
-def resnet50_step(batch_size: int) -> Any:
+def resnet50_step(batch_size: int, device: str = "cuda") -> Any:
     """A SimCLR step of torchvision's ResNet-50 (channels-last, bf16 autocast) on a list of two views."""
     import torchvision
     from train_ssl import nt_xent
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     torch.backends.cudnn.benchmark = True
     model = torchvision.models.resnet50().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
     def step(views: list[torch.Tensor]) -> None:
         x = torch.cat(views).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             z = model(x)
             loss = nt_xent(*z.float().chunk(2), 0.2)
         opt.zero_grad(set_to_none=True)
@@ -104,7 +109,13 @@ def resnet50_step(batch_size: int) -> Any:
 
 
 def loader_rate(
-    source: str, seconds: float, batch_size: int, workers: int, decode: str, step: Any = None
+    source: str,
+    seconds: float,
+    batch_size: int,
+    workers: int,
+    decode: str,
+    step: Any = None,
+    device: str = "cuda",
 ) -> dict[str, float]:
     """simclr loader (+ device stage) images/s with ``decode``, optionally feeding ``step``; with the workers'
     CPU ms per image and the peak GPU memory of the run."""
@@ -112,28 +123,30 @@ def loader_rate(
 
     from pass_wds import make_loader
 
-    torch.cuda.reset_peak_memory_stats()
+    on_cuda = device == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     loader = make_loader(
         source,
         batch_size=batch_size,
         recipe="simclr",
         decode=decode,
         num_workers=workers,
-        device="cuda",
-        pin_memory=True,
+        device=device,
+        pin_memory=on_cuda,
         prefetch_factor=2,
         epoch_samples=400 * batch_size * max(1, workers) // 4,  # never crosses an epoch in the window
     )
     it = iter(loader)
     t0 = time.perf_counter()
     batch = next(it)
-    torch.cuda.synchronize()
+    _sync(device)
     first = time.perf_counter() - t0
     for _ in range(2 * workers + 2):
         batch = next(it)
         if step is not None:
             step(batch["views"])
-    torch.cuda.synchronize()
+    _sync(device)
     me = psutil.Process()
 
     def workers_cpu() -> float:
@@ -153,7 +166,7 @@ def loader_rate(
         if step is not None:
             step(batch["views"])
         n += batch_size
-    torch.cuda.synchronize()
+    _sync(device)
     wall = time.perf_counter() - t1
     cpu = workers_cpu() - cpu0
     del it, loader, batch
@@ -163,22 +176,27 @@ def loader_rate(
         "images": n,
         "workers": workers,
         "worker_cpu_ms_per_image": 1e3 * cpu / max(n, 1),
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else float("nan"),
     }
 
 
 def decode_section(
-    source: str, seconds: float, batch_size: int, worker_counts: list[int], resnet: bool
+    source: str,
+    seconds: float,
+    batch_size: int,
+    worker_counts: list[int],
+    resnet: bool,
+    device: str = "cuda",
 ) -> dict[str, Any]:
     """The issue-12 figures: nvJPEG floor, CPU vs device decode per worker count, ResNet-50 training."""
     images = sample_jpegs(source, 1024)
-    out: dict[str, Any] = {"nvjpeg floor": nvjpeg_floor(images, seconds / 2, batch_size)}
+    out: dict[str, Any] = {"nvjpeg floor": nvjpeg_floor(images, seconds / 2, batch_size, device)}
     print(
         f"  nvjpeg floor (batch {batch_size}): {out['nvjpeg floor']['images_per_s']:.0f} images/s", flush=True
     )
     for decode in ("accurate", "device"):
         for w in worker_counts:
-            r = loader_rate(source, seconds, batch_size, w, decode)
+            r = loader_rate(source, seconds, batch_size, w, decode, device=device)
             out[f"simclr {decode} w{w}"] = r
             print(
                 f"  simclr decode={decode:8s} w{w:<2d} {r['images_per_s']:8.0f} images/s  worker CPU "
@@ -191,21 +209,21 @@ def decode_section(
             out[f"simclr device w{w}"]["images_per_s"] / floor
         )
     if resnet:
-        step = resnet50_step(batch_size)
-        fixed = [torch.rand(batch_size, 3, 224, 224, device="cuda") for _ in range(2)]
+        step = resnet50_step(batch_size, device)
+        fixed = [torch.rand(batch_size, 3, 224, 224, device=device) for _ in range(2)]
         for _ in range(5):
             step(fixed)
-        torch.cuda.synchronize()
+        _sync(device)
         n, t1 = 0, time.perf_counter()
         while time.perf_counter() - t1 < seconds:
             step(fixed)
             n += batch_size
-        torch.cuda.synchronize()
+        _sync(device)
         out["resnet50 step only"] = {"images_per_s": n / (time.perf_counter() - t1), "images": n}
         print(f"  resnet50 step only: {out['resnet50 step only']['images_per_s']:.0f} images/s", flush=True)
         w = max(worker_counts)
         for decode in ("accurate", "device"):
-            r = loader_rate(source, seconds, batch_size, w, decode, step)
+            r = loader_rate(source, seconds, batch_size, w, decode, step, device)
             out[f"resnet50 train {decode} w{w}"] = r
             print(
                 f"  loader + resnet50 step, decode={decode} w{w}: {r['images_per_s']:.0f} images/s",
