@@ -280,3 +280,22 @@ def test_loader_device_decode_on_cuda_matches_the_cpu_run(photo_shards: Path) ->
             assert x.is_cuda
             # nvJPEG vs libjpeg-turbo IDCT and float rounding: normalised units (1/255 ≈ 0.017 per level)
             assert float((x.cpu() - y).abs().mean()) < 0.05
+
+
+def test_multi_size_recipe_with_colour_matches_the_worker_path(corpus: Path) -> None:
+    """dino: 2 global (224) + 8 local (96) bicubic views with colour; the colour parameters come from the same
+    device-stage generator on both paths, so only decode, crop filter and bicubic-vs-bilinear differ."""
+    images = [_read(corpus, n) for n in PHOTOS[:6]] + [_read(corpus, FALLBACK[0])]
+    worker = load_recipe("dino")
+    on_device = load_recipe("dino", decode="device")
+    assert isinstance(worker, Recipe) and isinstance(on_device, Recipe)
+    ref = _views(_full_size(worker), images, "cpu")
+    got = _views(on_device, images, "cpu")
+    assert (
+        [tuple(v.shape) for v in got]
+        == [tuple(v.shape) for v in ref]
+        == [(7, 3, 224, 224)] * 2 + [(7, 3, 96, 96)] * 8
+    )
+    mae = _per_image_mae(ref, got)
+    assert float(mae.max()) < 2 * TOLERANCE, mae  # measured worst 3.1; other crops: > 50
+    assert float(mae[-1]) < 1e-3  # the PNG: decoded in the worker on both paths
