@@ -1,4 +1,4 @@
-"""decode: device and decode: fast on real corpus images.
+"""decode: device and decode: fast on real images (the bundled tests/data set, so they run anywhere).
 
 The device stage's code runs with ``device="cpu"`` too (torchvision's batched ``decode_jpeg`` on the CPU, the
 same ``roi_align`` crops and colour kernels), so these tests cover it without a GPU; the ``cuda`` marker
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
+from conftest import find_image  # noqa: E402
 from shardkit import write_shards  # noqa: E402
 
 from pass_wds.augment import load_recipe  # noqa: E402
@@ -32,17 +33,15 @@ PHOTOS = [
     "img2dataset__416_264.jpg", "img2dataset__456_123.jpg", "gradio__lion.jpg", "gradio__cheetah1.jpg",
     "exifsamples__Nikon_D70.jpg", "exifsamples__Canon_40D.jpg", "ljt__testorig.jpg", "img2dataset__524_316.jpg",
 ]  # fmt: skip
-# Not for the batched decoder: PNG, WebP, CMYK JPEG, arithmetic-coded JPEG, a JPEG whose markers the header
-# walk refuses; a grayscale JPEG, which it does take.
+# Not for the batched decoder: PNG, WebP, CMYK JPEG, arithmetic-coded JPEG; a grayscale JPEG, which it takes.
 FALLBACK = [
-    "hard-images/pillow__transparent.png",
-    "hard-images/pillow__hopper_orientation_6.webp",
-    "hard-images/pillow__pil_sample_cmyk.jpg",
-    "hard-images/ljt__testimgari.jpg",
-    "hard-images/pillow__truncated_app14.jpg",
+    "pillow__transparent.png",
+    "pillow__hopper_orientation_6.webp",
+    "pillow__pil_sample_cmyk.jpg",
+    "ljt__testimgari.jpg",
 ]
-GRAY = "hard-images/pillow__hopper_gray.jpg"
-TRUNCATED = "hard-images/sharp__truncated.jpg"  # full header, data cut short: every decoder rejects it
+GRAY = "pillow__hopper_gray.jpg"
+TRUNCATED = "sharp__truncated.jpg"  # full header, data cut short: every decoder rejects it
 # Crops without colour, so that the geometry alone is compared.
 PLAIN_VIEWS: dict[str, Any] = {"name": "crops", "views": [{"count": 2, "size": 64, "scale": [0.2, 1.0]}]}
 # Per-image mean absolute difference (0..255) between the device path and the worker path for the same crops.
@@ -54,8 +53,8 @@ TOLERANCE = 4.0
 TOLERANCE_DRAFT = 10.0
 
 
-def _read(corpus: Path, name: str) -> bytes:
-    return (corpus / name if "/" in name else corpus / "photos" / name).read_bytes()
+def _read(name: str) -> bytes:
+    return find_image(name).read_bytes()
 
 
 def _cuda_or_skip(device: str) -> None:
@@ -88,9 +87,9 @@ def _per_image_mae(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_device_crops_match_the_worker_path_for_the_same_seed(corpus: Path, device: str) -> None:
+def test_device_crops_match_the_worker_path_for_the_same_seed(device: str) -> None:
     _cuda_or_skip(device)
-    images = [_read(corpus, n) for n in PHOTOS]
+    images = [_read(n) for n in PHOTOS]
     worker = load_recipe(PLAIN_VIEWS)
     on_device = load_recipe(PLAIN_VIEWS, decode="device")
     assert isinstance(worker, Recipe) and isinstance(on_device, Recipe)
@@ -108,10 +107,10 @@ def test_device_crops_match_the_worker_path_for_the_same_seed(corpus: Path, devi
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_non_jpeg_and_corrupt_images_fall_back_inside_one_batch(corpus: Path, device: str) -> None:
+def test_non_jpeg_and_corrupt_images_fall_back_inside_one_batch(device: str) -> None:
     _cuda_or_skip(device)
     names = [PHOTOS[0], *FALLBACK[:3], PHOTOS[1], GRAY, *FALLBACK[3:], TRUNCATED, PHOTOS[2]]
-    images = [_read(corpus, n) for n in names]
+    images = [_read(n) for n in names]
     worker = load_recipe(PLAIN_VIEWS)
     on_device = load_recipe(PLAIN_VIEWS, decode="device")
     assert isinstance(worker, Recipe) and isinstance(on_device, Recipe)
@@ -146,15 +145,11 @@ def test_non_jpeg_and_corrupt_images_fall_back_inside_one_batch(corpus: Path, de
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_exif_orientations_gray_and_cmyk_come_out_upright(corpus: Path, device: str) -> None:
+def test_exif_orientations_gray_and_cmyk_come_out_upright(device: str) -> None:
     _cuda_or_skip(device)
-    names = [f"hard-images/sharp__Landscape_{i}.jpg" for i in range(1, 9)]
-    names += [
-        GRAY,
-        "hard-images/cameratrapai__african_elephants_cmyk.jpg",
-        "hard-images/max-resnet__lamp1.jpg",
-    ]
-    images = [_read(corpus, n) for n in names]
+    names = [f"sharp__Landscape_{i}.jpg" for i in range(1, 9)]
+    names += [GRAY, "pillow__pil_sample_cmyk.jpg", "pillow__orientation_rectangle.jpg"]
+    images = [_read(n) for n in names]
     spec = {"name": "upright", "views": [{"size": 96, "crop": "center", "resize": 120, "flip_p": 0.0}]}
     worker = load_recipe(spec)
     on_device = load_recipe(spec, decode="device")
@@ -173,11 +168,11 @@ def test_exif_orientations_gray_and_cmyk_come_out_upright(corpus: Path, device: 
 
 
 @pytest.fixture(scope="module")
-def photo_shards(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("device-photos")
-    images = [_read(corpus, n) for n in PHOTOS]
-    images.insert(5, _read(corpus, TRUNCATED))  # 13 samples, 1 corrupt
-    images.insert(8, _read(corpus, FALLBACK[0]))  # 14 samples, one PNG
+    images = [_read(n) for n in PHOTOS]
+    images.insert(5, _read(TRUNCATED))  # 13 samples, 1 corrupt
+    images.insert(8, _read(FALLBACK[0]))  # 14 samples, one PNG
     write_shards(root, [7, 7], image=lambda s, i: images[s * 7 + i])
     return root / "index.json"
 
@@ -239,9 +234,9 @@ def test_decode_option_in_recipes_and_loader(photo_shards: Path, tmp_path: Path)
         make_loader(str(photo_shards), batch_size=2, recipe=lambda d, e, r: {}, decode="fast")
 
 
-def test_fast_decode_is_close_to_accurate_but_not_identical(corpus: Path) -> None:
+def test_fast_decode_is_close_to_accurate_but_not_identical() -> None:
     pytest.importorskip("simplejpeg")
-    images = [_read(corpus, n) for n in PHOTOS]
+    images = [_read(n) for n in PHOTOS]
     fast, accurate = DecodeOptions(jpeg_mode="fast"), DecodeOptions()
     maes = []
     for data in images:
@@ -252,10 +247,9 @@ def test_fast_decode_is_close_to_accurate_but_not_identical(corpus: Path) -> Non
     assert max(maes) < 3.0 and np.mean(maes) < 1.5, maes
     assert max(maes) > 0.0  # it really is another IDCT / upsampling
     # DCT scaling: fast picks the smallest M/8 scale that covers the request, accurate Pillow's 1/2, 1/4, 1/8.
-    big = open_image(_read(corpus, "sklearn__china.jpg"), fast)
+    big = open_image(_read("sklearn__china.jpg"), fast)
     assert (
-        big.decode_stored(0.3).shape[2]
-        < open_image(_read(corpus, "sklearn__china.jpg")).decode_stored(0.3).shape[2]
+        big.decode_stored(0.3).shape[2] < open_image(_read("sklearn__china.jpg")).decode_stored(0.3).shape[2]
     )
 
 
@@ -282,10 +276,10 @@ def test_loader_device_decode_on_cuda_matches_the_cpu_run(photo_shards: Path) ->
             assert float((x.cpu() - y).abs().mean()) < 0.05
 
 
-def test_multi_size_recipe_with_colour_matches_the_worker_path(corpus: Path) -> None:
+def test_multi_size_recipe_with_colour_matches_the_worker_path() -> None:
     """dino: 2 global (224) + 8 local (96) bicubic views with colour; the colour parameters come from the same
     device-stage generator on both paths, so only decode, crop filter and bicubic-vs-bilinear differ."""
-    images = [_read(corpus, n) for n in PHOTOS[:6]] + [_read(corpus, FALLBACK[0])]
+    images = [_read(n) for n in PHOTOS[:6]] + [_read(FALLBACK[0])]
     worker = load_recipe("dino")
     on_device = load_recipe("dino", decode="device")
     assert isinstance(worker, Recipe) and isinstance(on_device, Recipe)
