@@ -53,13 +53,8 @@ $PY scripts/make_fake_pass.py --out "$WORK/raw" --images "$IMAGES" --parts 8 --w
 $PY -m pass_wds.cli make-shards "$WORK"/raw/PASS.*.tar --metadata "$WORK/raw/pass_metadata.csv" \
     --output "$WORK/shards" --shard-size 32MB --workers "$NPROC" --no-validate --no-progress || exit 1
 
-echo "== cuda tests (decode=device on the GPU; they read the test corpus at \$PASS_WDS_CORPUS)"
-export PASS_WDS_CORPUS="${PASS_WDS_CORPUS:-$PWD/../shared/corpus}"
-if [ -d "$PASS_WDS_CORPUS/photos" ]; then
-  timeout 120 $PY -m pytest -q -m cuda tests/test_device_decode.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt"
-else
-  echo "no test corpus at $PASS_WDS_CORPUS: cuda tests not run" | tee "$OUT/pytest_cuda.txt"
-fi
+echo "== cuda tests (decode=device on the GPU; bundled tests/data images)"
+timeout 120 $PY -m pytest -q -m cuda tests/test_device_decode.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt"
 echo "== benchmarks/bench_gpu.py"
 timeout 330 $PY benchmarks/bench_gpu.py --source "$WORK/shards/index.json" --seconds 4 --out "$OUT" \
     --decode-workers $DECODE_WORKERS
