@@ -6,7 +6,7 @@
   with the same crops: against the worker path decoding at full size, and against the default worker path
   (which may decode at a reduced DCT scale).
 
-    python benchmarks/decode_diff.py [--corpus ../shared/corpus] [--out benchmarks/results]
+    python benchmarks/decode_diff.py [--corpus ../shared/corpus]     (writes benchmarks/results/decode_diff.json)
 """
 
 from __future__ import annotations
