@@ -246,6 +246,8 @@ def test_fast_decode_is_close_to_accurate_but_not_identical() -> None:
         maes.append(float((x - y).abs().mean()))
     assert max(maes) < 3.0 and np.mean(maes) < 1.5, maes
     assert max(maes) > 0.0  # it really is another IDCT / upsampling
+    with pytest.raises(ValueError, match="jpeg_backend"):
+        DecodeOptions(jpeg_mode="fast", jpeg_backend="pil")
     # DCT scaling: fast picks the smallest M/8 scale that covers the request, accurate Pillow's 1/2, 1/4, 1/8.
     big = open_image(_read("sklearn__china.jpg"), fast)
     assert (

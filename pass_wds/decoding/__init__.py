@@ -122,6 +122,10 @@ class DecodeOptions:
             raise ValueError(f"jpeg_backend must be auto, pil or torchvision, got {self.jpeg_backend!r}")
         if self.jpeg_mode not in JPEG_MODES:
             raise ValueError(f"jpeg_mode must be accurate or fast, got {self.jpeg_mode!r}")
+        if self.jpeg_mode == "fast" and self.jpeg_backend != "auto":
+            raise ValueError(
+                f"jpeg_mode='fast' decodes with simplejpeg; jpeg_backend={self.jpeg_backend!r} cannot"
+            )
         if self.jpeg_mode == "fast" and _simplejpeg is None:
             raise ValueError(
                 "jpeg_mode='fast' needs the simplejpeg package (pip install 'pass-wds[fast]' or simplejpeg)"

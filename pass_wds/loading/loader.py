@@ -166,7 +166,9 @@ class Loader:
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
         self.shards: list[ShardInfo] = resolve_source(config.source, config.storage_options or None)  # type: ignore[arg-type]
         if recipe is None and config.decode is not None:
-            raise ConfigError(f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)")
+            raise ConfigError(
+                f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
+            )
         self.recipe = None if recipe is None else load_recipe(recipe, decode=config.decode)
         self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
         if self.decode_on_device and not config.device:
