@@ -58,7 +58,7 @@ echo "== cuda tests (decode=device on the GPU; bundled tests/data images)"
 if $PY -c "import pytest" 2>/dev/null; then
   timeout 120 $PY -m pytest -q -m cuda tests/test_device_decode.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt"
 else
-  echo "pytest is not installed (put its wheel in ./.whl): cuda tests not run" | tee "$OUT/pytest_cuda.txt"
+  echo "pytest is not installed: cuda tests not run" | tee "$OUT/pytest_cuda.txt"
 fi
 echo "== benchmarks/bench_gpu.py"
 timeout 330 $PY benchmarks/bench_gpu.py --source "$WORK/shards/index.json" --seconds 4 --out "$OUT" \
