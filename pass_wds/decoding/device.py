@@ -96,23 +96,23 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
     rows = [i for i, s in enumerate(samples) if s.data is not None]
     fallback = [i for i, s in enumerate(samples) if s.data is None]
     n_views = len(sizes)
-    blobs = [samples[i].data for i in rows]
-    offsets = [0]
-    for b in blobs:
-        offsets.append(offsets[-1] + len(b))  # type: ignore[arg-type]
-    joined = bytearray(b"".join(blobs))  # type: ignore[arg-type]
-    data = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
-    boxes = np.empty((len(rows), n_views, 4), dtype=np.float64)
-    flips = np.zeros((len(rows), n_views), dtype=np.bool_)
-    orientation = np.ones(len(rows), dtype=np.int64)
-    for j, i in enumerate(rows):
+    blobs = [samples[i].data or b"" for i in rows]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    data = _new_bytes(int(offsets[-1]))
+    flat = data.numpy()
+    for blob, start in zip(blobs, offsets.tolist(), strict=False):
+        flat[start : start + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+    box_rows, flip_rows, orientation = [], [], []
+    for i in rows:
         s = samples[i]
         w, h = s.stored_size
         upright = (h, w) if s.orientation in (5, 6, 7, 8) else (w, h)
-        orientation[j] = s.orientation
-        for v, c in enumerate(s.crops):
-            boxes[j, v] = _box_to_stored(c.box, s.orientation, *upright)
-            flips[j, v] = c.flip
+        orientation.append(s.orientation)
+        box_rows.append([_box_to_stored(c.box, s.orientation, *upright) for c in s.crops])
+        flip_rows.append([c.flip for c in s.crops])
+    boxes = np.asarray(box_rows, dtype=np.float64).reshape(len(rows), n_views, 4)
+    flips = np.asarray(flip_rows, dtype=np.bool_).reshape(len(rows), n_views)
     worker_views = [samples[i].views or [] for i in fallback]
     fallback_views = (
         [torch.stack([views[v] for views in worker_views]) for v in range(n_views)] if fallback else []
@@ -120,15 +120,23 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
     return EncodedBatch(
         size=len(samples),
         data=data,
-        offsets=np.asarray(offsets, dtype=np.int64),
+        offsets=offsets,
         rows=np.asarray(rows, dtype=np.int64),
         boxes=boxes,
         flips=flips,
-        orientation=orientation,
+        orientation=np.asarray(orientation, dtype=np.int64),
         crops=[samples[i].crops for i in rows],
         fallback_rows=np.asarray(fallback, dtype=np.int64),
         fallback_views=fallback_views,
     )
+
+
+def _new_bytes(n: int) -> torch.Tensor:
+    """A uint8 tensor of ``n`` bytes; in a DataLoader worker directly in shared memory (as torch's own collate
+    does), so that sending the batch does not copy the encoded bytes once more."""
+    if n == 0 or torch.utils.data.get_worker_info() is None:
+        return torch.empty(n, dtype=torch.uint8)
+    return torch.empty(0, dtype=torch.uint8).new(torch.UntypedStorage._new_shared(n))
 
 
 def _decode_all(enc: EncodedBatch, device: torch.device) -> list[torch.Tensor | None]:
