@@ -186,6 +186,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "shuffle_buffer_bytes": "64MB",
     "remainder": "drop",
+    "cache_dir": None,
+    "cache_bytes": "100GB",
     "output_dir": None,
     "save_every": 50,
     "resume": None,
@@ -248,6 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--shuffle-buffer-bytes", help="per worker, e.g. 64MB")
     p.add_argument("--remainder", choices=["drop", "pad"])
+    p.add_argument("--cache-dir", help="node-local folder: remote shards are downloaded once per node")
+    p.add_argument("--cache-bytes", help="cap of the node cache (LRU), e.g. 500GB")
     p.add_argument("--save-every", type=int, help="steps between checkpoints (also saved at the end)")
     p.add_argument(
         "--resume",
@@ -317,6 +321,17 @@ def agree(problem: str | None) -> None:
             where = "" if len(ranks) == len(problems) else f" (rank {', '.join(map(str, ranks))})"
             sys.stderr.write(f"train_ssl: error{where}: {msg}\n")
     quit_now(2)
+
+
+def same_everywhere(step: int, path: str) -> str | None:
+    """All ranks must start from the same step: a checkpoint only some nodes can see is a problem."""
+    if not dist.is_initialized():
+        return None
+    steps: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(steps, step)
+    if len(set(steps)) == 1:
+        return None
+    return f"the ranks see different checkpoints at {path} (steps {sorted(set(steps))}): --output-dir must be a folder every node shares"
 
 
 def quit_now(code: int) -> None:
@@ -413,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             remainder=args.remainder,
             shuffle_buffer_bytes=args.shuffle_buffer_bytes,
+            cache_dir=args.cache_dir,
+            cache_bytes=args.cache_bytes,
             device=str(device) if args.recipe != "builtin" else None,
         )
         identity = run_identity(args, loader.state_dict()["fingerprint"])
@@ -422,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, ShardError, StorageError, OSError) as e:
         problem = str(e).splitlines()[0] if str(e) else type(e).__name__
     agree(problem)
+    agree(same_everywhere(-1 if ckpt is None else int(ckpt["step"]), ckpt_path))
     if rank == 0:
         handler = logging.FileHandler(os.path.join(args.output_dir, "train.log"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))

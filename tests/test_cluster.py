@@ -101,6 +101,7 @@ def test_two_nodes_stream_from_s3_once_per_node_and_one_node_resumes(
         keys_by_epoch.append(seen)
     assert sorted(keys_by_epoch[0]) == sorted(keys_by_epoch[1])
     first = [_tar_gets(p) for p in proxies]
+    before = [len(p.requests) for p in proxies]
     for gets in first:
         assert gets and max(gets.values()) == 1, gets  # each shard at most once per node, over both epochs
     assert set(first[0]) | set(first[1]) == set(shards)
@@ -136,5 +137,9 @@ def test_two_nodes_stream_from_s3_once_per_node_and_one_node_resumes(
     again = _tar_gets(proxies[0]) - first[0]
     assert all(first[0][s] + again[s] <= 1 for s in again), again  # the node's cache still serves it
     for n, proxy in enumerate(proxies):  # shown with pytest -s
-        kinds = Counter(f"{m} .{path.rsplit('.', 1)[-1]}" for m, path, _ in proxy.requests)
-        print(f"node {n}: {len(first[n])} of {len(shards)} shards fetched once each; requests {dict(kinds)}")
+        for what, reqs in (
+            ("2 epochs", proxy.requests[: before[n]]),
+            ("resume", proxy.requests[before[n] :]),
+        ):
+            kinds = Counter(f"{m} .{path.rsplit('.', 1)[-1]}" for m, path, _ in reqs)
+            print(f"node {n}, {what}: {len(shards)} shards; requests {dict(sorted(kinds.items()))}")
