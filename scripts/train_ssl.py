@@ -414,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         return launch(args.nproc_per_node, argv)
     rank, world, device = setup_distributed()
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pt")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # rank 0 reports; the others only warn (every rank would log the same dropped samples)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
+    )
     torch.manual_seed(args.seed)
     recipe: Any = TwoViewCrop(args.image_size) if args.recipe == "builtin" else args.recipe
     problem = None
