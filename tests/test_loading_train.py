@@ -101,8 +101,13 @@ def test_rerun_resumes_only_its_own_run_and_says_so(tmp_path: Path) -> None:
     assert not list(REPO.glob("pass-wds-runs")) and not list(REPO.glob("*.pt"))
 
 
-def _launch(tmp: Path, *args: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, str(SCRIPT), "--nproc-per-node", "2", *SMALL, *args]
+def _launch(tmp: Path, *args: str, launcher: str = "script") -> subprocess.Popen[str]:
+    """Two ranks, started by the script's own launcher (``--nproc-per-node``) or by plain torchrun."""
+    if launcher == "script":
+        cmd = [sys.executable, str(SCRIPT), "--nproc-per-node", "2", *SMALL, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(SCRIPT), *SMALL, *args]  # fmt: skip
     return subprocess.Popen(
         cmd,
         env=ENV,
@@ -114,12 +119,22 @@ def _launch(tmp: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _quiet_ranks(err: str, launcher: str) -> None:
+    """No traceback at all from the script's launcher; under torchrun only torchrun's own failure report."""
+    if launcher == "script":
+        assert "Traceback" not in err, err[-5000:]
+    else:
+        assert err.count("Traceback") <= 1 and 'train_ssl.py", line' not in err, err[-5000:]
+        assert "torch/distributed/run.py" in err.split("Traceback", 1)[-1]
+
+
 @pytest.mark.timeout(300)
-def test_ctrl_c_stops_every_rank_with_one_line_and_the_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["script", "torchrun"])
+def test_ctrl_c_stops_every_rank_with_one_line_and_the_rerun_resumes(tmp_path: Path, launcher: str) -> None:
     src = _data(tmp_path)
     keys = tmp_path / "keys"
     run = ["--source", src, "--output-dir", str(tmp_path / "run"), "--batch-size", "4", "--save-every", "2"]
-    proc = _launch(tmp_path, *run, "--epochs", "1000", "--keys-log", str(keys))
+    proc = _launch(tmp_path, *run, "--epochs", "1000", "--keys-log", str(keys), launcher=launcher)
     logs = [Path(f"{keys}.rank{r}") for r in range(2)]
     deadline = time.monotonic() + 120
     while not all(p.exists() and p.read_text().count("\n") >= 3 for p in logs):
@@ -127,12 +142,14 @@ def test_ctrl_c_stops_every_rank_with_one_line_and_the_rerun_resumes(tmp_path: P
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 130, err[-3000:]
-    assert "Traceback" not in out + err, err[-5000:]
-    lines = [ln for ln in err.splitlines() if "SIGINT" in ln]
+    assert proc.returncode in ((130,) if launcher == "script" else (1, 130)), err[-3000:]
+    _quiet_ranks(out + err, launcher)
+    lines = [ln for ln in err.splitlines() if ln.startswith("rank ") and "SIGINT" in ln]
     assert sorted(ln.split(":")[0] for ln in lines) == ["rank 0", "rank 1"], err[-3000:]
     saved = int(re.search(r"the checkpoint of step (\d+)", lines[0]).group(1))  # type: ignore[union-attr]
     assert saved >= 2 and saved % 2 == 0
+    if launcher != "script":
+        return
     # the same command again continues from that checkpoint, and says so
     again = _launch(tmp_path, *run, "--epochs", "1000", "--max-steps", str(saved + 1))
     out, err = again.communicate(timeout=180)
@@ -141,12 +158,19 @@ def test_ctrl_c_stops_every_rank_with_one_line_and_the_rerun_resumes(tmp_path: P
 
 
 @pytest.mark.timeout(300)
-def test_option_error_on_the_ranks_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["script", "torchrun"])
+def test_option_error_on_the_ranks_is_one_line(tmp_path: Path, launcher: str) -> None:
     src = _data(tmp_path)  # 40 samples cannot fill 2 ranks x 32
-    proc = _launch(tmp_path, "--source", src, "--output-dir", str(tmp_path / "run"), "--batch-size", "32")
+    args = ["--source", src, "--output-dir", str(tmp_path / "run"), "--batch-size", "32"]
+    proc = _launch(tmp_path, *args, launcher=launcher)
     out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 2
-    assert out == "" and err.splitlines() == [
+    line = (
         "train_ssl: error: 40 samples cannot fill one batch of 32 on each of 2 ranks "
         "(use remainder='pad' or a smaller batch size)"
-    ], err[-5000:]
+    )
+    _quiet_ranks(out + err, launcher)
+    if launcher == "script":
+        assert proc.returncode == 2 and out == "" and err.splitlines() == [line], err[-5000:]
+    else:  # torchrun exits 1 after its report, which names the rank's exit status
+        assert proc.returncode == 1 and err.count("train_ssl: error") == 1 and line in err.splitlines()
+        assert "exitcode  : 2" in err, err[-3000:]
