@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A small, real SimCLR run on a pass-wds stream (CPU/gloo or GPU/NCCL), one process per rank.
+r"""A small, real SimCLR run on a pass-wds stream (CPU/gloo or GPU/NCCL), one process per rank.
 
 It exists to prove the loader end to end: a tiny ResNet and an NT-Xent loss train on two augmented views per
 image, and a checkpoint holds model, optimizer and loader state together, so a stopped run resumes on exactly
