@@ -492,19 +492,21 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
         return 0
 
+    def state() -> dict[str, Any]:
+        return {
+            "model": inner.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "loader": loader.state_dict(),
+            "step": step,
+            "identity": identity,
+            "args": vars(args),
+        }
+
     def checkpoint() -> None:
         nonlocal saved
         if rank == 0:
-            state = {
-                "model": inner.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "loader": loader.state_dict(),
-                "step": step,
-                "identity": identity,
-                "args": vars(args),
-            }
-            save_checkpoint(ckpt_path, state)
+            save_checkpoint(ckpt_path, state())
         if dist.is_initialized():
             dist.barrier()
         saved = step
@@ -513,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     t0, seen = time.perf_counter(), 0
     _TRAINING = True
+    clean = True  # False: a step failed half-way (a peer stopped first)
     try:
         while step < stop and loader.epoch < args.epochs and not _INTERRUPTED:
             for batch in loader:
@@ -541,21 +544,30 @@ def main(argv: list[str] | None = None) -> int:
         if not _INTERRUPTED:
             checkpoint()
     except Exception as e:
-        if not _INTERRUPTED:
-            time.sleep(
-                0.5
-            )  # a peer that stopped on Ctrl-C breaks our collective before our signal is handled
+        clean = False
+        if (
+            not _INTERRUPTED
+        ):  # a peer that stopped on Ctrl-C breaks our collective before our signal is handled
+            time.sleep(0.5)
         if not _INTERRUPTED:
             if isinstance(e, ShardError | StorageError):  # the data went bad mid-run: say which, in one line
                 sys.stderr.write(f"train_ssl: error (rank {rank}): {str(e).splitlines()[0]}\n")
                 quit_now(2)
             raise
     if _INTERRUPTED:
+        # Rank 0 stopped after a complete step: its model (DDP keeps ranks equal), optimizer and loader state
+        # are the run's at this step, so it saves them without waiting for the others.
+        if rank == 0 and clean and step > saved:
+            save_checkpoint(ckpt_path, state())
+            saved = step
+        where = (
+            f"; the checkpoint of step {saved} is in {args.output_dir}" if saved else "; no checkpoint yet"
+        )
         name = signal.Signals(_INTERRUPTED[0]).name
-        where = f"the checkpoint of step {saved}" if saved else "no checkpoint yet"
         sys.stderr.write(
-            f"rank {rank}: {name}, stopped at step {step} (epoch {loader.epoch}); {where} in {args.output_dir} "
-            "(rerun the same command to resume)\n"
+            f"rank {rank}: {name}, stopped at step {step} (epoch {loader.epoch})"
+            + (f"{where} (rerun the same command to resume)" if rank == 0 else "")
+            + "\n"
         )
         quit_now(128 + _INTERRUPTED[0])
     if rank == 0:

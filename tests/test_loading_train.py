@@ -146,8 +146,12 @@ def test_ctrl_c_stops_every_rank_with_one_line_and_the_rerun_resumes(tmp_path: P
     _quiet_ranks(out + err, launcher)
     lines = [ln for ln in err.splitlines() if ln.startswith("rank ") and "SIGINT" in ln]
     assert sorted(ln.split(":")[0] for ln in lines) == ["rank 0", "rank 1"], err[-3000:]
-    saved = int(re.search(r"the checkpoint of step (\d+)", lines[0]).group(1))  # type: ignore[union-attr]
-    assert saved >= 2 and saved % 2 == 0
+    stopped = {ln.split(":")[0]: int(re.search(r"stopped at step (\d+)", ln).group(1)) for ln in lines}  # type: ignore[union-attr]
+    saved = int(re.search(r"the checkpoint of step (\d+)", err).group(1))  # type: ignore[union-attr]
+    # rank 0 saves the step it stopped after, unless a peer stopped first and left that step half-done;
+    # then the last periodic checkpoint (--save-every 2) stands
+    assert saved == stopped["rank 0"] >= 3 or saved % 2 == 0 < saved <= stopped["rank 0"], err[-3000:]
+    assert abs(stopped["rank 1"] - stopped["rank 0"]) <= 1
     if launcher != "script":
         return
     # the same command again continues from that checkpoint, and says so
