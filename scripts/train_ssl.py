@@ -315,6 +315,8 @@ def agree(problem: str | None) -> None:
     bad = {i: p for i, p in enumerate(problems) if p}
     if not bad:
         return
+    global _TRAINING
+    _TRAINING = True  # from here a signal (the launcher ending the others) only gets recorded
     if not dist.is_initialized() or dist.get_rank() == 0:
         for msg in dict.fromkeys(bad.values()):
             ranks = [i for i, p in bad.items() if p == msg]
