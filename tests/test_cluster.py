@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -143,3 +145,20 @@ def test_two_nodes_stream_from_s3_once_per_node_and_one_node_resumes(
         ):
             kinds = Counter(f"{m} .{path.rsplit('.', 1)[-1]}" for m, path, _ in reqs)
             print(f"node {n}, {what}: {len(shards)} shards; requests {dict(sorted(kinds.items()))}")
+
+
+def test_the_sbatch_script_in_docs_parses() -> None:
+    """docs/cluster.md's sbatch script: valid bash, and torchrun and train_ssl.py accept its options."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import train_ssl
+    from torch.distributed.run import parse_args as torchrun_args
+
+    doc = (REPO / "docs" / "cluster.md").read_text()
+    script = re.search(r"## An sbatch script.*?```bash\n(.*?)```", doc, flags=re.S).group(1)  # type: ignore[union-attr]
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert script.startswith("#!/bin/bash\n#SBATCH")
+    words = shlex.split(script.split("srun ", 1)[1].replace("\\\n", " "), comments=True)
+    launch = torchrun_args(words[words.index("torchrun") + 1 :])
+    assert launch.rdzv_backend == "c10d" and launch.rdzv_endpoint == "$MASTER:29500"
+    args = train_ssl.parse_args(launch.training_script_args)
+    assert args.cache_dir and args.output_dir == "/shared/runs/pass-ssl" and args.source.startswith("s3://")
