@@ -43,7 +43,7 @@ def decode_only(data: bytes, ext: str, rng: np.random.Generator) -> dict[str, An
 class BenchConfig:
     """Options of ``pass-wds bench`` (one per flag)."""
 
-    source: str
+    source: str | list[str]
     recipe: str = "simclr"
     workers: int = 2
     batch_size: int = 64

@@ -8,7 +8,7 @@ import logging
 import os
 from typing import Any
 
-from pass_wds.cli.common import add_storage_options
+from pass_wds.cli.common import add_source, add_storage_options, source_arg
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from pass_wds.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(
-        source=args.source,
+        source=source_arg(args.source),
         recipe=args.recipe,
         workers=args.workers,
         batch_size=args.batch_size,
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         help="measure loader throughput (images/s, MB/s) and per-stage time on a source",
         description="Measure loader throughput (images/s, MB/s) and per-stage time on a source.",
     )
-    p.add_argument("source", help="index.json, brace pattern of shard URLs, or one shard URL")
+    add_source(p)
     p.add_argument(
         "--recipe",
         default="simclr",

@@ -383,7 +383,8 @@ def make_loader(
     recipe: str | Recipe | None = None,
     **options: Any,
 ) -> Loader:
-    """Build the loader for ``source`` (``index.json`` URL, brace pattern, or list of shard URLs).
+    """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace
+    pattern, or a list (see :mod:`pass_wds.dataset`).
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
     ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
