@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = f"{args.epochs} epochs x {loader.batches_per_epoch} steps = {total_steps} steps"
         if ckpt is not None:
             log.info(
-                "resuming from %s at step %d, epoch %d (same data and settings)",
+                "resumed from %s at step %d, epoch %d (same data and settings)",
                 ckpt_path,
                 step,
                 loader.epoch,

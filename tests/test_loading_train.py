@@ -84,7 +84,7 @@ def test_rerun_resumes_only_its_own_run_and_says_so(tmp_path: Path) -> None:
     assert first.returncode == 0 and "done: 3 steps" in first.stderr, first.stderr[-3000:]
     again = _script(tmp_path, *run, "--max-steps", "3")  # used to train 0 steps without a word
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming from" in again.stderr and "at step 3" in again.stderr
+    assert "resumed from" in again.stderr and "at step 3" in again.stderr
     assert "nothing to do" in again.stderr and "done:" not in again.stderr
     beyond = _script(tmp_path, *run, "--max-steps", "50")
     assert "--max-steps 50 is beyond 2 epochs x 10 steps = 20 steps" in beyond.stderr, beyond.stderr[-3000:]
