@@ -27,6 +27,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         batches=args.batches,
         device=args.device,
         colour=args.colour,
+        decode=args.decode,
         profile_samples=args.profile_samples,
         seed=args.seed,
         storage_options=getattr(args, "storage_options", {}) or {},
@@ -65,6 +66,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--colour", choices=["cpu", "device"], default=None, help="override where the recipe's colour runs"
+    )
+    p.add_argument(
+        "--decode",
+        choices=["accurate", "fast", "device"],
+        default=None,
+        help="override the recipe's decode (device: batched decode in the device stage; needs --device)",
     )
     p.add_argument(
         "--profile-samples", type=int, default=128, help="samples in the per-stage profile (default: 128)"
