@@ -87,7 +87,12 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-count", type=int, default=S, metavar="N", help="at most N samples per shard")
     p.add_argument("--seed", type=int, default=S, help="seed of the global shuffle (default: 0)")
     p.add_argument(
-        "-j", "--workers", type=int, default=S, metavar="N", help="parallel processes (default: 1)"
+        "-j",
+        "--workers",
+        type=int,
+        default=S,
+        metavar="N",
+        help="parallel processes (default: 1); with --cluster, Dask workers",
     )
     p.add_argument(
         "--validate",
@@ -138,6 +143,19 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=S,
         help="progress bar (default: on a terminal; plain log lines otherwise)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=S,
+        metavar="ADDRESS",
+        help="run the tasks on a running Dask cluster, e.g. tcp://host:8786 (needs pass-wds[dask])",
+    )
+    p.add_argument(
+        "--cluster",
+        default=S,
+        choices=("local", "slurm"),
+        help="start a Dask cluster: 'local' (--workers processes here) or 'slurm' (dask-jobqueue; the "
+        "slurm_* job options come from --config, see configs/dask-slurm.yaml)",
     )
     p.add_argument(
         "--shard-range",
@@ -270,7 +288,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         format=f"[{parser.prog}] %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
+    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio", "distributed", "tornado"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
         return int(args.func(args))

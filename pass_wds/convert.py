@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pass_wds import __version__, manifest, planning, sources, storage
+from pass_wds import __version__, executors, manifest, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.writing import (
     ShardResult,
@@ -30,7 +29,6 @@ from pass_wds.writing import (
     TaskItem,
     WriteOptions,
     estimate_json_size,
-    warm_up,
     write_shard,
 )
 
@@ -53,6 +51,9 @@ _OUTPUT_OPTIONS = (
     "max_image_pixels",
     "creator_column",
 )
+
+
+_ENGINE_OPTIONS = ("scheduler", "cluster")
 
 
 @dataclass
@@ -173,35 +174,62 @@ def attribution_columns(cfg: ConvertConfig, columns: list[str]) -> tuple[str, ..
 # --------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(cfg: ConvertConfig) -> Prepared:
-    """Expand inputs, read the allowlist, list every archive and folder, join, and plan the shards."""
+def check_inputs(cfg: ConvertConfig) -> list[sources.InputSpec]:
+    """The cheap checks, before any engine starts: options, inputs exist, metadata given, output writable."""
     cfg.validate_values()
+    executors.check(cfg)
     so = cfg.storage_options
     inputs = sources.expand_inputs(cfg.inputs, so)
     if cfg.metadata is None and not cfg.allow_missing_metadata:
         raise ConfigError(
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
         )
+    if cfg.metadata and not storage.exists(cfg.metadata, so):
+        raise ConfigError(f"metadata not found: {storage.redact(cfg.metadata)}")
     check_output_writable(str(cfg.output), so)
+    return inputs
+
+
+def prepare(
+    cfg: ConvertConfig,
+    executor: executors.Executor | None = None,
+    inputs: list[sources.InputSpec] | None = None,
+) -> Prepared:
+    """List every archive and folder (as tasks of ``executor``: on a cluster, where the bytes are), read the
+    allowlist meanwhile, then join and plan the shards here (the plan is small)."""
+    if inputs is None:
+        inputs = check_inputs(cfg)
+    so = cfg.storage_options
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
-    # Listing is I/O (archives are read sequentially; see sources.scan_tar), so threads list every input
-    # while this thread reads the metadata.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))), thread_name_prefix="pass-wds-list") as ex:
-        listed = [ex.submit(_list_one, job) for job in jobs]
-        md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
-        if md is not None:
-            log.info(
-                "read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0
+    own = executor is None
+    ex = executors.LocalExecutor(1) if executor is None else executor
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass-wds-metadata") as reader:
+            md_future = (
+                reader.submit(sources.read_metadata, cfg.metadata, cfg.key_column, so)
+                if cfg.metadata
+                else None
             )
-        listings = []
-        for spec, fut in zip(inputs, listed, strict=True):  # one line per archive: listing PASS takes a while
-            listing = fut.result()
-            log.info(
-                "listed %s: %d files, %d refused", spec.name, len(listing.items), len(listing.rejections)
-            )
-            listings.append(listing)
-    merged = sources.merge_listings(inputs, listings)
+            listings: list[sources.Listing | None] = [None] * len(inputs)
+            lines: list[tuple[str, int, int]] = []  # held while the metadata may still fail: one error line
+            for i, listing in ex.imap_unordered(_list_one, jobs, io=True):
+                listings[i] = listing
+                lines.append((inputs[i].name, len(listing.items), len(listing.rejections)))
+                if md_future is None or md_future.done() and md_future.exception() is None:
+                    for line in lines:  # one line per archive: listing PASS takes a while
+                        log.info("listed %s: %d files, %d refused", *line)
+                    lines = []
+            md = md_future.result() if md_future is not None else None
+            for line in lines:
+                log.info("listed %s: %d files, %d refused", *line)
+            md = md_future.result() if md_future is not None else None
+    finally:
+        if own:
+            ex.close()
+    if md is not None:
+        log.info("read %d metadata rows (%d columns)", len(md), len(md.columns))
+    merged = sources.merge_listings(inputs, [x for x in listings if x is not None])
     log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
     return build_plan(cfg, merged, md)
 
@@ -256,9 +284,10 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
     return Prepared(inputs, items, rows, md, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
 
 
-def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> sources.Listing:
+def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> tuple[int, sources.Listing]:
+    """A listing task (runs on a worker): the input's index and its listing."""
     spec, index, so = job
-    return sources.list_input(spec, index, so)
+    return index, sources.list_input(spec, index, so)
 
 
 def _task_item(inputs: list[sources.InputSpec], item: sources.SourceItem, row: str | None) -> TaskItem:
@@ -314,14 +343,9 @@ def plan_digest(
 def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
-    cfg.validate_values()
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
-    if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs
-        for _ in range(cfg.workers):
-            pool.submit(warm_up)
-    try:
-        prep = prepare(cfg)
+    inputs = check_inputs(cfg)
+    with executors.create(cfg) as ex:
+        prep = prepare(cfg, ex, inputs)
         finished = _already_complete(cfg, prep)
         if finished is not None:
             return finished
@@ -331,10 +355,7 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
                 f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
             )
         _claim_output(cfg, prep, partial=bounds is not None)
-        results, resumed = _write_all(cfg, prep, pool, progress, bounds)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        results, resumed = _write_all(cfg, prep, ex, progress, bounds)
     if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
         return Summary.of(str(cfg.output), results, started, shards_resumed=resumed, partial=bounds)
     summary = _finish(cfg, prep, results, started)
@@ -455,7 +476,7 @@ def _row(prep: Prepared, i: int) -> str | None:
 def _write_all(
     cfg: ConvertConfig,
     prep: Prepared,
-    pool: ProcessPoolExecutor | None,
+    executor: executors.Executor,
     progress: Callable[..., Any] | None,
     bounds: tuple[int, int] | None = None,
 ) -> tuple[list[ShardResult], int]:
@@ -483,20 +504,8 @@ def _write_all(
         bar.shard_done(result, len(prep.plan.shards[result.index]))
 
     try:
-        if pool is None:
-            for task in _tasks(cfg, prep, todo):
-                record(write_shard(task))
-        else:
-            pending: set[Future[ShardResult]] = set()
-            tasks = _tasks(cfg, prep, todo)
-            for task in tasks:  # keep a bounded window of tasks in flight: plans can have 10,000s of shards
-                pending.add(pool.submit(write_shard, task))
-                if len(pending) >= 2 * cfg.workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        record(fut.result())
-            for fut in pending:
-                record(fut.result())
+        for result in executor.imap_unordered(write_shard, _tasks(cfg, prep, todo)):
+            record(result)
     finally:
         bar.close()
     return [results[s] for s in sorted(results)], resumed
@@ -504,6 +513,9 @@ def _write_all(
 
 def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], started: float) -> Summary:
     out, so = str(cfg.output), cfg.storage_options
+    storage.remove_temp_files(
+        out, so
+    )  # a worker killed mid-shard leaves its temp file; its retry wrote the shard
     shard_rejections = [r for res in results for r in res.rejections]
     errors = [r.to_json() for r in prep.rejections] + shard_rejections
     storage.write_bytes(storage.join(out, manifest.ERRORS), manifest.jsonl(errors), so)
@@ -562,6 +574,10 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     config = to_dict(cfg)
     for private in ("storage_options", "overwrite", "progress", "output", "workers", "shard_range"):
         config.pop(private, None)
+    for engine in [k for k in config if k in _ENGINE_OPTIONS or k.startswith("slurm_")]:
+        config.pop(
+            engine
+        )  # where it ran is not part of what was made: a Dask run's index.json is a local one's
     config["inputs"] = [storage.redact(i) for i in cfg.inputs]
     config["metadata"] = storage.redact(cfg.metadata) if cfg.metadata else None
     index = manifest.build_index(
