@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from pass_wds import __version__, storage
+from pass_wds import __version__, executors, storage
 from pass_wds.config import ConfigError, ConvertConfig, from_dict, load_yaml
 
 
@@ -181,6 +181,14 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
     from pass_wds.convert import run
 
     cfg = config_from_args(args)
+    if cfg.scheduler or cfg.cluster:
+        executors.check(cfg)  # one line when the dask extra is missing
+        import distributed  # noqa: F401  (its import sets its loggers' levels: quiet them after it)
+
+        # the client logs tracebacks when a scheduler or worker goes away; ours is the one line users act on
+        for name in list(logging.root.manager.loggerDict):
+            if name.split(".")[0] in ("distributed", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     summary = run(cfg)
     for line in summary.lines():
         print(line)
@@ -288,7 +296,16 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         format=f"[{parser.prog}] %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio", "distributed", "tornado"):
+    for noisy in (
+        "botocore",
+        "aiobotocore",
+        "s3fs",
+        "fsspec",
+        "urllib3",
+        "asyncio",
+        "distributed",
+        "tornado",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
         return int(args.func(args))
@@ -298,6 +315,9 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except FileNotFoundError as e:
         print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
         return 2
+    except executors.EngineError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

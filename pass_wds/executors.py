@@ -12,11 +12,19 @@ an existing cluster, ``--cluster local`` starts a ``LocalCluster`` of ``--worker
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    CancelledError,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any, TypeVar
 
 from pass_wds.config import ConfigError, ConvertConfig
@@ -29,6 +37,10 @@ R = TypeVar("R")
 MISSING_DASK = (
     "--scheduler/--cluster need Dask: pip install 'pass-wds[dask]' (dask[distributed] and dask-jobqueue)"
 )
+
+
+class EngineError(RuntimeError):
+    """The execution engine itself failed (not a task): one line for the user, exit 1."""
 
 
 class Executor:
@@ -142,15 +154,31 @@ class DaskExecutor(Executor):
                     new = self.client.submit(fn, nxt, pure=False)
                     pending.add(new)
                     stream.add(new)
-                result = fut.result()
+                try:
+                    result = fut.result()
+                except Exception as e:
+                    raise self._lost(e) from None
                 fut.release()
                 yield result
         finally:
             if pending:
                 self.client.cancel(list(pending))
 
+    def _lost(self, e: Exception) -> Exception:
+        """A task's own error is raised as it is (as in a local run); losing the cluster is one line."""
+        from distributed import KilledWorker
+        from distributed.comm import CommClosedError
+
+        where = self.client.scheduler.address
+        if isinstance(e, KilledWorker):
+            return EngineError(f"a task was lost with every worker that ran it ({e}); rerun to resume")
+        if isinstance(e, CommClosedError | CancelledError) or self.client.status != "running":
+            return EngineError(f"lost the Dask scheduler at {where}; rerun the same command to resume")
+        return e
+
     def close(self) -> None:
-        self.client.close()
+        with contextlib.suppress(Exception):  # a lost scheduler cannot be closed politely
+            self.client.close(timeout=5)
         if self.cluster is not None:
             self.cluster.close()
 
