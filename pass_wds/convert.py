@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pass_wds import __version__, executors, manifest, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
@@ -28,7 +30,7 @@ from pass_wds.writing import (
     ShardTask,
     TaskItem,
     WriteOptions,
-    estimate_json_size,
+    estimate_json_sizes,
     write_shard,
 )
 
@@ -61,8 +63,8 @@ class Prepared:
     """Everything known before the first shard is written."""
 
     inputs: list[sources.InputSpec]
-    items: list[sources.SourceItem]
-    rows: list[int]  # row number in ``metadata`` per item, -1 for none
+    items: sources.Listing  # the items planned (columns)
+    rows: np.ndarray  # row number in ``metadata`` per item, -1 for none
     metadata: sources.Metadata | None
     rejections: list[sources.Rejection]
     unmatched_metadata: list[str]
@@ -235,53 +237,63 @@ def prepare(
 
 
 def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata | None) -> Prepared:
-    """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this)."""
+    """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this).
+
+    Column at a time: one hash join for the rows, Arrow string lengths for the JSON size estimate, an Arrow
+    sort for the key order; only rejected items become Python objects.
+    """
     inputs = merged.inputs
-    items: list[sources.SourceItem] = []
-    rows: list[int] = []
     rejections = list(merged.rejections)
-    matched = np.zeros(len(md) if md is not None else 0, dtype=bool)
-    for r in merged.rejections:
-        if md is not None and (i := md.index_of(r.key)) >= 0:
-            matched[i] = True
-    for item in merged.items:
-        row = md.index_of(item.key) if md is not None else -1
-        if row >= 0:
-            matched[row] = True
-        elif not cfg.allow_missing_metadata:
+    if md is not None:
+        rows = md.rows_of(merged.keys)
+        matched = np.zeros(len(md), dtype=bool)
+        matched[rows[rows >= 0]] = True
+        rejected_keys = [r.key for r in merged.rejections]
+        if rejected_keys:
+            hit = md.rows_of(pa.array(rejected_keys, pa.string()))
+            matched[hit[hit >= 0]] = True
+    else:
+        rows = np.full(len(merged), -1, dtype=np.int64)
+        matched = np.zeros(0, dtype=bool)
+    if cfg.allow_missing_metadata:
+        items = merged
+    else:
+        missing = np.flatnonzero(rows < 0)
+        keys, members = merged.keys.take(missing).to_pylist(), merged.members.take(missing).to_pylist()
+        for key, member, i in zip(keys, members, missing.tolist(), strict=True):
             rejections.append(
                 sources.Rejection(
-                    item.key,
-                    inputs[item.source].name,
-                    item.member,
-                    sources.MISSING_METADATA,
-                    "no metadata row",
+                    key, inputs[merged.source[i]].name, member, sources.MISSING_METADATA, "no metadata row"
                 )
             )
-            continue
-        items.append(item)
-        rows.append(row)
-    unmatched = sorted(k for k in md if not matched[md.index_of(k)]) if md is not None else []
+        keep = np.flatnonzero(rows >= 0)
+        items = merged.take(keep) if len(missing) else merged
+        rows = rows[keep]
+    unmatched: list[str] = []
+    if md is not None and not matched.all():
+        unmatched = sorted(md.keys_array.filter(pa.array(~matched)).to_pylist())
 
-    sizes = [
-        planning.sample_bytes(
-            item.size,
-            estimate_json_size(
-                item.key,
-                inputs[item.source].name,
-                item.member,
-                item.size,
-                md.body_size(row) if md and row >= 0 else None,
-            ),
-        )
-        for item, row in zip(items, rows, strict=True)
-    ]
+    name_len = np.array([len(_json_literal(spec.name)) for spec in inputs] or [0], dtype=np.int64)
+    body_sizes = md.body_sizes()[rows] if md is not None and len(md) else None
+    json_sizes = estimate_json_sizes(
+        items.keys,
+        name_len[items.source],
+        items.members,
+        items.sizes,
+        np.where(rows >= 0, body_sizes, -1) if body_sizes is not None else None,
+    )
+    sizes = planning.samples_bytes(items.sizes, json_sizes)
+    del json_sizes, body_sizes
     plan = planning.plan_shards(
-        [i.key for i in items], sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
+        items.keys, sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
     )
     attr = attribution_columns(cfg, md.columns if md is not None else [])
     digest = plan_digest(cfg, inputs, items, rows, md, plan, attr)
     return Prepared(inputs, items, rows, md, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
+
+
+def _json_literal(text: str) -> bytes:
+    return json.encoder.encode_basestring(text).encode("utf-8")  # type: ignore[attr-defined,no-any-return]
 
 
 def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> tuple[int, sources.Listing]:
@@ -290,19 +302,35 @@ def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> tuple[int, 
     return index, sources.list_input(spec, index, so)
 
 
-def _task_item(inputs: list[sources.InputSpec], item: sources.SourceItem, row: str | None) -> TaskItem:
-    """What a shard writer needs for one item (built per shard, when the task is sent)."""
-    spec = inputs[item.source]
-    return TaskItem(
-        key=item.key,
-        url=sources.item_url(inputs, item),
-        source=spec.name,
-        member=item.member,
-        offset=item.offset,
-        size=item.size,
-        from_tar=spec.kind == "tar",
-        row=row,
-    )
+def _task_items(prep: Prepared, idx: np.ndarray) -> list[TaskItem]:
+    """What a shard writer needs for the items ``idx`` (built per shard, when its task is sent)."""
+    items, inputs = prep.items, prep.inputs
+    keys, members = items.keys.take(idx).to_pylist(), items.members.take(idx).to_pylist()
+    source = items.source[idx].tolist()
+    rows = prep.metadata.bodies(prep.rows[idx].tolist()) if prep.metadata is not None else [None] * len(idx)
+    urls = sources.item_urls(inputs, source, members)
+    return [
+        TaskItem(
+            key=k,
+            url=u,
+            source=inputs[s].name,
+            member=m,
+            offset=o,
+            size=z,
+            from_tar=inputs[s].kind == "tar",
+            row=r,
+        )
+        for k, u, s, m, o, z, r in zip(
+            keys,
+            urls,
+            source,
+            members,
+            items.offsets[idx].tolist(),
+            items.sizes[idx].tolist(),
+            rows,
+            strict=True,
+        )
+    ]
 
 
 def output_options(cfg: ConvertConfig) -> dict[str, Any]:
@@ -313,28 +341,56 @@ def output_options(cfg: ConvertConfig) -> dict[str, Any]:
 def plan_digest(
     cfg: ConvertConfig,
     inputs: list[sources.InputSpec],
-    items: list[sources.SourceItem],
-    rows: list[int],
+    items: sources.Listing,
+    rows: np.ndarray,
     md: sources.Metadata | None,
     plan: planning.ShardPlan,
     attr: tuple[str, ...],
 ) -> str:
-    """Identifies the output a plan will produce: format version, output options, and every planned item."""
+    """Identifies the output a plan will produce: format version, output options, and every planned item.
 
-    names = [spec.name for spec in inputs]
+    Each shard contributes its items' ``key, input, member, offset, size, row`` lines; they are joined by
+    Arrow a million items at a time, and each shard's text is a slice of that buffer.
+    """
+    names = pa.array([spec.name for spec in inputs], pa.string())
+    order, bounds = plan.shards.order, plan.shards.bounds
+
+    def shard_texts() -> Iterator[bytes]:
+        s = 0
+        while s < len(plan.shards):
+            e = s + 1  # shards [s, e) of about a million items together
+            while e < len(plan.shards) and bounds[e + 1] - bounds[s] <= _DIGEST_BATCH:
+                e += 1
+            idx = order[bounds[s] : bounds[e]]
+            cols = [
+                items.keys.take(idx),
+                names.take(pa.array(items.source[idx])),
+                items.members.take(idx),
+                *(pc.cast(pa.array(col[idx]), pa.string()) for col in (items.offsets, items.sizes, rows)),
+            ]
+            lines = pc.binary_join_element_wise(*cols, "\t")
+            lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends in a newline
+            if isinstance(lines, pa.ChunkedArray):
+                lines = lines.combine_chunks()
+            lines = lines.cast(pa.large_string())
+            offs = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+            data = memoryview(lines.buffers()[2])
+            for k in range(s, e):
+                a, b = offs[bounds[k] - bounds[s]], offs[bounds[k + 1] - bounds[s]]
+                yield bytes(data[a : b - 1]) if b > a else b""  # without the last newline
+            s = e
 
     def parts() -> Iterator[str | bytes]:
         yield "pass-wds-shards-v1"
         yield json.dumps(output_options(cfg), sort_keys=True)
         yield json.dumps(attr)
         yield md.digest() if md is not None else ""
-        for shard in plan.shards:
-            yield "\n".join(
-                f"{items[i].key}\t{names[items[i].source]}\t{items[i].member}\t{items[i].offset}\t{items[i].size}\t{rows[i]}"
-                for i in shard
-            )
+        yield from shard_texts()
 
     return planning.digest(parts())
+
+
+_DIGEST_BATCH = 1 << 20
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -463,14 +519,9 @@ def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[Shar
             index=s,
             url=storage.join(out, manifest.shard_name(cfg.name, s)),
             idx_url=storage.join(out, manifest.idx_name(cfg.name, s)),
-            items=[_task_item(prep.inputs, prep.items[i], _row(prep, i)) for i in prep.plan.shards[s]],
+            items=_task_items(prep, prep.plan.shards.array(s)),
             options=opts,
         )
-
-
-def _row(prep: Prepared, i: int) -> str | None:
-    r = prep.rows[i]
-    return prep.metadata.body(r) if prep.metadata is not None and r >= 0 else None
 
 
 def _write_all(

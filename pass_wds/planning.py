@@ -12,8 +12,11 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 BLOCK = 512
 END_OF_ARCHIVE = 2 * BLOCK
@@ -35,6 +38,12 @@ def sample_bytes(image_size: int, json_size: int) -> int:
     return member_bytes(image_size) + member_bytes(json_size)
 
 
+def samples_bytes(image_sizes: np.ndarray, json_sizes: np.ndarray) -> np.ndarray:
+    """:func:`sample_bytes` of arrays."""
+    pad = BLOCK - 1
+    return 2 * BLOCK + (image_sizes + pad) // BLOCK * BLOCK + (json_sizes + pad) // BLOCK * BLOCK  # type: ignore[no-any-return]
+
+
 def safe_key(key: str) -> str:
     """A sample key that webdataset, wids, DALI and GNU tar all split the same way.
 
@@ -49,18 +58,60 @@ def safe_key(key: str) -> str:
     return f"{cleaned[: MAX_KEY_LEN - 13]}_{digest}" if cleaned else f"k_{digest}"
 
 
+class Shards(Sequence[list[int]]):
+    """The shards of a plan as a sequence of item-index lists, backed by one flat array (no per-item
+    objects): ``shards[s]`` is ``order[bounds[s]:bounds[s + 1]]``."""
+
+    def __init__(self, order: np.ndarray, bounds: np.ndarray) -> None:
+        self.order = order
+        self.bounds = bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @overload
+    def __getitem__(self, s: int) -> list[int]: ...
+    @overload
+    def __getitem__(self, s: slice) -> list[list[int]]: ...
+    def __getitem__(self, s: int | slice) -> list[int] | list[list[int]]:
+        if isinstance(s, slice):
+            return [self[i] for i in range(*s.indices(len(self)))]
+        return self.array(s).tolist()  # type: ignore[no-any-return]
+
+    def array(self, s: int) -> np.ndarray:
+        if not -len(self) <= s < len(self):
+            raise IndexError(s)
+        s %= len(self)
+        return self.order[self.bounds[s] : self.bounds[s + 1]]
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Shards):
+            return bool(np.array_equal(self.order, other.order) and np.array_equal(self.bounds, other.bounds))
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Shards({len(self)} shards, {len(self.order)} items)"
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """Which items go to which shard, in write order, and each shard's predicted size in bytes."""
 
-    shards: list[list[int]]
+    shards: Shards
     shard_bytes: list[int]
     seed: int
     target_bytes: int
 
     @property
     def num_samples(self) -> int:
-        return sum(len(s) for s in self.shards)
+        return len(self.shards.order)
 
     def spread(self) -> dict[str, float]:
         """Size balance: min/max/mean and the largest deviation from the mean, in percent."""
@@ -72,8 +123,18 @@ class ShardPlan:
         return {"min": int(sizes.min()), "max": int(sizes.max()), "mean": mean, "max_dev_pct": dev}
 
 
+def key_order(keys: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Indices that sort ``keys`` as Python's ``sorted`` does (stable; UTF-8 byte order is code point order),
+    computed by Arrow rather than by sorting 14M Python strings."""
+    arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(list(keys), pa.string())
+    return pc.sort_indices(arr).to_numpy().astype(np.int64)  # type: ignore[no-any-return]
+
+
+_DEAL_CHUNK = 1 << 20  # items converted to Python ints at a time by the dealing loop
+
+
 def plan_shards(
-    keys: Sequence[str],
+    keys: Sequence[str] | pa.Array | pa.ChunkedArray,
     sizes: Sequence[int] | np.ndarray,
     *,
     target_bytes: int,
@@ -87,6 +148,7 @@ def plan_shards(
     generator. The number of shards is ``round(total / target_bytes)`` (more if ``max_count`` requires); items
     are dealt largest first to the currently smallest shard with room (ties in shuffled order), so shard sizes
     differ by at most one sample's bytes (in practice far less), and each shard is written in shuffled order.
+    Keys may be an Arrow string column; everything per item stays in arrays.
     """
     n = len(keys)
     if len(sizes) != n:
@@ -96,11 +158,12 @@ def plan_shards(
     if max_count is not None and max_count < 1:
         raise ValueError("max_count must be >= 1")
     if n == 0:
-        return ShardPlan([], [], seed, target_bytes)
+        return ShardPlan(Shards(np.zeros(0, np.int64), np.zeros(1, np.int64)), [], seed, target_bytes)
     size_arr = np.asarray(sizes, dtype=np.int64)
-    order = np.array(sorted(range(n), key=keys.__getitem__), dtype=np.int64)
+    order = key_order(keys)
     rng = np.random.Generator(np.random.PCG64(seed))
     sequence = order[rng.permutation(n)]
+    del order
 
     total = int(size_arr.sum())
     num_shards = max(1, round(total / target_bytes))
@@ -111,21 +174,33 @@ def plan_shards(
 
     # Largest-first greedy: deal items from the biggest down (ties keep the shuffled order) to the lightest
     # shard. Membership stays random (equal sizes are dealt in shuffled order) and the spread is far below one
-    # image. Each shard is then written in shuffled order.
-    position = np.empty(n, dtype=np.int64)
-    position[sequence] = np.arange(n)
+    # image. The heap holds (bytes so far, shard id): ties go to the lowest id.
     deal = sequence[np.argsort(-size_arr[sequence], kind="stable")]
-    members: list[list[int]] = [[] for _ in range(num_shards)]
+    shard_of = np.empty(n, dtype=np.int32)
     loads = [END_OF_ARCHIVE] * num_shards
-    heap = [(END_OF_ARCHIVE, s) for s in range(num_shards)]  # (bytes so far, shard id): ties → lowest id
-    for idx in deal.tolist():
-        load, s = heapq.heappop(heap)
-        members[s].append(idx)
-        loads[s] = load + int(size_arr[idx])
-        if len(members[s]) < cap:
-            heapq.heappush(heap, (loads[s], s))
-    shards = [sorted(m, key=position.__getitem__) for m in members]
-    return ShardPlan(shards, loads, seed, target_bytes)
+    counts = [0] * num_shards
+    heap = [(END_OF_ARCHIVE, s) for s in range(num_shards)]
+    for a in range(0, n, _DEAL_CHUNK):
+        idx = deal[a : a + _DEAL_CHUNK]
+        dealt = []
+        for size in size_arr[idx].tolist():
+            load, s = heap[0]
+            load += size
+            loads[s] = load
+            dealt.append(s)
+            counts[s] += 1
+            if counts[s] < cap:
+                heapq.heapreplace(heap, (load, s))
+            else:
+                heapq.heappop(heap)
+        shard_of[idx] = dealt
+    del deal
+    # Each shard in shuffled order: a stable sort of the shuffled sequence by shard.
+    by_shard = np.argsort(shard_of[sequence], kind="stable")
+    flat = sequence[by_shard]
+    bounds = np.zeros(num_shards + 1, dtype=np.int64)
+    np.cumsum(np.bincount(shard_of, minlength=num_shards), out=bounds[1:])
+    return ShardPlan(Shards(flat, bounds), loads, seed, target_bytes)
 
 
 def digest(parts: Iterable[str | bytes]) -> str:
