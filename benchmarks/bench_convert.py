@@ -18,7 +18,8 @@ processes).
 per N against N = 1 measured in the same run (the cluster is started before the clock, as an existing one).
 
     python benchmarks/bench_convert.py [--images 20000 | --quick] [--repeats 3] [--cases cp,ms-nv-1,...]
-    python benchmarks/bench_convert.py --quick --cases ms-v-2,ms-dask-2 --scaling 1,2,3,4 --result convert_dask
+    python benchmarks/bench_convert.py --cases ms-v-2,ms-dask-2 --shard-size 64MB --scaling 1,2,3,4 \
+        --result convert_dask
 """
 
 from __future__ import annotations
@@ -54,11 +55,13 @@ PY = sys.executable
 BASE = REPO / "benchmarks" / "baselines"
 
 
-def case_commands(raw: Path, out: Path, cores: int) -> dict[str, tuple[str, list[str]]]:
+def case_commands(
+    raw: Path, out: Path, cores: int, shard_size: str = "256MB"
+) -> dict[str, tuple[str, list[str]]]:
     """name → (description, argv). ``out`` does not exist before a case and is removed after it."""
     tars = sorted(str(p) for p in raw.glob("PASS.*.tar"))
     ms = [PY, "-m", "pass_wds.cli", "make-shards", *tars, "--metadata", str(raw / "pass_metadata.csv")]
-    ms += ["--output", str(out), "--shard-size", "256MB", "--no-progress"]
+    ms += ["--output", str(out), "--shard-size", shard_size, "--no-progress"]
     cases: dict[str, tuple[str, list[str]]] = {
         "cp": ("cp of the raw tars (+ sync): the I/O floor", ["sh", "-c", f'mkdir -p "{out}" && cp {" ".join(tars)} "{out}/"']),
         "ms-nv-1": ("make-shards --no-validate --workers 1", [*ms, "--no-validate", "--workers", "1"]),
@@ -114,6 +117,7 @@ def main() -> None:
         help="use images derived from the corpus photos (bench-data/photos-N); writes convert_photos.json",
     )
     ap.add_argument("--scaling", default="", help="worker counts of the simulated multi-node run, e.g. 1,2,4")
+    ap.add_argument("--shard-size", default="256MB", help="make-shards --shard-size (default 256MB)")
     ap.add_argument("--result", default=None, help="results/<NAME>.json (default: convert or convert_photos)")
     args = ap.parse_args()
     images = QUICK_IMAGES if args.quick else args.images
@@ -123,7 +127,7 @@ def main() -> None:
     raw = raw_dataset(images, photos=args.photos)
     in_bytes = raw_bytes(raw)
     out = DATA / "convert-out"
-    cases = case_commands(raw, out, cores)
+    cases = case_commands(raw, out, cores, args.shard_size)
     if args.cases:
         wanted = args.cases.split(",")
         unknown = [c for c in wanted if c not in cases]
@@ -247,7 +251,7 @@ def scaling_run(
                 c.wait_for_workers(n, timeout=120)
                 address = _json.loads(sched_file.read_text())["address"]
             argv = [PY, "-m", "pass_wds.cli", "make-shards", *tars, "--metadata", str(raw / "pass_metadata.csv"),
-                    "--output", str(out), "--shard-size", "256MB", "--no-progress", "--scheduler", address]  # fmt: skip
+                    "--output", str(out), "--shard-size", shard_size, "--no-progress", "--scheduler", address]  # fmt: skip
             walls = [run_case(argv, out, False)["wall_s"] for _ in range(repeats)]
         finally:
             for p in procs:

@@ -350,7 +350,7 @@ def plan_digest(
     """Identifies the output a plan will produce: format version, output options, and every planned item.
 
     Each shard contributes its items' ``key, input, member, offset, size, row`` lines; they are joined by
-    Arrow a million items at a time, and each shard's text is a slice of that buffer.
+    Arrow a quarter million items at a time, and each shard's text is a slice of that buffer.
     """
     names = pa.array([spec.name for spec in inputs], pa.string())
     order, bounds = plan.shards.order, plan.shards.bounds
@@ -358,7 +358,7 @@ def plan_digest(
     def shard_texts() -> Iterator[bytes]:
         s = 0
         while s < len(plan.shards):
-            e = s + 1  # shards [s, e) of about a million items together
+            e = s + 1  # shards [s, e) of up to _DIGEST_BATCH items together (or one larger shard)
             while e < len(plan.shards) and bounds[e + 1] - bounds[s] <= _DIGEST_BATCH:
                 e += 1
             idx = order[bounds[s] : bounds[e]]
@@ -390,7 +390,7 @@ def plan_digest(
     return planning.digest(parts())
 
 
-_DIGEST_BATCH = 1 << 20
+_DIGEST_BATCH = 1 << 18
 
 
 # ------------------------------------------------------------------------------------------------- run
