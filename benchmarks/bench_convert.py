@@ -225,7 +225,7 @@ def main() -> None:
 
 
 def scaling_run(
-    raw: Path, images: int, in_bytes: int, counts: list[int], repeats: int
+    raw: Path, images: int, in_bytes: int, counts: list[int], repeats: int, shard_size: str
 ) -> list[dict[str, Any]]:
     """Throughput of make-shards --scheduler against N single-threaded dask workers on loopback."""
     import json as _json
