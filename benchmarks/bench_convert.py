@@ -202,11 +202,8 @@ def main() -> None:
         print(
             f"target: Dask LocalCluster within 1.15x of local processes ({cores} workers): {dask_vs_local:.2f}x {verdict}"
         )
-    scaling = (
-        scaling_run(raw, images, in_bytes, [int(n) for n in args.scaling.split(",")], repeats)
-        if args.scaling
-        else None
-    )
+    counts = [int(n) for n in args.scaling.split(",")] if args.scaling else []
+    scaling = scaling_run(raw, images, in_bytes, counts, repeats, args.shard_size) if counts else None
     write_result(
         args.result or ("convert_photos" if args.photos else "convert"),
         {
