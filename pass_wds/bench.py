@@ -18,18 +18,14 @@ Two measurements on the same shards:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchConfig", "BenchResult", "add_bench_parser", "decode_only", "run_bench"]
+__all__ = ["BenchConfig", "BenchResult", "decode_only", "run_bench"]
 
 SPECIAL_RECIPES = ("none", "decode")
 PREFETCH_FACTOR = 2
@@ -236,68 +232,3 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         stages=stages,
         profiled=profiled,
     )
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.batches < 1 or args.batch_size < 1 or args.workers < 0 or args.profile_samples < 1:
-        print(
-            "pass-wds bench: error: --batches, --batch-size and --profile-samples must be >= 1, --workers >= 0"
-        )
-        return 2
-    cfg = BenchConfig(
-        source=args.source,
-        recipe=args.recipe,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        batches=args.batches,
-        device=args.device,
-        colour=args.colour,
-        profile_samples=args.profile_samples,
-        seed=args.seed,
-        storage_options=getattr(args, "storage_options", {}) or {},
-    )
-    # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
-    logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
-    result = run_bench(cfg)
-    for line in result.lines():
-        print(line, flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
-    return 0
-
-
-def add_bench_parser(subparsers: Any) -> None:
-    """Register ``pass-wds bench`` (found by ``pass_wds.cli``)."""
-    from pass_wds.cli import add_storage_options
-
-    p = subparsers.add_parser(
-        "bench",
-        help="measure loader throughput (images/s, MB/s) and per-stage time on a source",
-        description=(__doc__ or "").split("\n\n")[0],
-    )
-    p.add_argument("source", help="index.json, brace pattern of shard URLs, or one shard URL")
-    p.add_argument(
-        "--recipe",
-        default="simclr",
-        help="eval | simclr | mocov2 | byol | dino | swav | recipe.yaml | decode | none (default: simclr)",
-    )
-    p.add_argument(
-        "-j", "--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers"
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="per batch (default: 64)")
-    p.add_argument("--batches", type=int, default=20, help="batches timed after the first (default: 20)")
-    p.add_argument(
-        "--device", default=None, help="run the batched colour stage there (cpu, cuda); default: none"
-    )
-    p.add_argument(
-        "--colour", choices=["cpu", "device"], default=None, help="override where the recipe's colour runs"
-    )
-    p.add_argument(
-        "--profile-samples", type=int, default=128, help="samples in the per-stage profile (default: 128)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    add_storage_options(p)
-    p.set_defaults(func=_cmd_bench)

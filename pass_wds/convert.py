@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pass_wds import __version__, executors, manifest, planning, sources, storage
+from pass_wds import __version__, executors, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
+from pass_wds.format import manifest, reasons
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
@@ -225,7 +226,6 @@ def prepare(
             md = md_future.result() if md_future is not None else None
             for line in lines:
                 log.info("listed %s: %d files, %d refused", *line)
-            md = md_future.result() if md_future is not None else None
     finally:
         if own:
             ex.close()
@@ -263,7 +263,7 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
         for key, member, i in zip(keys, members, missing.tolist(), strict=True):
             rejections.append(
                 sources.Rejection(
-                    key, inputs[merged.source[i]].name, member, sources.MISSING_METADATA, "no metadata row"
+                    key, inputs[merged.source[i]].name, member, reasons.MISSING_METADATA, "no metadata row"
                 )
             )
         keep = np.flatnonzero(rows >= 0)
@@ -596,7 +596,6 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     )
 
     sizes = [r.filesize for r in results]
-    mean = sum(sizes) / len(sizes) if sizes else 0.0
     stats = {
         "samples_written": summary.samples,
         "shards": summary.shards,
@@ -606,13 +605,7 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
         "metadata_rows": prep.metadata_rows,
         "metadata_without_image": summary.metadata_without_image,
         "bytes": {"input_images": summary.input_bytes, "output": summary.output_bytes},
-        "shard_bytes": {
-            "min": min(sizes, default=0),
-            "max": max(sizes, default=0),
-            "mean": mean,
-            "max_dev_pct": (max(abs(s - mean) for s in sizes) / mean * 100) if mean else 0.0,
-            "target": cfg.shard_bytes,
-        },
+        "shard_bytes": {**manifest.size_spread(sizes), "target": cfg.shard_bytes},
         "shard_samples": {
             "min": min((r.nsamples for r in results), default=0),
             "max": max((r.nsamples for r in results), default=0),

@@ -10,7 +10,6 @@ it is sent and the upload is discarded if the bytes differ from index.json.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -26,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pass_wds import manifest, storage
+from pass_wds import storage
+from pass_wds.format import manifest
 
 log = logging.getLogger(__name__)
 
@@ -294,74 +294,3 @@ def brace_patterns(names: list[str]) -> list[str]:
         run.append(cur)
     flush()
     return out
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def _storage_options_arg(p: argparse.ArgumentParser) -> None:
-    from pass_wds.cli import add_storage_options  # the CLI's one definition of the flag
-
-    add_storage_options(p, default={})
-
-
-def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "upload",
-        help="copy a finished local output to S3 or another fsspec store (resumable)",
-        description="Copy a finished local make-shards output to URL in parallel: shards, .idx files, "
-        "stats.json, errors.jsonl, attribution.csv, then index.json last. Objects already present with the "
-        "right size are skipped; --verify also reads them back and compares sha256.",
-    )
-    p.add_argument("local_out", help="local output folder (contains index.json)")
-    p.add_argument("url", help="destination, e.g. s3://bucket/pass-wds/v1")
-    p.add_argument("-j", "--workers", type=int, default=8, help="parallel uploads (default: 8)")
-    p.add_argument("--verify", action="store_true", help="read back existing objects and compare sha256")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at URL")
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
-    )
-    _storage_options_arg(p)
-    p.set_defaults(func=cmd_upload)
-    return p
-
-
-def cmd_upload(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise storage.StorageError(f"--workers must be >= 1, got {args.workers}")
-    report = upload(
-        args.local_out,
-        args.url,
-        workers=args.workers,
-        storage_options=args.storage_options,
-        verify=args.verify,
-        overwrite=args.overwrite,
-        progress=args.progress,
-    )
-    mb = report.bytes_uploaded / 1e6
-    print(
-        f"uploaded {len(report.uploaded)} objects ({mb:,.1f} MB), skipped {len(report.skipped)} already present, "
-        f"in {report.seconds:.1f}s → {storage.redact(args.url, args.storage_options)}"
-    )
-    return 0
-
-
-def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "urls",
-        help="print absolute shard URLs (or brace patterns) of an output",
-        description="Print the absolute URL of every shard of an output, one per line, resolved against "
-        "--base (where the output is hosted) or the location of index.json.",
-    )
-    p.add_argument("source", help="output folder/URL or its index.json")
-    p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
-    p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
-    _storage_options_arg(p)
-    p.set_defaults(func=cmd_urls)
-    return p
-
-
-def cmd_urls(args: argparse.Namespace) -> int:
-    for u in urls(args.source, base=args.base, brace=args.brace, storage_options=args.storage_options):
-        print(u)
-    return 0

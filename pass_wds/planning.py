@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -18,44 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-BLOCK = 512
-END_OF_ARCHIVE = 2 * BLOCK
-MAX_KEY_LEN = 64
-_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def padded(size: int) -> int:
-    """Bytes a member's data occupies in a tar (rounded up to whole 512-byte blocks)."""
-    return -(-size // BLOCK) * BLOCK
-
-
-def member_bytes(size: int) -> int:
-    """True tar footprint of one member: its ustar header plus padded data."""
-    return BLOCK + padded(size)
-
-
-def sample_bytes(image_size: int, json_size: int) -> int:
-    return member_bytes(image_size) + member_bytes(json_size)
+from pass_wds.format.manifest import size_spread
+from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE
 
 
 def samples_bytes(image_sizes: np.ndarray, json_sizes: np.ndarray) -> np.ndarray:
-    """:func:`sample_bytes` of arrays."""
+    """:func:`pass_wds.format.tar.sample_bytes` of arrays (planning 14M items without a call each)."""
     pad = BLOCK - 1
     return 2 * BLOCK + (image_sizes + pad) // BLOCK * BLOCK + (json_sizes + pad) // BLOCK * BLOCK  # type: ignore[no-any-return]
-
-
-def safe_key(key: str) -> str:
-    """A sample key that webdataset, wids, DALI and GNU tar all split the same way.
-
-    Keys of ASCII letters, digits, ``_`` and ``-`` up to 64 characters are kept as they are (all PASS hashes);
-    anything else (dots, spaces, non-ASCII, very long names) is made safe and suffixed with a hash of the
-    original, so two different keys can never collide. The original is kept in the sample's JSON.
-    """
-    if len(key) <= MAX_KEY_LEN and _SAFE_KEY.fullmatch(key):
-        return key
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", key.encode("ascii", "replace").decode("ascii")).strip("_")
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
-    return f"{cleaned[: MAX_KEY_LEN - 13]}_{digest}" if cleaned else f"k_{digest}"
 
 
 class Shards(Sequence[list[int]]):
@@ -115,12 +84,7 @@ class ShardPlan:
 
     def spread(self) -> dict[str, float]:
         """Size balance: min/max/mean and the largest deviation from the mean, in percent."""
-        if not self.shard_bytes:
-            return {"min": 0, "max": 0, "mean": 0.0, "max_dev_pct": 0.0}
-        sizes = np.asarray(self.shard_bytes, dtype=np.float64)
-        mean = float(sizes.mean())
-        dev = float(np.abs(sizes - mean).max() / mean * 100) if mean else 0.0
-        return {"min": int(sizes.min()), "max": int(sizes.max()), "mean": mean, "max_dev_pct": dev}
+        return size_spread(self.shard_bytes)
 
 
 def key_order(keys: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -143,7 +107,7 @@ def plan_shards(
 ) -> ShardPlan:
     """Shuffle items globally with ``seed`` and deal them into byte-balanced shards.
 
-    ``sizes`` are each sample's true tar footprint (see :func:`sample_bytes`). Items are first put in key
+    ``sizes`` are each sample's true tar footprint (see :func:`pass_wds.format.tar.sample_bytes`). Items are first put in key
     order, so the plan does not depend on the order inputs were listed in, then permuted with a PCG64
     generator. The number of shards is ``round(total / target_bytes)`` (more if ``max_count`` requires); items
     are dealt largest first to the currently smallest shard with room (ties in shuffled order), so shard sizes

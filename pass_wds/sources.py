@@ -27,18 +27,9 @@ import pyarrow.compute as pc
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
-from pass_wds.planning import BLOCK, padded
-
-# Reason names written to errors.jsonl (a stable vocabulary other tools can rely on).
-CORRUPT = "corrupt"
-EMPTY = "empty"
-NOT_AN_IMAGE = "not-an-image"
-BOMB = "decompression-bomb"
-MISSING_METADATA = "missing-metadata"
-DUPLICATE_KEY = "duplicate-key"
-NOT_REGULAR = "not-a-regular-file"
-UNSAFE_PATH = "unsafe-path"
-READ_ERROR = "read-error"
+from pass_wds.format.keys import is_unsafe, key_of
+from pass_wds.format.reasons import CORRUPT, DUPLICATE_KEY, NOT_REGULAR, UNSAFE_PATH
+from pass_wds.format.tar import TarDamaged, TarEntry, scan_tar
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
@@ -153,20 +144,6 @@ def _chunked(a: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     return a if isinstance(a, pa.ChunkedArray) else pa.chunked_array([a])
 
 
-def key_of(member: str) -> str:
-    """The key of an image is its file name without the last extension (``dir/ab12.jpeg`` → ``ab12``)."""
-    base = posixpath.basename(member)
-    stem, dot, _ext = base.rpartition(".")
-    return stem if dot and stem else base
-
-
-def is_unsafe(member: str) -> bool:
-    """Absolute paths and paths with a ``..`` component are never followed or written anywhere."""
-    if member.startswith("/") or member.startswith("\\") or re.match(r"^[A-Za-z]:", member):
-        return True
-    return ".." in re.split(r"[/\\]", member)
-
-
 def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputSpec]:
     """Expand paths, globs and brace patterns (``PASS.{0..9}.tar``) into existing tar files and folders."""
     specs: list[InputSpec] = []
@@ -214,165 +191,6 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
     raise ConfigError(
         f"unsupported input (expected a .tar archive or a folder of images): {storage.redact(url)}"
     )
-
-
-_TAR_CHUNK = 8 << 20  # listing reads archives sequentially in blocks this large
-_ZERO_BLOCK = bytes(BLOCK)
-_REGULAR = (b"0", b"\0", b"7")  # regular file, old regular file, contiguous file (tarfile's REGULAR_TYPES)
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, fifos: data is never skipped
-_TYPE_NAMES = {
-    b"1": "hard link",
-    b"2": "symlink",
-    b"3": "character device",
-    b"4": "block device",
-    b"5": "directory",
-    b"6": "fifo",
-    b"S": "sparse file",
-}
-
-
-class TarDamaged(Exception):
-    """The archive is unreadable from this point on (what was listed before it stays valid)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TarEntry:
-    """One member header: its name, type flag, where its data starts and how long it is."""
-
-    name: str
-    type: bytes
-    offset_data: int
-    size: int
-    sparse: bool = False
-
-    @property
-    def isreg(self) -> bool:
-        return self.type in _REGULAR and not self.sparse
-
-    def kind(self) -> str:
-        if self.sparse:
-            return "sparse file (stored bytes are not the file's contents)"
-        return _TYPE_NAMES.get(self.type, f"type {self.type!r}")
-
-
-def _tar_number(field: bytes) -> int:
-    """A numeric header field: NUL/space-terminated octal, or GNU base-256 (first byte 0x80 or 0xff)."""
-    if field[:1] in (b"\x80", b"\xff"):
-        n = int.from_bytes(field[1:], "big")
-        return n - (256 ** (len(field) - 1)) if field[0] == 0xFF else n
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _tar_name(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """``"<length> <key>=<value>\\n"`` records of a pax extended header."""
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(data) and data[pos : pos + 1] != b"\0":
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        if length <= 0:
-            raise ValueError("bad pax record length")
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return out
-
-
-def scan_tar(f: IO[bytes], total: int, chunk: int = _TAR_CHUNK) -> Iterator[TarEntry]:
-    """Yield the member headers of an uncompressed tar read from ``f`` (seekable, ``total`` bytes long).
-
-    The archive is read in large sequential blocks rather than one 512-byte read per header: on a cold disk
-    or an object store, per-header reads cost a seek or a request each (PASS: 144k per archive), while
-    sequential blocks run at the device's streaming rate and leave the images in the page cache for the
-    writers. Members larger than a block are skipped by seeking. Understands ustar, GNU long names and pax
-    headers. Raises :class:`TarDamaged` where the archive stops making sense (bad checksum, a header or a
-    member's data cut off by the end of the file); everything yielded before that is sound.
-    """
-    block = bytearray(chunk)  # reused: a fresh 8 MB buffer per read costs more in page faults than the copy
-    view = memoryview(block)
-    filled, base = 0, 0
-
-    def read(pos: int, n: int) -> bytes:
-        nonlocal filled, base
-        if base <= pos and pos + n <= base + filled:
-            return bytes(view[pos - base : pos - base + n])
-        f.seek(pos)
-        if n > chunk:
-            return f.read(n)
-        filled, base = f.readinto(view) or 0, pos  # type: ignore[attr-defined]
-        return bytes(view[: min(n, filled)])
-
-    pos = 0
-    long_name: str | None = None
-    pax: dict[str, str] = {}
-    global_pax: dict[str, str] = {}
-    while True:
-        hdr = read(pos, BLOCK)
-        if len(hdr) < BLOCK:
-            if not hdr and pos > 0:  # no end-of-archive blocks: tolerated, as every tar reader does
-                return
-            raise TarDamaged("empty file" if pos == 0 else f"header cut off at byte {pos}")
-        if hdr == _ZERO_BLOCK:
-            return
-        try:
-            stored = _tar_number(hdr[148:156])
-            unsigned = 256 + sum(hdr) - sum(hdr[148:156])
-            if stored != unsigned:
-                signed = unsigned - 256 * sum(1 for b in hdr[:148] + hdr[156:] if b >= 128)
-                if stored != signed:
-                    raise ValueError("bad checksum")
-            size = _tar_number(hdr[124:136])
-        except ValueError as e:
-            raise TarDamaged(f"bad header at byte {pos}: {e}") from None
-        type_ = hdr[156:157]
-        data = pos + BLOCK
-        if type_ in (b"L", b"K", b"x", b"g"):  # headers that describe the next member
-            body = read(data, size)
-            if len(body) < size:
-                raise TarDamaged(f"extended header cut off at byte {pos}")
-            if type_ == b"L":
-                long_name = _tar_name(body)
-            elif type_ in (b"x", b"g"):
-                try:
-                    records = _pax_records(body)
-                except ValueError as e:
-                    raise TarDamaged(f"bad pax header at byte {pos}: {e}") from None
-                (pax if type_ == b"x" else global_pax).update(records)
-            pos = data + padded(size)
-            continue
-        attrs = global_pax | pax
-        if long_name is not None:
-            name = long_name
-        elif "path" in attrs:
-            name = attrs["path"]
-        else:
-            name = _tar_name(hdr[:100])
-            if hdr[257:263] == b"ustar\0" and hdr[345] != 0:  # POSIX ustar splits long names in two
-                name = _tar_name(hdr[345:500]) + "/" + name
-        if "size" in attrs:
-            size = int(attrs["size"])
-        sparse = type_ == b"S" or any(k.startswith("GNU.sparse") for k in attrs)
-        if type_ == b"\0" and name.endswith("/"):  # old (V7) tars mark directories by the trailing slash
-            type_ = b"5"
-        if type_ == b"5":
-            name = name.rstrip("/") or name
-        entry = TarEntry(name, type_, data, size, sparse)
-        long_name, pax = None, {}
-        if type_ in _NO_DATA:
-            yield entry
-            pos = data
-            continue
-        if data + size > total:
-            raise TarDamaged(
-                f"member {name!r} cut off: {size} bytes at byte {data}, archive is {total} bytes"
-            )
-        yield entry
-        pos = data + padded(size)
 
 
 def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import queue
-import tarfile
 import threading
 import warnings
 from collections import deque
@@ -29,28 +28,11 @@ import pyarrow.compute as pc
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pass_wds import jpeg, sources, storage
-from pass_wds.planning import BLOCK, END_OF_ARCHIVE, padded, safe_key
-
-# Fixed header fields: the same inputs give byte-identical archives on any machine, at any time.
-MTIME = 1_609_459_200  # 2021-01-01T00:00:00Z, the PASS release year
-MODE = 0o644
-
-EXTENSIONS = {
-    "JPEG": "jpg",
-    "MPO": "jpg",  # a JPEG with extra frames; every JPEG decoder reads the first
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "TIFF": "tif",
-    "BMP": "bmp",
-    "JPEG2000": "jp2",
-    "AVIF": "avif",
-    "HEIF": "heic",
-    "PPM": "ppm",
-    "ICO": "ico",
-}
-
-PROVENANCE = "_provenance"
+from pass_wds.format import reasons
+from pass_wds.format.idx import idx_text
+from pass_wds.format.keys import safe_key
+from pass_wds.format.samples import EXTENSIONS, PROVENANCE
+from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE, padded, tar_header
 
 
 class Rejected(Exception):
@@ -155,16 +137,16 @@ def _load_all(im: Image.Image, data: bytes, fmt: str) -> None:
 def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
     """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`."""
     if not data:
-        raise Rejected(sources.EMPTY, "0 bytes")
+        raise Rejected(reasons.EMPTY, "0 bytes")
     if not validate:
         sniffed = sniff_header(data)
         if sniffed is not None:
             fmt, width, height = sniffed
             if width <= 0 or height <= 0:
-                raise Rejected(sources.CORRUPT, f"invalid size {width}x{height}")
+                raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
             if width * height > max_pixels:  # the same rule as Pillow's open with warnings as errors
                 raise Rejected(
-                    sources.BOMB, f"Image size ({width * height} pixels) exceeds limit of {max_pixels} pixels"
+                    reasons.BOMB, f"Image size ({width * height} pixels) exceeds limit of {max_pixels} pixels"
                 )
             return ImageInfo(fmt, EXTENSIONS[fmt], width, height)
     with _pixel_limit(max_pixels):
@@ -173,17 +155,17 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
             fmt = im.format or ""
             width, height = im.size
             if width <= 0 or height <= 0:
-                raise Rejected(sources.CORRUPT, f"invalid size {width}x{height}")
+                raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
             if validate:
                 _load_all(im, data, fmt)
         except Rejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected(sources.BOMB, str(e)) from None
+            raise Rejected(reasons.BOMB, str(e)) from None
         except UnidentifiedImageError:
-            raise Rejected(sources.NOT_AN_IMAGE, "not a format Pillow can identify") from None
+            raise Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify") from None
         except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
-            raise Rejected(sources.CORRUPT, f"{type(e).__name__}: {e}") from None
+            raise Rejected(reasons.CORRUPT, f"{type(e).__name__}: {e}") from None
     ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
     return ImageInfo(fmt, ext, width, height)
 
@@ -295,39 +277,6 @@ _TEMPLATE_LEN = (
 )
 
 
-# ------------------------------------------------------------------------------------------------- tar
-
-
-def _octal(value: int, width: int) -> bytes:
-    """A ustar numeric field: zero-padded octal digits and a NUL, as GNU tar and Python's tarfile write them."""
-    return b"%0*o\0" % (width - 1, value)
-
-
-# Everything of a member header but its name, size and checksum is the same for every member.
-_MODE, _IDS, _MTIME = _octal(MODE, 8), _octal(0, 8), _octal(MTIME, 12)
-_TAIL = (
-    tarfile.REGTYPE + b"\0" * 100 + tarfile.POSIX_MAGIC + b"\0" * (64 + 16 + 155)
-)  # names, dev numbers, prefix
-MAX_SIZE = 8**11 - 1  # what an 11-digit octal size field holds (8 GiB): far above any image
-
-
-def tar_header(name: str, size: int) -> bytes:
-    """One ustar member header (fixed mtime, uid/gid 0, mode 0644); byte-identical to tarfile's USTAR output.
-
-    Written by hand because tarfile's generic TarInfo.tobuf costs ~100 µs a member, a large share of a
-    lossless repack that otherwise only moves bytes.
-    """
-    raw = name.encode("ascii")
-    if len(raw) > 100:
-        raise ValueError(f"member name longer than 100 bytes: {name!r}")
-    if not 0 <= size <= MAX_SIZE:
-        raise ValueError(f"member too large for a ustar header: {size} bytes")
-    head = raw.ljust(100, b"\0") + _MODE + _IDS + _IDS + _octal(size, 12) + _MTIME
-    block = head + b" " * 8 + _TAIL
-    checksum = b"%06o\0 " % sum(block)
-    return (head + checksum + _TAIL).ljust(BLOCK, b"\0")
-
-
 class TarWriter:
     """Appends samples to a binary stream; a helper thread hashes the same bytes in order.
 
@@ -422,11 +371,6 @@ def _writev_all(fd: int, parts: list[bytes]) -> None:
             views[0] = views[0][n:]
 
 
-def idx_text(lines: list[str]) -> bytes:
-    """DALI webdataset index v1.2: a header with the sample count, then one line per sample."""
-    return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode("ascii")
-
-
 # ---------------------------------------------------------------------------------------------- shards
 
 
@@ -435,8 +379,8 @@ class _Prefetcher:
 
     Plan order jumps between archives (every shard is a random sample), so reading one image at a time
     leaves the disk or the object store idle between small random reads. A few threads reading ahead keep the
-    I/O queue full: positional reads (``os.pread``) on local archives, one ranged GET per image on object
-    stores. Memory stays bounded by the window.
+    I/O queue full: positional reads (:class:`~pass_wds.storage.RangeReader`: ``pread`` locally, one ranged GET per image on
+    object stores). Memory stays bounded by the window.
     """
 
     def __init__(
@@ -450,33 +394,18 @@ class _Prefetcher:
         self._so = storage_options
         self._window = window_bytes
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pass-wds-read")
-        self._fds: dict[str, int] = {}
-        self._fs: dict[str, tuple[Any, str]] = {}
+        self._readers: dict[str, storage.RangeReader] = {}
+
+    def _reader(self, url: str) -> storage.RangeReader:
+        reader = self._readers.get(url)
+        if reader is None:
+            reader = self._readers[url] = storage.RangeReader(url, self._so)
+        return reader
 
     def _read(self, item: TaskItem) -> bytes:
         if not item.from_tar:
             return storage.read_bytes(item.url, self._so)
-        if item.size == 0:  # an empty member (a range request for 0 bytes would return the whole object)
-            return b""
-        fd = self._fds.get(item.url)
-        if fd is not None:
-            data = os.pread(fd, item.size, item.offset)
-        else:
-            fs, path = self._fs[item.url]
-            data = bytes(fs.cat_file(path, start=item.offset, end=item.offset + item.size))
-        if len(data) != item.size:
-            raise OSError(
-                f"short read in {storage.redact(item.url)} at {item.offset}: {len(data)} of {item.size} bytes; archive truncated?"
-            )
-        return data
-
-    def _open(self, url: str) -> None:
-        if url in self._fds or url in self._fs:
-            return
-        if storage.is_local(url):
-            self._fds[url] = os.open(url.removeprefix("file://"), os.O_RDONLY)
-        else:
-            self._fs[url] = storage.get_fs(url, self._so)
+        return self._reader(item.url).read(item.offset, item.size)
 
     def __iter__(self) -> Iterator[tuple[TaskItem, bytes]]:
         if all(item.from_tar and storage.is_local(item.url) for item in self._items):
@@ -491,7 +420,7 @@ class _Prefetcher:
             ):
                 item = self._items[nxt]
                 if item.from_tar:
-                    self._open(item.url)
+                    self._reader(item.url)  # opened here, not racing in the threads
                 pending.append((item, self._pool.submit(self._read, item)))
                 in_flight += item.size
                 nxt += 1
@@ -507,9 +436,7 @@ class _Prefetcher:
         for i, item in enumerate(items):
             while ahead < len(items) and (ahead <= i or in_flight < self._window):
                 nxt = items[ahead]
-                self._open(nxt.url)
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(self._fds[nxt.url], nxt.offset, nxt.size, os.POSIX_FADV_WILLNEED)
+                self._reader(nxt.url).advise(nxt.offset, nxt.size)
                 in_flight += nxt.size
                 ahead += 1
             in_flight -= item.size
@@ -517,9 +444,8 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for reader in self._readers.values():
+            reader.close()
 
 
 def warm_up() -> None:

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test-data generator (not shipped)
 
-from pass_wds.fakedata import FakePassConfig, make_fake_pass, make_listing  # noqa: E402
+from fakedata import FakePassConfig, make_fake_pass, make_listing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ CORPUS = Path(os.environ.get("PASS_WDS_CORPUS", REPO.parent / "shared" / "corpus
 
 def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40) -> Path:
     """A finished make-shards output of a small generated PASS-shaped set (for hosting/loading tests)."""
-    from pass_wds import fakedata as fd
+    import fakedata as fd
+
     from pass_wds.config import ConvertConfig
     from pass_wds.convert import run
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakedata import FakePassConfig, make_fake_pass
 
 from pass_wds import cli
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import run
-from pass_wds.fakedata import FakePassConfig, make_fake_pass
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import fakedata as fd
 import pytest
 from PIL import Image
 
-from pass_wds import fakedata as fd
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import run as convert_run
 
@@ -448,7 +448,7 @@ def test_unsafe_members_never_written(bad_src: fd.FakePassResult, bad_out: tuple
 
 def test_metadata_without_image_listed(bad_src: fd.FakePassResult, bad_out: tuple[Path, str]) -> None:
     out, _ = bad_out
-    from pass_wds import manifest
+    from pass_wds.format import manifest
 
     listed = set((out / manifest.UNMATCHED).read_text(encoding="utf-8").split())
     assert set(bad_src.expected["metadata_without_image"]) <= listed

@@ -7,9 +7,9 @@ import filecmp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import fakedata as fd
 import pytest
 
-from pass_wds import fakedata as fd
 from pass_wds.config import ConfigError, ConvertConfig
 from pass_wds.convert import run
 

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import distributed
+import fakedata as fd
 import pytest
 from test_convert_e2e import MAKE_SHARDS, REPO, assert_no_leftovers, assert_same_output, load_index
 
-from pass_wds import fakedata as fd
 from pass_wds.config import ConvertConfig, from_dict, load_yaml
 from pass_wds.convert import run as convert_run
 

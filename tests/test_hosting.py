@@ -12,7 +12,8 @@ import pytest
 from conftest import small_output
 from servers import Bucket, FaultProxy, HttpServer
 
-from pass_wds import hosting, manifest, storage
+from pass_wds import hosting, storage, verify
+from pass_wds.format import manifest
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 
@@ -59,7 +60,7 @@ def test_verify_reuploads_a_corrupt_object_of_the_same_size(local_out: Path, s3:
     bad[1000] ^= 0xFF
     s3.put(f"pass/{shard}", bytes(bad))
 
-    checks = manifest.verify(url, so)  # remote verify names the bad shard
+    checks = verify.verify(url, so)  # remote verify names the bad shard
     assert [c.url.rsplit("/", 1)[1] for c in checks if not c.ok] == [shard]
 
     plain = hosting.upload(str(local_out), url, storage_options=so)
@@ -67,7 +68,7 @@ def test_verify_reuploads_a_corrupt_object_of_the_same_size(local_out: Path, s3:
     fixed = hosting.upload(str(local_out), url, storage_options=so, verify=True)
     assert fixed.uploaded == [shard, "index.json"]
     assert s3.get(f"pass/{shard}") == good
-    assert all(c.ok for c in manifest.verify(url, so))
+    assert all(c.ok for c in verify.verify(url, so))
 
 
 def test_interrupted_upload_publishes_no_manifest(local_out: Path, s3: Bucket, tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_brace_patterns() -> None:
 def test_remote_verify_over_http(local_out: Path, http_server: HttpServer) -> None:
     shutil.copytree(local_out, http_server.root / "pass")
     url = f"{http_server.url}/pass"
-    checks = manifest.verify(url)
+    checks = verify.verify(url)
     assert len(checks) == len(manifest.load_index(str(local_out))["shardlist"]) and all(c.ok for c in checks)
     assert hosting.urls(url)[0] == f"{url}/pass-000000.tar"
 

@@ -401,7 +401,7 @@ def test_raw_mode_keeps_sample_with_unparsable_json(tmp_path: Path) -> None:
 
 
 def test_parse_idx_formats_and_errors() -> None:
-    from pass_wds.loading import parse_idx
+    from pass_wds.format.idx import parse_idx
 
     named = parse_idx("v1.2 1\njpg 512 10 a/k.jpg json 1024 5 a/k.json cls 2048 1 a/k.cls\n")
     assert named.keys == ["a/k"] and [m.ext for m in named.members[0]] == ["jpg", "json", "cls"]

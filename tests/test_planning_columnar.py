@@ -8,16 +8,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import fakedata as fd
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from pass_wds import fakedata as fd
 from pass_wds import sources
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import build_plan
 from pass_wds.convert import run as convert_run
-from pass_wds.planning import plan_shards, sample_bytes
+from pass_wds.format.tar import sample_bytes
+from pass_wds.planning import plan_shards
 from pass_wds.writing import estimate_json_size, estimate_json_sizes
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,10 +7,10 @@ import filecmp
 import shutil
 from pathlib import Path
 
+import fakedata as fd
 import pytest
 from servers import Bucket, HttpServer
 
-from pass_wds import fakedata as fd
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import run
 

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import fakedata as fd
 import pytest
 from servers import Bucket, FaultProxy, MotoServer, free_port, make_bucket
 
-from pass_wds import fakedata as fd
 from pass_wds.config import ConvertConfig
 from pass_wds.convert import run as convert_run
 

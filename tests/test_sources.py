@@ -14,6 +14,8 @@ import pytest
 
 from pass_wds import sources
 from pass_wds.config import ConfigError
+from pass_wds.format import keys, tar
+from pass_wds.format import reasons as reason
 
 ROWS = [
     {
@@ -117,11 +119,11 @@ def test_tar_listing_offsets_and_refusals(tmp_path: Path) -> None:
     assert p.read_bytes()[item.offset : item.offset + item.size] == b"0123456789"
     reasons = {r.member: r.reason for r in listing.rejections}
     assert reasons == {
-        "PASS_dataset/dummy_folder": sources.NOT_REGULAR,
-        "PASS_dataset/dummy_folder/link.jpeg": sources.NOT_REGULAR,
-        "/etc/abs.jpeg": sources.UNSAFE_PATH,
-        "PASS_dataset/../../evil.jpeg": sources.UNSAFE_PATH,
-        "PASS_dataset/dummy_folder/fifo.jpeg": sources.NOT_REGULAR,
+        "PASS_dataset/dummy_folder": reason.NOT_REGULAR,
+        "PASS_dataset/dummy_folder/link.jpeg": reason.NOT_REGULAR,
+        "/etc/abs.jpeg": reason.UNSAFE_PATH,
+        "PASS_dataset/../../evil.jpeg": reason.UNSAFE_PATH,
+        "PASS_dataset/dummy_folder/fifo.jpeg": reason.NOT_REGULAR,
     }
 
 
@@ -146,14 +148,14 @@ def test_duplicates_across_archives_first_kept(tmp_path: Path) -> None:
     specs = sources.expand_inputs([str(tmp_path / "PASS.{0..1}.tar")])
     merged = sources.merge_listings(specs, [sources.list_tar(s, i) for i, s in enumerate(specs)])
     assert [(i.key, i.source) for i in merged.items] == [("good", 0)]
-    dup = [r for r in merged.rejections if r.reason == sources.DUPLICATE_KEY]
+    dup = [r for r in merged.rejections if r.reason == reason.DUPLICATE_KEY]
     assert len(dup) == 1 and dup[0].source == "PASS.1.tar" and "PASS.0.tar" in dup[0].detail
 
 
 def test_key_of() -> None:
-    assert sources.key_of("PASS_dataset/dummy_folder/abc123.jpeg") == "abc123"
-    assert sources.key_of("x/pillow__16bit.cropped.tif") == "pillow__16bit.cropped"
-    assert sources.key_of("noext") == "noext"
+    assert keys.key_of("PASS_dataset/dummy_folder/abc123.jpeg") == "abc123"
+    assert keys.key_of("x/pillow__16bit.cropped.tif") == "pillow__16bit.cropped"
+    assert keys.key_of("noext") == "noext"
 
 
 # ------------------------------------------------------------------------------------ tar scanning
@@ -161,9 +163,7 @@ def test_key_of() -> None:
 
 def _scan(path: Path, chunk: int = 8 << 20) -> list[tuple[str, int, int, bool]]:
     with path.open("rb") as f:
-        return [
-            (e.name, e.offset_data, e.size, e.isreg) for e in sources.scan_tar(f, path.stat().st_size, chunk)
-        ]
+        return [(e.name, e.offset_data, e.size, e.isreg) for e in tar.scan_tar(f, path.stat().st_size, chunk)]
 
 
 def _tarfile_view(path: Path) -> list[tuple[str, int, int, bool]]:
@@ -201,7 +201,7 @@ def test_scan_agrees_with_tarfile_on_long_and_unicode_names(tmp_path: Path, fmt:
     assert ("v7folder", 0, False) in [(n, s, r) for n, _, s, r in _scan(p)]
     assert _scan(p, chunk=512) == _tarfile_view(p)
     with p.open("rb") as f:
-        for e in sources.scan_tar(f, p.stat().st_size):
+        for e in tar.scan_tar(f, p.stat().st_size):
             if e.isreg:
                 f.seek(e.offset_data)
                 i = names.index(e.name)
@@ -225,7 +225,7 @@ def test_truncated_archive_keeps_what_precedes_the_cut(tmp_path: Path) -> None:
     listing = sources.list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["a"]  # b is cut off: never listed with bytes it does not have
     [damage] = listing.rejections
-    assert damage.reason == sources.CORRUPT and "b.jpeg" in damage.detail and "cut off" in damage.detail
+    assert damage.reason == reason.CORRUPT and "b.jpeg" in damage.detail and "cut off" in damage.detail
 
 
 def test_bad_checksum_midway_is_reported_not_silent(tmp_path: Path) -> None:
@@ -236,7 +236,7 @@ def test_bad_checksum_midway_is_reported_not_silent(tmp_path: Path) -> None:
     [spec] = sources.expand_inputs([str(p)])
     listing = sources.list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["a"]
-    assert [r.reason for r in listing.rejections] == [sources.CORRUPT]
+    assert [r.reason for r in listing.rejections] == [reason.CORRUPT]
     assert "checksum" in listing.rejections[0].detail
 
 
@@ -260,7 +260,7 @@ def test_sparse_members_are_refused(tmp_path: Path) -> None:
     listing = sources.list_tar(spec, 0)
     assert not listing.items
     assert [(r.reason, r.detail.split(" ")[0]) for r in listing.rejections] == [
-        (sources.NOT_REGULAR, "sparse")
+        (reason.NOT_REGULAR, "sparse")
     ]
 
 

@@ -12,7 +12,7 @@ import pytest
 from servers import HttpServer
 
 from pass_wds import storage
-from pass_wds.cache import ShardCache
+from pass_wds.storage.cache import ShardCache
 
 KB = 1000
 
@@ -73,7 +73,7 @@ def test_open_stream_through_the_cache(http_server: HttpServer, tmp_path: Path) 
     url = _put(http_server, "ds/pass-000000.tar", data)
     cache = ShardCache(str(tmp_path / "cache"), max_bytes=10**9)
     for start, end in ((0, None), (1000, 2000), (299_000, 300_000)):
-        with storage.open_stream(url, start, end, cache=cache) as f:
+        with storage.open_stream(cache.get(url), start, end) as f:
             assert f.read() == data[start:end]
     assert len(http_server.gets("ds/pass-000000.tar")) == 1
 
@@ -84,7 +84,7 @@ def _worker(args: tuple[str, str, str, int]) -> tuple[str, str]:
     while not Path(sync_dir, "go").exists():
         time.sleep(0.005)
     cache = ShardCache(directory, max_bytes=10**9)
-    with cache.open(url) as f:
+    with open(cache.get(url), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     return cache.entry_path(url), digest
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pass_wds import sources
-from pass_wds.loading.shards import parse_idx
+from pass_wds.format import keys, reasons
+from pass_wds.format.idx import parse_idx
+from pass_wds.format.tar import MTIME
 from pass_wds.writing import (
-    MTIME,
     Rejected,
     ShardTask,
     TarWriter,
@@ -45,7 +45,7 @@ def _folder(tmp_path: Path, files: dict[str, bytes]) -> list[TaskItem]:
         (tmp_path / name).write_bytes(data)
         items.append(
             TaskItem(
-                sources.key_of(name), str(tmp_path / name), "src", name, 0, len(data), False, f'"id":"{name}"'
+                keys.key_of(name), str(tmp_path / name), "src", name, 0, len(data), False, f'"id":"{name}"'
             )
         )
     return items
@@ -59,7 +59,7 @@ def test_shard_bytes_header_fields_and_idx(tmp_path: Path) -> None:
     result = write_shard(task)
     data = (tmp_path / "s.tar").read_bytes()
     assert result.nsamples == 2 and result.filesize == len(data) and len(data) % 512 == 0
-    assert [r["reason"] for r in result.rejections] == [sources.NOT_AN_IMAGE]
+    assert [r["reason"] for r in result.rejections] == [reasons.NOT_AN_IMAGE]
     with tarfile.open(tmp_path / "s.tar") as tf:
         members = tf.getmembers()
         assert [m.name for m in members] == [
@@ -107,9 +107,9 @@ def test_same_task_same_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"", sources.EMPTY),
-        (b"hello world, not an image", sources.NOT_AN_IMAGE),
-        (_jpeg(200, 200)[:-400], sources.CORRUPT),
+        (b"", reasons.EMPTY),
+        (b"hello world, not an image", reasons.NOT_AN_IMAGE),
+        (_jpeg(200, 200)[:-400], reasons.CORRUPT),
     ],
 )
 def test_inspect_rejects(data: bytes, reason: str) -> None:
@@ -127,7 +127,7 @@ def test_decompression_bomb_limit_is_per_call_and_restored() -> None:
     before = Image.MAX_IMAGE_PIXELS
     with pytest.raises(Rejected) as e:
         inspect_image(_jpeg(100, 100), validate=True, max_pixels=5000)  # 10,000 px > limit (warning range)
-    assert e.value.reason == sources.BOMB
+    assert e.value.reason == reasons.BOMB
     assert Image.MAX_IMAGE_PIXELS == before
     assert inspect_image(_jpeg(100, 100), validate=True, max_pixels=20_000).width == 100
 
@@ -170,7 +170,7 @@ def test_json_size_estimate_is_exact_for_four_digit_sizes(key: str, member: str,
     ("name", "size"), [("a.jpg", 0), ("0123456789abcdef" * 4 + ".json", 511), ("k_x-1.png", 8**11 - 1)]
 )
 def test_tar_header_matches_tarfile_ustar(name: str, size: int) -> None:
-    from pass_wds.writing import tar_header
+    from pass_wds.format.tar import tar_header
 
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
@@ -188,7 +188,7 @@ def test_tar_header_matches_tarfile_ustar(name: str, size: int) -> None:
 
 
 def test_tar_header_refuses_what_ustar_cannot_hold() -> None:
-    from pass_wds.writing import tar_header
+    from pass_wds.format.tar import tar_header
 
     with pytest.raises(ValueError):
         tar_header("x" * 101, 1)
@@ -247,7 +247,7 @@ def test_reduced_jpeg_validation_agrees_with_a_full_decode(corpus: Path) -> None
             ours = inspect_image(data, validate=True, max_pixels=10**8)
             accepted = True
         except Rejected as r:
-            if r.reason == sources.BOMB:
+            if r.reason == reasons.BOMB:
                 continue  # refused from the header, before any decode
             accepted = False
         try:

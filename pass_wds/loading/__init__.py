@@ -5,6 +5,8 @@ streaming with ``.idx`` seeks), ``pipeline`` (shuffle buffer, decode, batching a
 ``loader`` (``make_loader`` / ``LoaderConfig`` / ``Loader``).
 """
 
+from pass_wds.format.errors import ShardError
+from pass_wds.format.manifest import ShardInfo
 from pass_wds.loading.loader import Loader, LoaderConfig, LoaderStats, distributed_topology, make_loader
 from pass_wds.loading.pipeline import (
     EpochJob,
@@ -24,16 +26,7 @@ from pass_wds.loading.plan import (
     fit_remainder,
     shuffle_order,
 )
-from pass_wds.loading.shards import (
-    ShardError,
-    ShardIndex,
-    ShardInfo,
-    iter_tar_samples,
-    parse_idx,
-    resolve_source,
-    scan_tar,
-    split_key,
-)
+from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.stream import IndexCache, read_samples
 
 __all__ = [
@@ -50,20 +43,15 @@ __all__ = [
     "PlannedSamples",
     "SampleError",
     "ShardError",
-    "ShardIndex",
     "ShardInfo",
     "batch_stream",
     "distributed_topology",
     "epoch_sequence",
     "fit_remainder",
-    "iter_tar_samples",
     "make_loader",
-    "parse_idx",
     "read_samples",
     "reader_plan",
     "resolve_source",
-    "scan_tar",
     "shuffle_order",
-    "split_key",
     "stream_planned",
 ]

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pass_wds.cache import ShardCache
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
+from pass_wds.format.errors import ShardError
+from pass_wds.format.manifest import ShardInfo
+from pass_wds.format.samples import IMAGE_EXTS
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
@@ -29,8 +31,9 @@ from pass_wds.loading.pipeline import (
     write_epoch_state,
 )
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
-from pass_wds.loading.shards import IMAGE_EXTS, ShardError, ShardInfo, resolve_source
+from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.stream import IndexCache
+from pass_wds.storage.cache import ShardCache
 
 log = logging.getLogger("pass_wds.loading")
 STATE_VERSION = 1

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pass_wds.cache import ShardCache
+from pass_wds.format.errors import ShardError
+from pass_wds.format.manifest import ShardInfo
+from pass_wds.format.samples import IMAGE_EXTS
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -26,8 +28,8 @@ from pass_wds.loading.plan import (
     rank_worker_for,
     shard_offsets,
 )
-from pass_wds.loading.shards import IMAGE_EXTS, ShardError, ShardInfo
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
+from pass_wds.storage.cache import ShardCache
 
 log = logging.getLogger("pass_wds.loading")
 

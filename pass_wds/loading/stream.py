@@ -8,7 +8,8 @@ seeked: they are streamed from the start and unwanted samples are skipped withou
 
 from __future__ import annotations
 
-import tarfile
+import gzip
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -16,8 +17,13 @@ from typing import IO, Any
 import numpy as np
 
 from pass_wds import storage
-from pass_wds.cache import ShardCache
-from pass_wds.loading.shards import ShardError, ShardIndex, ShardInfo, load_shard_index, split_key
+from pass_wds.format import tar
+from pass_wds.format.errors import ShardError
+from pass_wds.format.idx import ShardIndex
+from pass_wds.format.keys import group_by_key
+from pass_wds.format.manifest import ShardInfo
+from pass_wds.loading.shards import load_shard_index
+from pass_wds.storage.cache import ShardCache
 
 GAP_READ_THROUGH = 1 << 20
 """Read through gaps smaller than this instead of opening a new byte range."""
@@ -96,13 +102,9 @@ def _skip(f: IO[bytes], n: int, url: str) -> None:
 
 
 def _check_header(header: bytes, size: int, url: str, key: str) -> None:
-    """A ustar header's size field must match the index (catches an ``.idx`` that belongs to another shard)."""
-    field = header[124:136]
-    if field[:1] and field[0] & 0x80:  # GNU base-256 size: trust the index
-        return
-    text = field.split(b"\0", 1)[0].strip()
+    """A member header's size field must match the index (catches an ``.idx`` that belongs to another shard)."""
     try:
-        hsize = int(text, 8) if text else -1
+        hsize = tar.header_size(header)
     except ValueError:
         hsize = -1
     if hsize != size:
@@ -165,32 +167,23 @@ def _read_plain_span(
 def _read_compressed_span(
     shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None, cache: ShardCache | None = None
 ) -> Iterator[tuple[int, Sample]]:
+    """Gzipped shards cannot seek: stream from the start, keep the wanted samples (members are read as the
+    stream passes them; unwanted samples are dropped at once)."""
     want = set(wanted)
     last = wanted[-1]
     i = -1
-    key: str | None = None
-    sample: Sample = {}
-    with open_shard(shard, 0, None, so, cache) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            k, ext = split_key(m.name)
-            if k != key:
+    with open_shard(shard, 0, None, so, cache) as raw, gzip.GzipFile(fileobj=raw) as gz:
+        scanner = tar.TarScanner(gz)  # type: ignore[arg-type]
+        members = ((m.name, scanner.data(m)) for m in scanner if m.isreg)
+        try:
+            for i, (key, group) in enumerate(group_by_key(members)):
                 if i in want:
-                    yield i, sample
+                    yield i, {"__key__": key, "__url__": shard.url, **dict(group)}
                 if i >= last:
                     return
-                i += 1
-                key = k
-                sample = {"__key__": k, "__url__": shard.url}
-            if i in want:
-                f = tf.extractfile(m)
-                sample[ext] = f.read() if f is not None else b""
-        if i in want:
-            yield i, sample
-            i += 1
-    if last >= i:
-        raise ShardError(f"{shard.url}: has fewer samples than expected ({last + 1} needed)")
+        except (tar.TarDamaged, EOFError, zlib.error) as e:
+            raise ShardError(f"{storage.redact(shard.url)}: cannot read as a tar shard: {e}") from None
+    raise ShardError(f"{shard.url}: has fewer samples than expected ({last + 1} needed, {i + 1} found)")
 
 
 def read_samples(

@@ -21,12 +21,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from pass_wds import storage
 
 _LOCK = ".lock"
-_TMP = ".tmp-"
+_TMP = storage.TMP_MARK
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -50,11 +50,9 @@ class ShardCache:
 
     def entry_path(self, url: str, storage_options: dict[str, Any] | None = None) -> str:
         """The cache file for ``url``: a hash of the URL and endpoint, plus a readable base name."""
-        so = storage_options or {}
-        endpoint = (so.get("client_kwargs") or {}).get("endpoint_url") or so.get("endpoint_url") or ""
-        if not endpoint and url.startswith(("s3://", "s3a://")):
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-        digest = hashlib.sha256(json.dumps([url, endpoint]).encode()).hexdigest()[:16]
+        # the URL already names an HTTP server; an S3 URL needs its endpoint to say which store it is
+        ep = "" if url.startswith(("http://", "https://")) else storage.endpoint(url, storage_options)
+        digest = hashlib.sha256(json.dumps([url, ep]).encode()).hexdigest()[:16]
         base = _SAFE.sub("_", url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0])[-80:] or "object"
         return os.path.join(self.directory, f"{digest}-{base}")
 
@@ -83,23 +81,6 @@ class ShardCache:
                 self._download(url, path, storage_options, size, sha256)
         self.evict(keep=path)
         return path
-
-    def open(
-        self,
-        url: str,
-        storage_options: dict[str, Any] | None = None,
-        *,
-        size: int | None = None,
-        sha256: str | None = None,
-    ) -> IO[bytes]:
-        """Open the cached copy of ``url`` (an open file stays readable even if it is evicted meanwhile)."""
-        for _ in range(3):
-            path = self.get(url, storage_options, size=size, sha256=sha256)
-            with contextlib.suppress(FileNotFoundError):
-                return open(path, "rb")  # noqa: SIM115 (returned to the caller)
-        raise storage.StorageError(
-            f"cache entry for {storage.redact(url)} keeps being evicted; raise max_bytes"
-        )
 
     def _touch(self, path: str) -> bool:
         try:

@@ -1,112 +1,21 @@
-"""The output's manifest files (index.json, stats.json, errors.jsonl, attribution.csv), verify and inspect.
-
-``index.json`` is readable as-is by ``wids`` (``wids-shard-index-v1``; shard URLs relative to the index's
-folder, so a copied or re-hosted output still works) and carries what wids ignores: per-shard sha256 and
-``.idx`` name, dataset totals, the seed, the effective configuration and the plan digest used for resume.
-"""
+"""``pass-wds verify`` and ``inspect``: check an output (local or remote) against its manifest, summarise it,
+and find one sample. Reads the format through :mod:`pass_wds.format` only (no torch: commands start fast)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
-import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.writing import ShardResult
-
-INDEX = "index.json"
-STATS = "stats.json"
-ERRORS = "errors.jsonl"
-ATTRIBUTION = "attribution.csv"
-UNMATCHED = "metadata_without_image.txt"
-KIND = "wids-shard-index-v1"
-
-
-def shard_name(name: str, index: int) -> str:
-    return f"{name}-{index:06d}.tar"
-
-
-def idx_name(name: str, index: int) -> str:
-    return f"{name}-{index:06d}.idx"
-
-
-def build_index(
-    name: str,
-    results: list[ShardResult],
-    *,
-    seed: int,
-    config: dict[str, Any],
-    plan_digest: str,
-    version: str,
-) -> dict[str, Any]:
-    shardlist = [
-        {
-            "url": shard_name(name, r.index),
-            "nsamples": r.nsamples,
-            "filesize": r.filesize,
-            "sha256": r.sha256,
-            "idx": idx_name(name, r.index),
-        }
-        for r in sorted(results, key=lambda r: r.index)
-    ]
-    return {
-        "__kind__": KIND,
-        "wids_version": 1,
-        "name": name,
-        "shardlist": shardlist,
-        "totals": {
-            "shards": len(shardlist),
-            "samples": sum(s["nsamples"] for s in shardlist),
-            "bytes": sum(s["filesize"] for s in shardlist),
-        },
-        "seed": seed,
-        "plan_digest": plan_digest,
-        "config": config,
-        "created_by": f"pass-wds {version}",
-    }
-
-
-def dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-
-
-def attribution_csv(columns: list[str], rows: Iterable[list[str]]) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", *columns])
-    w.writerows(rows)
-    return buf.getvalue().encode("utf-8")
-
-
-def load_index(out: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    url = out if out.endswith(".json") else storage.join(out, INDEX)
-    try:
-        data = json.loads(storage.read_bytes(url, storage_options))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
-        ) from None
-    if data.get("__kind__") != KIND:
-        raise ValueError(f"{storage.redact(url)} is not a {KIND} manifest")
-    return data  # type: ignore[no-any-return]
-
-
-def output_dir(out: str) -> str:
-    return out.rsplit("/", 1)[0] if out.endswith(".json") else out
-
-
-# -------------------------------------------------------------------------------------------------- verify
+from pass_wds.format import tar
+from pass_wds.format.idx import ShardIndex, group_samples, parse_idx
+from pass_wds.format.manifest import ERRORS, load_index, output_dir, size_spread
 
 
 @dataclass
@@ -119,52 +28,66 @@ class ShardCheck:
 def check_shard(
     base: str, entry: dict[str, Any], storage_options: dict[str, Any] | None = None
 ) -> ShardCheck:
-    """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, .idx."""
+    """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, and that the
+    ``.idx`` names exactly the members the tar's own headers describe (keys, extensions, offsets, sizes)."""
     url = storage.join(base, entry["url"])
     problems: list[str] = []
+    members: list[tuple[str, int, int]] = []
     try:
         with storage.open_stream(url, 0, None, storage_options) as f:  # sequential, retried, resumable
             h = hashlib.sha256()
             hashing = _HashingReader(f, h)
-            keys: list[str] = []
-            size = 0
             try:
-                with tarfile.open(fileobj=hashing, mode="r|") as tf:
-                    for info in tf:
-                        if not info.isreg():
-                            problems.append(f"non-regular member {info.name!r}")
-                        key = info.name.split("/")[-1].split(".", 1)[0]
-                        if not keys or keys[-1] != key:
-                            keys.append(key)
-            except tarfile.TarError as e:
+                for info in tar.scan_tar(hashing):  # type: ignore[arg-type]
+                    if not info.isreg:
+                        problems.append(f"non-regular member {info.name!r}")
+                        continue
+                    members.append((info.name, info.offset_data, info.size))
+            except tar.TarDamaged as e:
                 problems.append(f"tar structure broken: {e}")
             while hashing.read(1 << 20):
                 pass
             size = hashing.count
     except FileNotFoundError:
         return ShardCheck(url, False, ["missing"])
+    layout = group_samples(members)
     if size != entry.get("filesize"):
         problems.append(f"size {size} != manifest {entry.get('filesize')}")
     if "sha256" in entry and h.hexdigest() != entry["sha256"]:
         problems.append("sha256 mismatch")
-    if len(keys) != entry.get("nsamples"):
-        problems.append(f"{len(keys)} samples != manifest {entry.get('nsamples')}")
-    if len(set(keys)) != len(keys):
+    if len(layout) != entry.get("nsamples"):
+        problems.append(f"{len(layout)} samples != manifest {entry.get('nsamples')}")
+    if len(set(layout.keys)) != len(layout):
         problems.append("members of a sample are not adjacent (or duplicate keys)")
     if entry.get("idx"):
-        from pass_wds.loading.shards import parse_idx  # the loader's parser: one reader of the format
-
         try:
-            samples = parse_idx(
+            idx = parse_idx(
                 storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
             )
-            if len(samples) != entry.get("nsamples"):
-                problems.append(f".idx lists {len(samples)} samples")
+            if len(idx) != entry.get("nsamples"):
+                problems.append(f".idx lists {len(idx)} samples")
+            else:
+                bad = _first_difference(idx, layout)
+                if bad is not None:
+                    problems.append(
+                        f".idx sample {bad} does not match the tar's headers ({_describe(idx, bad)})"
+                    )
         except FileNotFoundError:
             problems.append(f"index file {entry['idx']} missing")
         except ValueError as e:
             problems.append(f"index file {entry['idx']}: {e}")
     return ShardCheck(url, not problems, problems)
+
+
+def _first_difference(idx: ShardIndex, layout: ShardIndex) -> int | None:
+    for i, (key, members) in enumerate(zip(idx.keys, idx.members, strict=False)):
+        if members != layout.members[i] or (idx.named and key != layout.keys[i]):
+            return i
+    return None
+
+
+def _describe(idx: ShardIndex, i: int) -> str:
+    return f"key {idx.keys[i]!r}" if idx.named else f"members {idx.members[i]}"
 
 
 class _HashingReader(io.RawIOBase):
@@ -223,10 +146,10 @@ def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
         f"bytes        {sum(sizes):,} ({sum(sizes) / 1e6:.1f} MB)",
     ]
     if sizes:
-        mean = sum(sizes) / len(sizes)
-        dev = max(abs(s - mean) for s in sizes) / mean * 100 if mean else 0.0
+        sp = size_spread(sizes)
         lines.append(
-            f"shard size   min {min(sizes):,}  max {max(sizes):,}  mean {mean:,.0f}  (max dev {dev:.1f}%)"
+            f"shard size   min {sp['min']:,}  max {sp['max']:,}  mean {sp['mean']:,.0f}  "
+            f"(max dev {sp['max_dev_pct']:.1f}%)"
         )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
     lines.append(f"seed         {index.get('seed')}")
@@ -244,7 +167,6 @@ def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
 
 def find_sample(out: str, key: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Locate a sample by key through the ``.idx`` files and return its JSON metadata."""
-    from pass_wds.loading.shards import parse_idx
 
     index = load_index(out, storage_options)
     base = output_dir(out)

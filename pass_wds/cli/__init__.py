@@ -1,0 +1,39 @@
+"""Command line: a thin argparse package over the library, one module per command group.
+
+``make-shards …`` is the same command as ``pass-wds make-shards …``. Every option can come from a YAML file
+(``--config configs/pass.yaml``); flags given on the command line override it. Exit codes: 0 success,
+1 a check failed (e.g. verify found bad shards), 2 bad arguments or an unusable input/output. Command modules
+are imported statically; each imports its heavy library code only when its command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pass_wds import __version__
+from pass_wds.cli import bench, convert, dataset, hosting
+from pass_wds.cli.common import Parser, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="pass-wds", description="PASS → WebDataset shards, verified and streamable.")
+    parser.add_argument("--version", action="version", version=f"pass-wds {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for module in (convert, dataset, hosting, bench):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+def make_shards_main(argv: Sequence[str] | None = None) -> int:
+    parser = Parser(prog="make-shards", description=convert.MAKE_SHARDS_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"make-shards (pass-wds {__version__})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    convert.add_make_shards_arguments(parser)
+    parser.set_defaults(func=convert.cmd_make_shards)
+    return run(parser, argv)

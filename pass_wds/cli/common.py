@@ -1,0 +1,69 @@
+"""What every command shares: one-line usage errors, ``--storage-options``, and running a command so that a
+user's mistake is one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pass_wds import storage
+from pass_wds.config import ConfigError
+from pass_wds.executors import EngineError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (and still exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS) -> None:
+    """``--storage-options JSON`` (passed to fsspec), shared by every subcommand that touches storage."""
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default=default,
+        metavar="JSON",
+        help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
+        "(standard AWS environment variables and profiles work without it)",
+    )
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format=f"[{parser.prog}] %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
+    try:
+        return int(args.func(args))
+    except (ConfigError, storage.StorageError) as e:
+        print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
+        return 2
+    except EngineError as e:  # the cluster itself failed (not a task): one line, exit 1
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

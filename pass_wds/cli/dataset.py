@@ -1,0 +1,67 @@
+"""``pass-wds verify`` and ``pass-wds inspect``: check and summarise an output (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pass_wds import storage
+from pass_wds.cli.common import add_storage_options
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pass_wds import verify
+
+    so = getattr(args, "storage_options", {})
+
+    def report(check: verify.ShardCheck) -> None:
+        if not check.ok:
+            print(f"BAD {storage.redact(check.url)}: {'; '.join(check.problems)}", flush=True)
+
+    checks = verify.verify(args.output, so, workers=args.workers, on_shard=report)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        print(f"{len(bad)} of {len(checks)} shards failed verification", file=sys.stderr)
+        return 1
+    print(f"all {len(checks)} shards ok (size, sha256, tar structure, sample count, .idx)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pass_wds import verify
+
+    so = getattr(args, "storage_options", {})
+    if args.sample:
+        meta = verify.find_sample(args.output, args.sample, so)
+        if meta is None:
+            print(f"no sample with key {args.sample!r}", file=sys.stderr)
+            return 1
+        print(json.dumps(meta, indent=2, ensure_ascii=False))
+        return 0
+    print(verify.summarize(args.output, so))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="re-check every shard against index.json",
+        description="Re-check every shard against index.json: size, sha256, tar structure, "
+        "sample count and .idx. Exits 1 naming each bad shard.",
+    )
+    p.add_argument("output", help="output folder/URL or its index.json")
+    p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
+    add_storage_options(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "inspect",
+        help="summarise an output, or print one sample's metadata",
+        description="Print shards, samples, bytes, balance and rejected inputs of an output.",
+    )
+    p.add_argument("output", help="output folder/URL or its index.json")
+    p.add_argument("--sample", metavar="KEY", help="print the JSON metadata of the sample with this key")
+    add_storage_options(p)
+    p.set_defaults(func=cmd_inspect)

@@ -1,0 +1,11 @@
+"""Rejection reasons written to ``errors.jsonl``: a stable vocabulary other tools can rely on."""
+
+CORRUPT = "corrupt"
+EMPTY = "empty"
+NOT_AN_IMAGE = "not-an-image"
+BOMB = "decompression-bomb"
+MISSING_METADATA = "missing-metadata"
+DUPLICATE_KEY = "duplicate-key"
+NOT_REGULAR = "not-a-regular-file"
+UNSAFE_PATH = "unsafe-path"
+READ_ERROR = "read-error"

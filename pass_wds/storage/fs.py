@@ -1,0 +1,264 @@
+"""Filesystems (fsspec) and atomic writes: a reader never sees a partial object under a final name (local:
+temp name + ``os.replace``; object stores: the upload is discarded, multipart aborted, when the writer fails)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+import fsspec
+
+from pass_wds.storage.errors import (
+    ReadOnlyError,
+    StorageNotFoundError,
+    _bucket,
+    _client_error_code,
+    _guard,
+    redact,
+)
+from pass_wds.storage.stream import open_stream
+from pass_wds.storage.urls import HTTP as _HTTP
+from pass_wds.storage.urls import get_fs, is_local, is_object_store, join
+from pass_wds.storage.urls import protocol as _protocol
+
+log = logging.getLogger(__name__)
+
+TMP_MARK = ".tmp-"
+# stores whose writers upload on close and can abandon an unfinished upload (discard): nothing is visible
+# under the final name before a successful close
+_DISCARDING = {"s3", "s3a", "gs", "gcs"}
+
+
+def _fresh(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Forget cached listings, so existence and sizes reflect the store now (resume decisions need it)."""
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+
+
+def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    with _guard(url, storage_options, "check"):
+        fs, path = get_fs(url, storage_options)
+        _fresh(fs, path)
+        return bool(fs.exists(path))
+
+
+def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The whole object; remote reads go through :func:`open_stream` (retries, resume, length check)."""
+    if is_local(url):
+        with _guard(url, storage_options, "read"):
+            fs, path = get_fs(url, storage_options)
+            with open(path, "rb") as f:
+                return f.read()
+    with open_stream(url, storage_options=storage_options) as f:
+        return f.read()
+
+
+def read_text(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    return read_bytes(url, storage_options).decode("utf-8")
+
+
+def open_read(url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> IO[bytes]:
+    """A seekable random-access file (fsspec's; remote reads fetch blocks by range)."""
+    with _guard(url, storage_options, "open"):
+        fs, path = get_fs(url, storage_options)
+        return fs.open(path, "rb", **kwargs)  # type: ignore[no-any-return]
+
+
+def _check_writable_proto(url: str) -> None:
+    if _protocol(url) in _HTTP:
+        raise ReadOnlyError(f"{redact(url)} is read-only: http(s) locations can be read but not written")
+
+
+def makedirs(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Create a folder; on object stores only check that the bucket exists (never create a bucket)."""
+    _check_writable_proto(url)
+    with _guard(url, storage_options, "create"):
+        fs, path = get_fs(url, storage_options)
+        if is_object_store(url):
+            _check_bucket(fs, url, storage_options)
+            return
+        fs.makedirs(path, exist_ok=True)
+
+
+def _check_bucket(fs: fsspec.AbstractFileSystem, url: str, storage_options: Mapping[str, Any] | None) -> None:
+    bucket = _bucket(url)
+    if _protocol(url) in ("s3", "s3a"):
+        try:
+            fs.call_s3("head_bucket", Bucket=bucket)  # type: ignore[attr-defined]
+        except Exception as exc:
+            code, status = _client_error_code(exc)
+            if isinstance(exc, FileNotFoundError) or code in ("404", "NoSuchBucket") or status == 404:
+                raise StorageNotFoundError(
+                    f"bucket {bucket!r} does not exist ({redact(url, storage_options)})"
+                ) from None
+            raise
+    elif not fs.exists(bucket):
+        raise StorageNotFoundError(f"bucket {bucket!r} does not exist ({redact(url, storage_options)})")
+
+
+def check_writable(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Fail fast with a one-line :class:`StorageError` when ``url`` cannot be written.
+
+    Checks the endpoint, the bucket and write permission by writing and deleting a tiny probe object, so a
+    long conversion never starts against a location it cannot finish in.
+    """
+    _check_writable_proto(url)
+    makedirs(url, storage_options)
+    probe = join(url, f".pass-wds-probe{TMP_MARK}{uuid.uuid4().hex[:12]}")
+    write_bytes(probe, b"", storage_options)
+    remove(probe, storage_options)
+
+
+def remove(url: str, storage_options: dict[str, Any] | None = None, recursive: bool = False) -> None:
+    _check_writable_proto(url)
+    with _guard(url, storage_options, "remove"):
+        fs, path = get_fs(url, storage_options)
+        _fresh(fs, path)
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
+
+
+def listdir(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Base names of the entries directly under ``url`` (empty when it does not exist)."""
+    with _guard(url, storage_options, "list"):
+        fs, path = get_fs(url, storage_options)
+        _fresh(fs, path)
+        try:
+            entries = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            if is_object_store(url):
+                _check_bucket(fs, url, storage_options)  # a missing bucket is an error, not an empty folder
+            return []
+        base = path.rstrip("/")
+        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries if str(e).rstrip("/") != base)
+
+
+def file_size(url: str, storage_options: dict[str, Any] | None = None) -> int:
+    with _guard(url, storage_options, "stat"):
+        fs, path = get_fs(url, storage_options)
+        _fresh(fs, path)
+        return int(fs.size(path))
+
+
+@contextlib.contextmanager
+def atomic_write(
+    url: str, storage_options: dict[str, Any] | None = None, block_size: int | None = None
+) -> Iterator[IO[bytes]]:
+    """Open ``url`` for binary writing so that it appears under its name only when complete.
+
+    Local files are written to ``<name>.tmp-<random>`` in the same directory and renamed; a crash leaves only
+    the temp file, which the next run removes. On object stores the upload is committed on close (single PUT or
+    CompleteMultipartUpload) and discarded on any exception (the multipart upload is aborted), so no truncated
+    object ever becomes visible; a killed writer leaves only an invisible incomplete upload, which
+    :func:`remove_temp_files` aborts. Other fsspec stores (whose files may be visible while being written) get
+    a temp name and a move. ``block_size`` sets the object-store part size (s3fs default 50 MiB).
+    """
+    _check_writable_proto(url)
+    if is_local(url):
+        fs, path = get_fs(url, storage_options)
+        directory = os.path.dirname(path) or "."
+        with _guard(url, storage_options, "write"):
+            os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        return
+    with _guard(url, storage_options, "write"):
+        fs, path = get_fs(url, storage_options)
+        kwargs = {"block_size": block_size} if block_size else {}
+        if _protocol(url) not in _DISCARDING:
+            # a store whose files may be visible while written (memory://, …): temp name, then move
+            tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+            f = fs.open(tmp, "wb", **kwargs)
+    if _protocol(url) not in _DISCARDING:
+        try:
+            with f:
+                yield f
+            with _guard(url, storage_options, "write"):
+                fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
+            raise
+        return
+    with _guard(url, storage_options, "write"):
+        f = fs.open(path, "wb", **kwargs)
+    try:
+        yield f
+    except BaseException:
+        _discard(f, fs, path)
+        raise
+    try:
+        with _guard(url, storage_options, "write"):
+            f.close()
+    except BaseException:
+        _discard(f, fs, path)
+        raise
+
+
+def _discard(f: Any, fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Abandon an unfinished upload without ever committing it."""
+    discard = getattr(f, "discard", None)
+    if discard is not None:
+        with contextlib.suppress(Exception):
+            discard()
+        # fsspec's close() (also called from __del__) would flush and commit what is buffered: prevent it
+        with contextlib.suppress(Exception):
+            f.closed = True
+        return
+    with contextlib.suppress(Exception):  # a store without discard: never leave the partial object behind
+        f.close()
+    with contextlib.suppress(Exception):
+        fs.rm(path)
+
+
+def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    with atomic_write(url, storage_options) as f:
+        f.write(data)
+
+
+def remove_temp_files(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Delete leftovers of interrupted atomic writes directly under ``url``; return their names.
+
+    On S3 this also aborts incomplete multipart uploads (invisible, but billed) of objects directly under
+    ``url`` that were started before this call: call it before starting writers, not while they run.
+    """
+    removed = [n for n in listdir(url, storage_options) if TMP_MARK in n]
+    for name in removed:
+        remove(join(url, name), storage_options)
+    if _protocol(url) in ("s3", "s3a"):
+        removed += _abort_stale_uploads(url, storage_options)
+    return removed
+
+
+def _abort_stale_uploads(url: str, storage_options: dict[str, Any] | None) -> list[str]:
+    import datetime
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with _guard(url, storage_options, "list uploads in"):
+        fs, path = get_fs(url, storage_options)
+        bucket, _, prefix = path.partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        resp = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix)  # type: ignore[attr-defined]
+        aborted = []
+        for up in resp.get("Uploads", []):
+            key = up["Key"]
+            initiated = up.get("Initiated")
+            if "/" in key[len(prefix) :] or (initiated is not None and initiated > started):
+                continue
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up["UploadId"])  # type: ignore[attr-defined]
+            aborted.append(f"{posixpath.basename(key)} (incomplete upload)")
+        return aborted
