@@ -218,7 +218,7 @@ def prepare(
             lines: list[tuple[str, int, int]] = []  # held while the metadata may still fail: one error line
             for i, listing in ex.imap_unordered(_list_one, jobs, io=True):
                 listings[i] = listing
-                lines.append((inputs[i].name, len(listing.items), len(listing.rejections)))
+                lines.append((inputs[i].name, len(listing), len(listing.rejections)))
                 if md_future is None or md_future.done() and md_future.exception() is None:
                     for line in lines:  # one line per archive: listing PASS takes a while
                         log.info("listed %s: %d files, %d refused", *line)
@@ -232,7 +232,7 @@ def prepare(
     if md is not None:
         log.info("read %d metadata rows (%d columns)", len(md), len(md.columns))
     merged = sources.merge_listings(inputs, [x for x in listings if x is not None])
-    log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
+    log.info("listed %d files in %d inputs in %.1fs", len(merged), len(inputs), time.monotonic() - t0)
     return build_plan(cfg, merged, md)
 
 

@@ -276,12 +276,8 @@ def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> List
     offsets = np.concatenate([x.offsets for x in listings] or [np.zeros(0, np.int64)])
     sizes = np.concatenate([x.sizes for x in listings] or [np.zeros(0, np.int64)])
     n = len(sizes)
-    first = (
-        pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False).astype(np.int64)
-        if n
-        else np.zeros(0, np.int64)
-    )
-    dup = np.flatnonzero(first != np.arange(n))
+    first = _first_index(keys)
+    dup = np.flatnonzero(first != np.arange(n, dtype=first.dtype))
     rejections: list[Rejection] = []
     start = 0
     for x in listings:
@@ -305,6 +301,13 @@ def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> List
         keep[dup] = False
         merged = merged.take(np.flatnonzero(keep))
     return merged
+
+
+def _first_index(keys: pa.ChunkedArray) -> np.ndarray:
+    """For every key, the index of its first occurrence (itself unless it is a duplicate): one hash pass."""
+    if not len(keys):
+        return np.zeros(0, np.int32)
+    return pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def item_url(inputs: list[InputSpec], item: SourceItem) -> str:
@@ -399,8 +402,8 @@ class Metadata(Mapping[str, str]):
         sizes = np.concatenate(self._size_chunks or [np.zeros(0, np.int64)])
         starts = np.zeros(len(sizes), np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
-        first = pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False) if len(sizes) else sizes
-        keep = np.flatnonzero(first == np.arange(len(sizes)))
+        first = _first_index(keys)
+        keep = np.flatnonzero(first == np.arange(len(sizes), dtype=first.dtype))
         self.duplicate_rows = len(sizes) - len(keep)
         if self.duplicate_rows:
             keys, sizes, starts = keys.take(keep), sizes[keep], starts[keep]
