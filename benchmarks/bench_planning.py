@@ -65,15 +65,15 @@ def measure_pass_wds(data: Path) -> dict[str, float]:
     names = encoded.dictionary.to_pylist()
     rank = np.argsort(np.argsort(names))  # input index = rank of the archive's name, as with sorted(set(...))
     inputs = [sources.InputSpec(str(data / n), "tar") for n in sorted(names)]
-    listing = sources.Listing(
-        inputs,
-        table.column("key"),
-        table.column("member"),
-        rank[encoded.indices.to_numpy()].astype(np.int32),
-        table.column("offset").to_numpy(),
-        table.column("size").to_numpy(),
-    )
-    del table, encoded
+    source = rank[encoded.indices.to_numpy()].astype(np.int32)
+    offsets, sizes = table.column("offset").to_numpy(), table.column("size").to_numpy()
+    del encoded
+    columns = {}
+    for name in ("key", "member"):  # one contiguous column at a time, dropping its chunks as we go
+        columns[name] = sources.contiguous(table.column(name))
+        table = table.drop_columns([name])
+    del table
+    listing = sources.Listing(inputs, columns.pop("key"), columns.pop("member"), source, offsets, sizes)
     listing = sources.merge_listings(inputs, [listing])
     t2 = time.perf_counter()
     cfg = ConvertConfig(inputs=["x"], output="y", shard_size="256MB", seed=0)

@@ -368,11 +368,11 @@ def plan_digest(
                 items.members.take(idx),
                 *(pc.cast(pa.array(col[idx]), pa.string()) for col in (items.offsets, items.sizes, rows)),
             ]
-            lines = pc.binary_join_element_wise(*cols, "\t")
-            lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends in a newline
-            if isinstance(lines, pa.ChunkedArray):
-                lines = lines.combine_chunks()
-            lines = lines.cast(pa.large_string())
+            tab, newline = pa.scalar("\t", pa.large_string()), pa.scalar("\n", pa.large_string())
+            lines = pc.binary_join_element_wise(*(c.cast(pa.large_string()) for c in cols), tab)
+            lines = pc.binary_join_element_wise(
+                lines, pa.scalar("", pa.large_string()), newline
+            )  # ends in \n
             offs = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
             data = memoryview(lines.buffers()[2])
             for k in range(s, e):

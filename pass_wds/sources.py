@@ -83,8 +83,8 @@ class Listing:
     times PASS scale (14.4M images) per-item objects alone would need ~15 GB. Rows are in listing order."""
 
     inputs: list[InputSpec]
-    keys: pa.ChunkedArray = field(default_factory=lambda: pa.chunked_array([], pa.string()))
-    members: pa.ChunkedArray = field(default_factory=lambda: pa.chunked_array([], pa.string()))
+    keys: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # one contiguous column each:
+    members: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # takes are then cheap
     source: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # index into ``inputs``
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of the data in the archive
     sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -98,8 +98,8 @@ class Listing:
         items = list(items)
         return cls(
             inputs,
-            pa.chunked_array([pa.array([i.key for i in items], pa.string())]),
-            pa.chunked_array([pa.array([i.member for i in items], pa.string())]),
+            pa.array([i.key for i in items], pa.string()),
+            pa.array([i.member for i in items], pa.string()),
             np.fromiter((i.source for i in items), np.int32, len(items)),
             np.fromiter((i.offset for i in items), np.int64, len(items)),
             np.fromiter((i.size for i in items), np.int64, len(items)),
@@ -131,8 +131,8 @@ class Listing:
         """The rows ``idx`` (rejections are kept as they are)."""
         return Listing(
             self.inputs,
-            _chunked(self.keys.take(idx)),
-            _chunked(self.members.take(idx)),
+            self.keys.take(idx),
+            self.members.take(idx),
             self.source[idx],
             self.offsets[idx],
             self.sizes[idx],
@@ -140,8 +140,23 @@ class Listing:
         )
 
 
-def _chunked(a: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
-    return a if isinstance(a, pa.ChunkedArray) else pa.chunked_array([a])
+def contiguous(column: pa.Array | pa.ChunkedArray | list[pa.Array]) -> pa.Array:
+    """One string array from chunks (no copy when there is one); ``large_string`` past 2 GiB of text."""
+    chunks = (
+        column.chunks
+        if isinstance(column, pa.ChunkedArray)
+        else [column]
+        if isinstance(column, pa.Array)
+        else column
+    )
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        return pa.array([], pa.string())
+    try:
+        return pa.concat_arrays([c.cast(pa.string()) for c in chunks])
+    except pa.ArrowInvalid:  # offsets overflow
+        return pa.concat_arrays([c.cast(pa.large_string()) for c in chunks])
 
 
 def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputSpec]:
@@ -268,8 +283,8 @@ def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> List
     Rejections keep the order a per-item loop would give: each listing's own, then its duplicates.
     """
     listings = list(listings)
-    keys = pa.chunked_array([c for x in listings for c in x.keys.chunks], pa.string())
-    members = pa.chunked_array([c for x in listings for c in x.members.chunks], pa.string())
+    keys = contiguous([x.keys for x in listings])
+    members = contiguous([x.members for x in listings])
     source = np.concatenate([x.source for x in listings] or [np.zeros(0, np.int32)]).astype(
         np.int32, copy=False
     )
@@ -303,7 +318,7 @@ def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> List
     return merged
 
 
-def _first_index(keys: pa.ChunkedArray) -> np.ndarray:
+def _first_index(keys: pa.Array) -> np.ndarray:
     """For every key, the index of its first occurrence (itself unless it is a duplicate): one hash pass."""
     if not len(keys):
         return np.zeros(0, np.int32)
@@ -398,7 +413,7 @@ class Metadata(Mapping[str, str]):
     def finish(self) -> Metadata:
         self._flush()
         self._spill.flush()
-        keys = pa.chunked_array(self._key_chunks, pa.string())
+        keys = contiguous(self._key_chunks)
         sizes = np.concatenate(self._size_chunks or [np.zeros(0, np.int64)])
         starts = np.zeros(len(sizes), np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
@@ -408,7 +423,7 @@ class Metadata(Mapping[str, str]):
         if self.duplicate_rows:
             keys, sizes, starts = keys.take(keep), sizes[keep], starts[keep]
             self._contiguous = False
-        self._keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+        self._keys = keys
         self._sizes, self._starts = sizes, starts
         self._key_chunks, self._size_chunks = [], []
         return self
@@ -418,7 +433,10 @@ class Metadata(Mapping[str, str]):
         """Row number of every key (-1 for none): one vectorised hash join."""
         if not len(keys):
             return np.zeros(0, np.int64)
-        found = pc.index_in(keys, value_set=self._keys)
+        values = self._keys
+        if keys.type != values.type:  # one of them is past 2 GiB of text (large_string)
+            keys, values = keys.cast(pa.large_string()), values.cast(pa.large_string())
+        found = pc.index_in(keys, value_set=values)
         return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
     def index_of(self, key: str) -> int:
