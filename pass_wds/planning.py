@@ -89,9 +89,39 @@ class ShardPlan:
 
 def key_order(keys: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Indices that sort ``keys`` as Python's ``sorted`` does (stable; UTF-8 byte order is code point order),
-    computed by Arrow rather than by sorting 14M Python strings."""
+    computed on arrays rather than by sorting 14M Python strings.
+
+    Keys of one byte length (hashes, as in PASS) are viewed as a fixed-width NumPy byte-string array, whose
+    stable argsort is ~2x faster than Arrow's string sort; other keys use Arrow's.
+    """
     arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(list(keys), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    fixed = _fixed_width(arr)
+    if fixed is not None:
+        return np.argsort(fixed, kind="stable")
     return pc.sort_indices(arr).to_numpy().astype(np.int64)  # type: ignore[no-any-return]
+
+
+def _fixed_width(arr: pa.Array) -> np.ndarray | None:
+    """The strings as a NumPy ``S<n>`` view when all have the same non-zero length and none holds a NUL byte
+    (NumPy ignores trailing NULs when comparing); None otherwise."""
+    if (
+        not len(arr)
+        or arr.null_count
+        or not pa.types.is_string(arr.type)
+        and not pa.types.is_large_string(arr.type)
+    ):
+        return None
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + len(arr) + 1]
+    n = int(offsets[1] - offsets[0])
+    if n == 0 or int(offsets[-1] - offsets[0]) != n * len(arr) or np.any(np.diff(offsets) != n):
+        return None
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    if not data.all():
+        return None
+    return data.view(f"S{n}")
 
 
 _DEAL_CHUNK = 1 << 20  # items converted to Python ints at a time by the dealing loop

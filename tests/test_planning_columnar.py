@@ -138,3 +138,27 @@ def test_metadata_duplicates_first_row_wins_and_digest(tmp_path: Path) -> None:
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:2] + rows[3:]), encoding="utf-8"
     )
     assert sources.read_metadata(str(q)).digest() == md.digest()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [
+            "b2",
+            "a1",
+            "é0",
+            "a1",
+            "zz",
+            "Z9",
+            "a0",
+        ],  # one byte length (the NumPy path), a duplicate, non-ASCII
+        ["b", "a1", "é", "a", "zzz", "", "a"],  # mixed lengths (the Arrow path)
+        ["ab", "a\x01"],  # control bytes stay comparable
+    ],
+)
+def test_key_order_is_pythons_sorted(keys: list[str]) -> None:
+    from pass_wds.planning import key_order
+
+    want = sorted(range(len(keys)), key=keys.__getitem__)
+    assert key_order(keys).tolist() == want
+    assert key_order(pa.array(keys)).tolist() == want
