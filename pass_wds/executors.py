@@ -130,13 +130,37 @@ class DaskExecutor(Executor):
 
     name = "dask"
 
-    def __init__(self, client: Any, cluster: Any = None) -> None:
-        self.client = client
-        self.cluster = cluster
-        workers = len(client.scheduler_info().get("workers", {}))
-        super().__init__(workers)
-        self.name = f"dask ({client.scheduler.address})"
-        self.dashboard = client.dashboard_link
+    def __init__(self, connect: Callable[[], tuple[Any, Any]]) -> None:
+        """``connect`` returns ``(client, cluster or None)``; it runs in a thread, so starting a cluster (seconds
+        for a LocalCluster, a queue wait on Slurm) overlaps with reading the metadata."""
+        super().__init__(1)
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass-wds-dask-start")
+        self._ready = self._starter.submit(connect)
+        self._client: Any = None
+        self.cluster: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client, self.cluster = self._ready.result()  # a ConfigError from connect surfaces here
+            self._starter.shutdown()
+            self.slots = max(1, len(self._client.scheduler_info().get("workers", {})))
+            self.name = f"dask ({self._client.scheduler.address})"
+            self.dashboard = self._client.dashboard_link
+            try:
+                import bokeh  # noqa: F401
+
+                served = ""
+            except ImportError:
+                served = " (served once bokeh is installed on the scheduler)"
+            log.info(
+                "running on %s with %d workers; dashboard: %s%s",
+                self.name,
+                self.slots,
+                self.dashboard,
+                served,
+            )
+        return self._client
 
     def imap_unordered(self, fn: Callable[[A], R], args: Iterable[A], *, io: bool = False) -> Iterator[R]:
         from distributed import as_completed
@@ -177,10 +201,17 @@ class DaskExecutor(Executor):
         return e
 
     def close(self) -> None:
+        try:
+            client, cluster = self._client, self.cluster
+            if client is None:
+                client, cluster = self._ready.result()
+        except Exception:  # it never started: nothing to close
+            return
         with contextlib.suppress(Exception):  # a lost scheduler cannot be closed politely
-            self.client.close(timeout=5)
-        if self.cluster is not None:
-            self.cluster.close()
+            client.close(timeout=5)
+        if cluster is not None:
+            cluster.close()
+        self._starter.shutdown()
 
 
 def _import_dask() -> Any:
@@ -222,33 +253,27 @@ def create(cfg: ConvertConfig) -> Executor:
     if not (cfg.scheduler or cfg.cluster):
         return LocalExecutor(cfg.workers)
     distributed = _import_dask()
-    cluster: Any = None
-    if cfg.scheduler:
-        try:
-            client = distributed.Client(cfg.scheduler, timeout="10s")
-        except OSError as e:
-            raise ConfigError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {e}") from None
-    elif cfg.cluster == "local":
-        # one single-threaded process per worker (shard writing holds the GIL); random ports: no clashes
-        cluster = distributed.LocalCluster(
-            n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        )
-        client = distributed.Client(cluster)
-    else:
+
+    def connect() -> tuple[Any, Any]:
+        if cfg.scheduler:
+            try:
+                return distributed.Client(cfg.scheduler, timeout="10s"), None
+            except OSError as e:
+                raise ConfigError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {e}") from None
+        if cfg.cluster == "local":
+            # one single-threaded process per worker (shard writing holds the GIL); random ports: no clashes
+            cluster = distributed.LocalCluster(
+                n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            )
+            return distributed.Client(cluster), cluster
         cluster = slurm_cluster(cfg)
         cluster.scale(n=cfg.workers)
         client = distributed.Client(cluster)
         log.info("submitted Slurm jobs for %d workers; waiting for the first to start", cfg.workers)
         client.wait_for_workers(1)
-    ex = DaskExecutor(client, cluster)
-    try:
-        import bokeh  # noqa: F401
+        return client, cluster
 
-        served = ""
-    except ImportError:
-        served = " (served once bokeh is installed on the scheduler)"
-    log.info("running on %s with %d workers; dashboard: %s%s", ex.name, ex.slots, ex.dashboard, served)
-    return ex
+    return DaskExecutor(connect)
 
 
 def slurm_cluster(cfg: ConvertConfig) -> Any:
