@@ -261,6 +261,10 @@ def planning_section(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def _walls(row: dict[str, Any]) -> str:
+    return ", ".join(f"{x['wall_s']:.0f}" for x in row["runs"])
+
+
 def dask_section(d: dict[str, Any]) -> list[str]:
     """make-shards on Dask: LocalCluster against local processes, and throughput against workers."""
     rows = {r["case"]: r for r in d["results"]}
@@ -273,7 +277,9 @@ def dask_section(d: dict[str, Any]) -> list[str]:
             f"{d['images']:,} images ({d['input_bytes'] / 1e6:.0f} MB), validation on, median of {d['repeats']} "
             f"interleaved rounds: `--cluster local` {dask['wall_s']:.1f} s vs local processes {local['wall_s']:.1f} s "
             f"with the same worker count: **{ratio:.2f}×** (target ≤ 1.15×; "
-            f"{'met' if ratio <= 1.15 else '**not met**'}). Includes starting the LocalCluster."
+            f"{'met' if ratio <= 1.15 else '**not met**'}). Includes starting the LocalCluster. Every round: local "
+            f"{_walls(local)} s; Dask {_walls(dask)} s. The VM is shared with other jobs (load "
+            "average 7-10 during the run), so rounds vary widely; the ratio is of medians from the same run."
         )
     if d.get("scaling"):
         out += [
@@ -291,6 +297,11 @@ def dask_section(d: dict[str, Any]) -> list[str]:
                     ("speedup", "× 1 worker", ".2f"),
                 ],
             ),
+            "",
+            "On a 2-core VM whose cores were already busy with other jobs there is no idle core to add, so this "
+            "run exercises the multi-worker path (scheduler, workers, ranged reads, gathering) but cannot show "
+            "scaling: extra workers only add contention. Run it on a machine with idle cores (or real nodes) to "
+            "measure throughput per worker.",
         ]
     out += ["", f"Machine: {machine_line(d['machine'])}. `{d['command']}`", ""]
     return out
