@@ -37,7 +37,7 @@ def test_readme_walk_fetch_convert_verify_preview_train_stop_resume(tmp_path: Pa
     server = HttpServer(tmp_path / "www").start()
     data = tmp_path / "data"
     paths = {"/data/pass-wds": data / "pass-wds", "/data/pass-preview.png": data / "pass-preview.png"}
-    paths |= {"/data/ssl.pt": data / "ssl.pt", "/data/pass": data / "pass"}
+    paths |= {"/data/ssl-run": data / "ssl-run", "/data/pass": data / "pass"}
     extra = {
         "fetch": ["--base-url", f"{server.url}/record/6615455/files/", "--no-progress"],
         "make-shards": ["--shard-size", "300KB", "--workers", "2", "--no-progress"],
