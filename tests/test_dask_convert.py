@@ -5,7 +5,6 @@ mid-shard and after the scheduler itself is lost; argument and missing-extra err
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -20,7 +19,7 @@ import fakedata as fd
 import pytest
 from test_convert_e2e import MAKE_SHARDS, REPO, assert_no_leftovers, assert_same_output, load_index
 
-from pass_wds.config import ConvertConfig, from_dict, load_yaml
+from pass_wds.config import ConvertConfig
 from pass_wds.convert import run as convert_run
 
 DASK = [sys.executable, "-m", "dask"]
@@ -292,23 +291,3 @@ def test_slurm_options_only_with_slurm(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     _one_line_exit_2(r, "slurm_queue", "--cluster slurm")
-
-
-def test_slurm_config_becomes_the_job_script() -> None:
-    """configs/dask-slurm.yaml's job options reach dask-jobqueue's sbatch script (no job is submitted)."""
-    from pass_wds.executors import slurm_cluster
-
-    cfg = from_dict(ConvertConfig, load_yaml(REPO / "configs" / "dask-slurm.yaml"))
-    cfg.validate_values()
-    cluster = slurm_cluster(cfg)
-    try:
-        script = cluster.job_script()
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.close()
-    assert "#SBATCH -p cpu" in script
-    assert "#SBATCH -A my-project" in script
-    assert "#SBATCH -t 02:00:00" in script
-    assert "#SBATCH --constraint=intel" in script
-    assert re.search(r"#SBATCH --mem=1[45]G", script), script
-    assert "--nworkers 8" in script and "--nthreads 1" in script
