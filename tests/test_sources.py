@@ -289,7 +289,7 @@ def test_csv_strings_are_escaped_as_json_dumps_does(tmp_path: Path) -> None:
 
 def test_non_utf8_member_name_is_refused_not_fatal(tmp_path: Path) -> None:
     """A member name that is not UTF-8 cannot be a key in UTF-8 JSON or the Arrow listing: it is refused as
-    unsafe-path (it used to crash the plan digest); the other members are listed."""
+    unsafe-path (planning used to stop on it with a UnicodeEncodeError); the other members are listed."""
     p = tmp_path / "PASS.0.tar"
     with tarfile.open(p, "w", format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
         for name in ("ok.jpeg", "bad\udcff.jpeg"):
