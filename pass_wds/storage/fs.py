@@ -239,19 +239,23 @@ def temp_of(name: str) -> str | None:
 
 
 def remove_temp_files(
-    url: str, storage_options: dict[str, Any] | None = None, names: Collection[str] | None = None
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    names: Collection[str] | None = None,
+    keep: Collection[str] = (),
 ) -> list[str]:
     """Delete leftovers of interrupted atomic writes directly under ``url``; return their names.
 
     With ``names``, only temp files of those final names (what the caller itself writes) are touched: a
-    ``*.tmp-*`` file of someone else in the same folder is not ours to delete. On S3 this also aborts
+    ``*.tmp-*`` file of someone else in the same folder is not ours to delete; entries in ``keep`` (found
+    there before the caller wrote anything) are never removed. On S3 this also aborts
     incomplete multipart uploads (invisible, but billed) of objects directly under ``url`` (of ``names`` only,
     when given) that were started before this call: call it before starting writers, not while they run.
     """
     removed = [
         n
         for n in listdir(url, storage_options)
-        if (base := temp_of(n)) is not None and (names is None or base in names)
+        if (base := temp_of(n)) is not None and (names is None or base in names) and n not in keep
     ]
     for name in removed:
         remove(join(url, name), storage_options)
