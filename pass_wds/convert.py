@@ -476,9 +476,12 @@ _DIGEST_BATCH = 1 << 18
 def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
-    inputs = check_inputs(cfg)  # every check that needs no listing comes first: listing PASS reads 187 GB
-    bounds = cfg.shard_bounds()
+    # every check that needs no listing comes first (listing PASS reads 187 GB); the output before the inputs
+    cfg.validate_values()
+    check_output_writable(str(cfg.output), cfg.storage_options)
     foreign = check_output_owned(cfg)
+    inputs = check_inputs(cfg)
+    bounds = cfg.shard_bounds()
     with OutputLock(cfg, shared=bounds is not None) as lock, executors.create(cfg) as ex:
         prep = prepare(cfg, ex, inputs)
         finished = _already_complete(cfg, prep)
