@@ -13,7 +13,9 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -179,21 +181,71 @@ class OutputLock:
     """One writer per output: an exclusive ``flock`` on ``OUT/_state/lock`` for a full run, a shared one for
     ``--shard-range`` tasks (Slurm array tasks write disjoint shards of one output side by side). A second run
     is refused at once with one line, before it lists anything. The kernel releases the lock when the
-    process dies, so a killed run never blocks its rerun. Object stores have no such primitive: there the
-    lock is not taken (see docs/security.md).
+    process dies, so a killed run never blocks its rerun. Object stores have no such primitive: there a lock
+    *object* ``_state/lock.json`` (host, pid, token, heartbeat every 30 s) is best-effort: it is stale when
+    its heartbeat is over 2 minutes old or its process, on this host, is gone (see docs/security.md).
 
     Folders made only to hold the lock are removed again unless the run claimed the output (:meth:`keep`).
     """
 
+    HEARTBEAT, STALE = 30.0, 120.0
+
     def __init__(self, cfg: ConvertConfig, *, shared: bool) -> None:
         self.out = str(cfg.output)
+        self.so = cfg.storage_options
         self.shared = shared
         self._fd: int | None = None
         self._created: list[str] = []
         self._kept = False
+        self._remote: str | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _remote_record(self) -> bytes:
+        return json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "token": self._token, "time": time.time()}
+        ).encode()
+
+    def _remote_holder(self) -> dict[str, Any] | None:
+        """The live holder of the remote lock object, if any (None: absent, ours or stale)."""
+        assert self._remote is not None
+        held = _read_json(self._remote, self.so)
+        if held is None or held.get("token") == self._token:
+            return None
+        age = time.time() - float(held.get("time") or 0)
+        pid = held.get("pid")
+        dead_here = held.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+        return None if age > self.STALE or dead_here else held
+
+    def _enter_remote(self) -> None:
+        if self.shared:  # --shard-range tasks share an output by design; only full runs take the object lock
+            return
+        self._remote = storage.join(self.out, STATE, "lock.json")
+        self._token = os.urandom(8).hex()
+        for _ in range(
+            2
+        ):  # write, then read back: of two racing writers, the one that reads another's token loses
+            held = self._remote_holder()
+            if held is not None:
+                self._remote = None
+                raise ConfigError(
+                    f"output {storage.redact(self.out)} is in use by another make-shards run "
+                    f"(lock object _state/lock.json from {held.get('host')} pid {held.get('pid')}, "
+                    f"refreshed {time.time() - float(held.get('time') or 0):.0f}s ago; stale after "
+                    f"{self.STALE:.0f}s); wait for it to finish or choose another --output"
+                )
+            storage.write_bytes(self._remote, self._remote_record(), self.so)
+        self._beat = threading.Thread(target=self._heartbeat, name="pass-wds-lock", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT):
+            with contextlib.suppress(Exception):  # a missed beat only makes the lock look older
+                storage.write_bytes(str(self._remote), self._remote_record(), self.so)
 
     def __enter__(self) -> OutputLock:
         if not storage.is_local(self.out):
+            self._enter_remote()
             return self
         root = os.path.abspath(self.out.removeprefix("file://"))
         state = os.path.join(root, STATE)
@@ -216,6 +268,15 @@ class OutputLock:
         self._kept = True
 
     def _release(self) -> None:
+        if self._remote is not None:
+            self._stop.set()
+            if self._beat is not None:
+                self._beat.join()
+            with contextlib.suppress(Exception):  # unreachable store: the lock goes stale on its own
+                held = _read_json(self._remote, self.so)
+                if held is not None and held.get("token") == self._token:
+                    storage.remove(self._remote, self.so)
+            self._remote = None
         if self._fd is None:
             return
         if not self._kept and self._created:
@@ -229,6 +290,16 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self._release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:
@@ -679,7 +750,7 @@ def _clear_output(cfg: ConvertConfig, keep: set[str] | frozenset[str] = frozense
             storage.remove(storage.join(out, name), so)
     state = storage.join(out, STATE)
     for name in storage.listdir(state, so):
-        if name != LOCK:  # the lock is held by this run
+        if name not in (LOCK, "lock.json"):  # the lock is held by this run
             storage.remove(storage.join(state, name), so, recursive=True)
 
 

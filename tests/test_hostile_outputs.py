@@ -9,11 +9,16 @@ import fcntl
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from servers import Bucket
 
 from pass_wds.cli import make_shards_main
 
@@ -166,3 +171,25 @@ def test_shard_range_tasks_share_the_lock(src: Path, tmp_path: Path) -> None:
         _one_line(*run(src, "-o", out, "--shard-size", "4KB"), "another make-shards")
     finally:
         os.close(fd)
+
+
+def test_object_store_lock_is_best_effort(src: Path, s3: Bucket) -> None:
+    """On S3 a live lock object of another host refuses a full run; a stale one (old heartbeat, or a dead
+    process on this host) does not."""
+    so = json.dumps(s3.storage_options)
+    out = f"{s3.url}/out"
+    live = {"host": "node-7", "pid": 1, "token": "other", "time": time.time()}
+    s3.put("out/_state/lock.json", json.dumps(live).encode())
+    _one_line(*run(src, "-o", out, "--storage-options", so), "another make-shards", "node-7")
+    assert s3.keys("out/") == ["out/_state/lock.json"]
+    stale = {**live, "time": time.time() - 3600}
+    s3.put("out/_state/lock.json", json.dumps(stale).encode())
+    rc, err = run(src, "-o", out, "--storage-options", so)
+    assert rc == 0, err
+    assert "out/_state/lock.json" not in s3.keys("out/")  # released with the state at the end
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = {**live, "host": socket.gethostname(), "pid": dead.pid}
+    s3.put("out/_state/lock.json", json.dumps(mine).encode())
+    rc, err = run(src, "-o", out, "--storage-options", so, "--seed", "5", "--overwrite")
+    assert rc == 0, err
