@@ -442,6 +442,8 @@ class _Prefetcher:
         except (ConnectionError, TimeoutError):
             raise
         except OSError as e:
+            if isinstance(e, PermissionError) and not storage.is_local(item.url):
+                raise  # a store refusing us (expired credentials) refuses every item: not this item's fault
             return Rejected(reasons.READ_ERROR, storage.redact(_one_line(e), self._so))
 
     def __iter__(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
