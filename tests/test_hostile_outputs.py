@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from servers import Bucket
+from servers import Bucket, HttpServer
 
 from pass_wds.cli import make_shards_main
 
@@ -193,3 +193,41 @@ def test_object_store_lock_is_best_effort(src: Path, s3: Bucket) -> None:
     s3.put("out/_state/lock.json", json.dumps(mine).encode())
     rc, err = run(src, "-o", out, "--storage-options", so, "--seed", "5", "--overwrite")
     assert rc == 0, err
+
+
+def test_two_real_runs_into_one_output(http_server: HttpServer, tmp_path: Path) -> None:
+    """Two make-shards processes at once: the second refuses with one line, the first finishes intact."""
+    with tarfile.open(http_server.root / "PASS.0.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(40):
+            data = _jpeg(i) + bytes(20_000)  # ~1 MB in all: a slow server takes seconds to send it
+            info = tarfile.TarInfo(f"k{i:02d}.jpg")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    http_server.chunk_delay = 0.5
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pass_wds.cli",
+        "make-shards",
+        f"{http_server.url}/PASS.0.tar",
+        "-o",
+        str(out),
+    ]
+    first = subprocess.Popen(
+        [*cmd, "--allow-missing-metadata", "--no-progress", "--no-validate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "_state" / "lock").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        _one_line(*run(f"{http_server.url}/PASS.0.tar", "-o", out), "another make-shards")
+        _, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert json.loads((out / "index.json").read_text())["totals"]["samples"] == 40
