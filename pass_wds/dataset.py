@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import braceexpand
 
@@ -90,7 +90,7 @@ def scan_tar(
     entries: list[tuple[str, int, int]] = []
     try:
         with storage.open_stream(url, 0, None, storage_options) as raw:
-            f: IO[bytes] = gzip.GzipFile(fileobj=raw) if compressed else raw  # type: ignore[assignment]
+            f: tar.Readable = gzip.GzipFile(fileobj=raw) if compressed else raw
             total = None if compressed else storage.file_size(url, storage_options)
             for entry in tar.scan_tar(f, total):
                 if entry.isreg:

@@ -41,7 +41,7 @@ def check_shard(
             h = hashlib.sha256()
             hashing = _HashingReader(f, h)
             try:
-                for info in tar.scan_tar(hashing):  # type: ignore[arg-type]
+                for info in tar.scan_tar(hashing):
                     if not info.isreg:
                         problems.append(f"non-regular member {info.name!r}")
                         continue

@@ -11,7 +11,7 @@ import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import Protocol
 
 BLOCK = 512
 END_OF_ARCHIVE = 2 * BLOCK
@@ -166,6 +166,15 @@ def _pax_size(value: str) -> int:
     return int(value)
 
 
+class Readable(Protocol):
+    """What the scanner needs of a stream (``readinto`` is used when there is one): plain files, fsspec files,
+    gzip streams and hashing wrappers all fit."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def seekable(self) -> bool: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
 class TarScanner:
     """Walks the member headers of an uncompressed tar read from ``f``; :meth:`data` reads a member's bytes.
 
@@ -180,7 +189,7 @@ class TarScanner:
     yielded before that is sound.
     """
 
-    def __init__(self, f: IO[bytes], total: int | None = None, chunk: int = _TAR_CHUNK) -> None:
+    def __init__(self, f: Readable, total: int | None = None, chunk: int = _TAR_CHUNK) -> None:
         self._f = f
         self._total = total
         self._chunk = chunk
@@ -210,7 +219,13 @@ class TarScanner:
             data = self._f.read(n)
             self._stream_pos = pos + len(data)
             return data
-        filled = self._f.readinto(self._view) or 0  # type: ignore[attr-defined]
+        readinto = getattr(self._f, "readinto", None)
+        if readinto is not None:
+            filled = readinto(self._view) or 0
+        else:
+            data = self._f.read(self._chunk)
+            filled = len(data)
+            self._view[:filled] = data
         self._filled, self._base, self._stream_pos = filled, pos, pos + filled
         return bytes(self._view[: min(n, filled)])
 
@@ -303,6 +318,6 @@ class TarScanner:
             pos = data + padded(size)
 
 
-def scan_tar(f: IO[bytes], total: int | None = None, chunk: int = _TAR_CHUNK) -> Iterator[TarEntry]:
+def scan_tar(f: Readable, total: int | None = None, chunk: int = _TAR_CHUNK) -> Iterator[TarEntry]:
     """The member headers of the tar in ``f`` (see :class:`TarScanner`)."""
     return iter(TarScanner(f, total, chunk))

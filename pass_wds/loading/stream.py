@@ -173,7 +173,7 @@ def _read_compressed_span(
     last = wanted[-1]
     i = -1
     with open_shard(shard, 0, None, so, cache) as raw, gzip.GzipFile(fileobj=raw) as gz:
-        scanner = tar.TarScanner(gz)  # type: ignore[arg-type]
+        scanner = tar.TarScanner(gz)
         members = ((m.name, scanner.data(m)) for m in scanner if m.isreg)
         try:
             for i, (key, group) in enumerate(group_by_key(members)):
