@@ -19,6 +19,8 @@ EXTENSIONS = {
 
 
 PROVENANCE = "_provenance"
+RESERVED_FIELDS = frozenset({PROVENANCE})
+"""Top-level names of the sample JSON that pass-wds writes itself; a metadata column may not use them."""
 
 IMAGE_EXTS = frozenset(
     {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm", "jp2", "avif", "heic"}
