@@ -53,6 +53,7 @@ class BenchConfig:
     profile_samples: int = 128
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
+    allow_external_urls: bool = False
 
 
 @dataclass
@@ -125,7 +126,7 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
-    shards = resolve_source(cfg.source, so)
+    shards = resolve_source(cfg.source, so, allow_external_urls=cfg.allow_external_urls)
     counts = tuple(s.nsamples for s in shards)
     offsets = shard_offsets(counts)
     cache = IndexCache(shards, so)
@@ -195,6 +196,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         seed=cfg.seed,
         device=cfg.device if recipe is not None else None,
         storage_options=cfg.storage_options or None,
+        allow_external_urls=cfg.allow_external_urls,
         pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
         prefetch_factor=PREFETCH_FACTOR,
     )

@@ -9,7 +9,6 @@ manifest is written the state folder is removed, so a finished output holds only
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import sys
@@ -26,6 +25,7 @@ from pass_wds import __version__, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.format import manifest, reasons
 from pass_wds.format.tar import sample_bytes
+from pass_wds.storage.errors import get_logger
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
@@ -36,7 +36,7 @@ from pass_wds.writing import (
     write_shard,
 )
 
-log = logging.getLogger("pass_wds.make_shards")
+log = get_logger("pass_wds.make_shards")
 
 STATE = "_state"
 CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
@@ -317,6 +317,7 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
     cfg.validate_values()
+    storage.remember_secrets(cfg.storage_options)
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
     if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs

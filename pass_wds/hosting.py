@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import re
@@ -27,8 +26,9 @@ from typing import Any
 
 from pass_wds import storage
 from pass_wds.format import manifest
+from pass_wds.storage.errors import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED)
 _PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
@@ -247,6 +247,7 @@ def urls(
     base: str | None = None,
     brace: bool = False,
     storage_options: dict[str, Any] | None = None,
+    allow_external_urls: bool = False,
 ) -> list[str]:
     """Absolute shard URLs of an output (folder/URL or its index.json), in shard order.
 
@@ -254,7 +255,7 @@ def urls(
     place the output is hosted), else against the index's location. ``brace`` collapses consecutively
     numbered shards into brace patterns such as ``s3://b/p/pass-{000000..000012}.tar`` (one per run).
     """
-    index = manifest.load_index(source, storage_options)
+    index = manifest.load_index(source, storage_options, allow_external_urls=allow_external_urls)
     folder = base or manifest.output_dir(source)
     out = [resolve(folder, str(e["url"])) for e in index["shardlist"]]
     return brace_patterns(out) if brace else out

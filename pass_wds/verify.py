@@ -15,7 +15,7 @@ from typing import Any
 from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.idx import ShardIndex, group_samples, parse_idx
-from pass_wds.format.manifest import ERRORS, load_index, output_dir, size_spread
+from pass_wds.format.manifest import ERRORS, load_index, output_dir, resolve_entry, size_spread
 
 
 @dataclass
@@ -25,12 +25,17 @@ class ShardCheck:
     problems: list[str]
 
 
+def _entry_url(base: str, entry: dict[str, Any], field: str) -> str:
+    """A shard or .idx of a manifest that :func:`load_index` has validated (and kept inside ``base``)."""
+    return resolve_entry(base, entry[field], field, base, allow_external=True)
+
+
 def check_shard(
     base: str, entry: dict[str, Any], storage_options: dict[str, Any] | None = None
 ) -> ShardCheck:
     """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, and that the
     ``.idx`` names exactly the members the tar's own headers describe (keys, extensions, offsets, sizes)."""
-    url = storage.join(base, entry["url"])
+    url = _entry_url(base, entry, "url")
     problems: list[str] = []
     members: list[tuple[str, int, int]] = []
     try:
@@ -61,9 +66,7 @@ def check_shard(
         problems.append("members of a sample are not adjacent (or duplicate keys)")
     if entry.get("idx"):
         try:
-            idx = parse_idx(
-                storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
-            )
+            idx = parse_idx(storage.read_text(_entry_url(base, entry, "idx"), storage_options), entry["idx"])
             if len(idx) != entry.get("nsamples"):
                 problems.append(f".idx lists {len(idx)} samples")
             else:
@@ -81,6 +84,8 @@ def check_shard(
 
 def _first_difference(idx: ShardIndex, layout: ShardIndex) -> int | None:
     for i, (key, members) in enumerate(zip(idx.keys, idx.members, strict=False)):
+        if i >= len(layout):  # the tar holds fewer samples than the .idx (a damaged or replaced shard)
+            return i
         if members != layout.members[i] or (idx.named and key != layout.keys[i]):
             return i
     return None
@@ -117,9 +122,10 @@ def verify(
     *,
     workers: int = 4,
     on_shard: Callable[[ShardCheck], None] | None = None,
+    allow_external_urls: bool = False,
 ) -> list[ShardCheck]:
     """Check every shard listed in ``index.json``; return the checks (bad ones have ``ok=False``)."""
-    index = load_index(out, storage_options)
+    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
     base = output_dir(out)
     checks: list[ShardCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -133,9 +139,11 @@ def verify(
 # ------------------------------------------------------------------------------------------------- inspect
 
 
-def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
+def summarize(
+    out: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+) -> str:
     """A human summary: shards, samples, bytes, balance, rejected inputs by reason."""
-    index = load_index(out, storage_options)
+    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
     base = output_dir(out)
     sizes = [s["filesize"] for s in index["shardlist"]]
     counts = [s["nsamples"] for s in index["shardlist"]]
@@ -165,21 +173,23 @@ def summarize(out: str, storage_options: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def find_sample(out: str, key: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def find_sample(
+    out: str, key: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+) -> dict[str, Any] | None:
     """Locate a sample by key through the ``.idx`` files and return its JSON metadata."""
 
-    index = load_index(out, storage_options)
+    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
     base = output_dir(out)
     for entry in index["shardlist"]:
         if not entry.get("idx"):
             continue
         shard_index = parse_idx(
-            storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
+            storage.read_text(_entry_url(base, entry, "idx"), storage_options), entry["idx"]
         )
         for sample_key, members in zip(shard_index.keys, shard_index.members, strict=True):
             for ext, offset, nbytes in members:
                 if ext == "json" and sample_key == key:
-                    with storage.open_read(storage.join(base, entry["url"]), storage_options) as f:
+                    with storage.open_read(_entry_url(base, entry, "url"), storage_options) as f:
                         f.seek(offset)
                         meta: dict[str, Any] = json.loads(f.read(nbytes))
                     meta.setdefault("__shard__", entry["url"])

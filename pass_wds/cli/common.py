@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
+from pass_wds.format.errors import ShardError
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,6 +29,7 @@ def _json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
+    storage.remember_secrets(value)  # nothing this process prints or logs may show them
     return value
 
 
@@ -43,6 +45,16 @@ def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.S
     )
 
 
+def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
+    """``--allow-external-urls``: trust an index.json that names shards outside its own folder."""
+    p.add_argument(
+        "--allow-external-urls",
+        action="store_true",
+        help="trust an index.json that lists absolute shard URLs or paths outside its own folder "
+        "(refused by default; see docs/security.md)",
+    )
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -54,7 +66,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
         return int(args.func(args))
-    except (ConfigError, storage.StorageError) as e:
+    except (ConfigError, storage.StorageError, ShardError) as e:
         print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

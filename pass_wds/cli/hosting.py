@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_storage_options
+from pass_wds.cli.common import add_allow_external_urls, add_storage_options
 
 
 def register(sub: Any) -> None:
@@ -68,6 +68,7 @@ def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
     p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
     add_storage_options(p, default={})
+    add_allow_external_urls(p)
     p.set_defaults(func=cmd_urls)
     return p
 
@@ -75,6 +76,12 @@ def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_urls(args: argparse.Namespace) -> int:
     from pass_wds.hosting import urls
 
-    for u in urls(args.source, base=args.base, brace=args.brace, storage_options=args.storage_options):
+    for u in urls(
+        args.source,
+        base=args.base,
+        brace=args.brace,
+        storage_options=args.storage_options,
+        allow_external_urls=args.allow_external_urls,
+    ):
         print(u)
     return 0

@@ -7,7 +7,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +33,9 @@ from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, Plan
 from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.stream import IndexCache
 from pass_wds.storage.cache import ShardCache
+from pass_wds.storage.errors import get_logger, remember_secrets
 
-log = logging.getLogger("pass_wds.loading")
+log = get_logger("pass_wds.loading")
 STATE_VERSION = 1
 
 
@@ -58,6 +58,7 @@ class LoaderConfig:
     epoch_samples: int | None = None
     on_error: str = "substitute"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -172,8 +173,13 @@ class Loader:
 
     def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
         self.config = config
+        remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
-        self.shards: list[ShardInfo] = resolve_source(config.source, config.storage_options or None)  # type: ignore[arg-type]
+        self.shards: list[ShardInfo] = resolve_source(
+            config.source,  # type: ignore[arg-type]
+            config.storage_options or None,
+            allow_external_urls=config.allow_external_urls,
+        )
         self.recipe = _load_recipe(recipe)
         self.params = PlanParams(
             counts=tuple(s.nsamples for s in self.shards),
@@ -414,6 +420,7 @@ def make_loader(
     segment_samples: int = 256,
     epoch_samples: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    allow_external_urls: bool = False,
     cache_dir: str | None = None,
     cache_bytes: str | int = "100GB",
     on_error: str = "substitute",
@@ -428,6 +435,8 @@ def make_loader(
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
     ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
+    ``allow_external_urls``: trust an ``index.json`` that lists absolute shard URLs or paths outside its
+    own folder (refused by default: a manifest from elsewhere could make the loader read local files).
     """
     cfg = LoaderConfig(
         source=source if isinstance(source, str) else list(source),
@@ -442,6 +451,7 @@ def make_loader(
         epoch_samples=epoch_samples,
         on_error=on_error,
         storage_options=dict(storage_options or {}),
+        allow_external_urls=allow_external_urls,
         cache_dir=cache_dir,
         cache_bytes=cache_bytes,
         prefetch_factor=prefetch_factor,

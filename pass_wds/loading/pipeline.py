@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +29,19 @@ from pass_wds.loading.plan import (
 )
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
+from pass_wds.storage.errors import get_logger, redact
 
-log = logging.getLogger("pass_wds.loading")
+log = get_logger("pass_wds.loading")
 
 Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
 _AUG_TAG = 0xA06
 
 
 class SampleError(RuntimeError):
-    """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen."""
+    """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen (message redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass
@@ -298,7 +301,12 @@ def _count(
 ) -> None:
     stats["errors"] = stats.get("errors", 0) + 1
     stats.setdefault("bad", []).append(
-        {"key": sample["__key__"], "url": sample["__url__"], "reason": reason, "detail": detail[:200]}
+        {
+            "key": sample["__key__"],
+            "url": redact(sample["__url__"]),
+            "reason": reason,
+            "detail": redact(detail[:200]),
+        }
     )
     log.warning(
         "bad sample %r in %s (%s: %s); %s", sample["__key__"], sample["__url__"], reason, detail[:200], action

@@ -19,12 +19,12 @@ import braceexpand
 from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
-from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, parse_idx
-from pass_wds.format.manifest import ShardInfo, read_index_json
+from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
+from pass_wds.format.manifest import ShardInfo, is_index_url, read_index_json
 
 
 def _is_gzip(url: str, storage_options: dict[str, Any] | None) -> bool:
-    if url.endswith((".tgz", ".gz")):
+    if is_gzip_name(url):
         return True
     with storage.open_stream(url, 0, 2, storage_options) as f:
         return f.read(2) == b"\x1f\x8b"
@@ -59,14 +59,22 @@ def load_shard_index(shard: ShardInfo, storage_options: dict[str, Any] | None = 
         return shard.index
     if shard.idx_url is None:
         return scan_tar(shard.url, storage_options, shard.compressed)
-    try:
-        text = storage.read_text(shard.idx_url, storage_options)
-    except (OSError, FileNotFoundError) as e:
-        raise ShardError(f"{shard.idx_url}: cannot read index: {e}") from None
-    index = parse_idx(text, shard.idx_url)
+    index = _read_idx(shard.idx_url, storage_options)
     if len(index) != shard.nsamples:
         raise ShardError(f"{shard.idx_url}: {len(index)} samples, but the shard list says {shard.nsamples}")
     return index
+
+
+def _read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
+    try:
+        raw = storage.read_bytes(url, storage_options)
+    except (OSError, FileNotFoundError) as e:
+        raise ShardError(f"{url}: cannot read index: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShardError(f"{url}: not a DALI .idx file (not text)") from None
+    return parse_idx(text, url)
 
 
 def expand_urls(source: str | Sequence[str]) -> list[str]:
@@ -78,13 +86,13 @@ def expand_urls(source: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def _resolve_one(url: str, storage_options: dict[str, Any] | None) -> list[ShardInfo]:
-    if url.endswith(".json"):
-        return read_index_json(url, storage_options)
-    compressed = url.endswith((".tgz", ".gz"))
+def _resolve_one(url: str, storage_options: dict[str, Any] | None, allow_external: bool) -> list[ShardInfo]:
+    if is_index_url(url):
+        return read_index_json(url, storage_options, allow_external_urls=allow_external)
+    compressed = is_gzip_name(url)
     idx_url = idx_url_for(url)
-    if not compressed and storage.exists(idx_url, storage_options):
-        index = parse_idx(storage.read_text(idx_url, storage_options), idx_url)
+    if not compressed and idx_url is not None and storage.exists(idx_url, storage_options):
+        index = _read_idx(idx_url, storage_options)
         return [ShardInfo(url, len(index), idx_url)]
     if not storage.exists(url, storage_options):
         raise ShardError(f"shard not found: {url}")
@@ -94,20 +102,27 @@ def _resolve_one(url: str, storage_options: dict[str, Any] | None) -> list[Shard
 
 
 def resolve_source(
-    source: str | Sequence[str], storage_options: dict[str, Any] | None = None, threads: int = 16
+    source: str | Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    threads: int = 16,
+    *,
+    allow_external_urls: bool = False,
 ) -> list[ShardInfo]:
     """Turn an ``index.json`` URL, a brace pattern or a URL list into shards with sample counts.
 
     Counts come from ``index.json``, else from the ``.idx`` beside each shard, else from one header scan
     (kept, so workers do not scan again). Shards are looked up in parallel threads (object-store latency).
+    An ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``.
     """
-    if isinstance(source, str) and source.endswith(".json"):
-        shards = read_index_json(source, storage_options)
+    if isinstance(source, str) and is_index_url(source):
+        shards = read_index_json(source, storage_options, allow_external_urls=allow_external_urls)
     else:
         urls = expand_urls(source)
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
             shards = [
-                s for found in pool.map(lambda u: _resolve_one(u, storage_options), urls) for s in found
+                s
+                for found in pool.map(lambda u: _resolve_one(u, storage_options, allow_external_urls), urls)
+                for s in found
             ]
     if not shards:
         raise ShardError(f"no shards in {source!r}")
