@@ -131,8 +131,10 @@ def _load_all(im: Image.Image, data: bytes, fmt: str) -> None:
         Image.open(io.BytesIO(data)).load()
 
 
-def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
-    """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`."""
+def inspect_image(data: bytes, *, validate: bool, max_pixels: int, reencode: bool = False) -> ImageInfo:
+    """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`.
+
+    A format the loader does not read is ``unsupported-format`` (kept only when it will be re-encoded)."""
     if not data:
         raise Rejected(reasons.EMPTY, "0 bytes")
     if not validate:
@@ -150,6 +152,10 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
         try:
             im = Image.open(io.BytesIO(data))
             fmt = im.format or ""
+            if fmt not in EXTENSIONS and not reencode:
+                raise Rejected(
+                    reasons.UNSUPPORTED_FORMAT, f"{fmt or 'unknown'} images are not read by the loader"
+                )
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
@@ -163,8 +169,7 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int) -> ImageInfo:
             raise Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify") from None
         except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
             raise Rejected(reasons.CORRUPT, f"{type(e).__name__}: {e}") from None
-    ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
-    return ImageInfo(fmt, ext, width, height)
+    return ImageInfo(fmt, EXTENSIONS.get(fmt, "jpg"), width, height)
 
 
 def sniff_header(data: bytes) -> tuple[str, int, int] | None:
@@ -440,7 +445,9 @@ def write_shard(task: ShardTask) -> ShardResult:
             for item, data in reader:
                 input_bytes += len(data)
                 try:
-                    info = inspect_image(data, validate=opts.validate, max_pixels=opts.max_image_pixels)
+                    info = inspect_image(
+                        data, validate=opts.validate, max_pixels=opts.max_image_pixels, reencode=opts.reencode
+                    )
                 except Rejected as r:
                     rejections.append(
                         sources.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()

@@ -1,4 +1,4 @@
-"""What a sample holds: the image extensions written and read, and the provenance field of its JSON."""
+"""What a sample holds: the image formats written and read, and the provenance field of its JSON."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ EXTENSIONS = {
     "AVIF": "avif",
     "HEIF": "heic",
     "PPM": "ppm",
-    "ICO": "ico",
 }
+"""The one list of image formats (Pillow's name → the extension written). make-shards keeps exactly these
+(the rest is rejected as ``unsupported-format`` unless re-encoded to JPEG) and the loader reads exactly
+these, so no written sample is skipped at every epoch."""
+
+EXTENSION_ALIASES = frozenset({"jpeg", "tiff", "pgm", "pbm"})
+"""Other names of the same formats, as other tools write them in foreign shards."""
 
 
 PROVENANCE = "_provenance"
 RESERVED_FIELDS = frozenset({PROVENANCE})
 """Top-level names of the sample JSON that pass-wds writes itself; a metadata column may not use them."""
 
-IMAGE_EXTS = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm", "jp2", "avif", "heic"}
-)
+IMAGE_EXTS = frozenset(EXTENSIONS.values()) | EXTENSION_ALIASES
+"""Member extensions the loader decodes as the image of a sample."""
