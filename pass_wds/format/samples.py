@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+from typing import Any
+
 EXTENSIONS = {
     "JPEG": "jpg",
     "MPO": "jpg",  # a JPEG with extra frames; every JPEG decoder reads the first
@@ -25,6 +28,28 @@ EXTENSION_ALIASES = frozenset({"jpeg", "tiff", "pgm", "pbm"})
 
 PROVENANCE = "_provenance"
 RESERVED_FIELDS = frozenset({PROVENANCE})
+CHECKSUM = "crc32"
+"""Field of ``_provenance``: CRC-32 of the stored image bytes as 8 hex digits (written by make-shards)."""
+
+
+def image_checksum(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def checksum_problem(image: bytes, meta: dict[str, Any]) -> str | None:
+    """Why ``image`` is not the image make-shards stored for this sample JSON, or None. Samples without a
+    recorded checksum (foreign shards, older outputs) pass."""
+    prov = meta.get(PROVENANCE)
+    if not isinstance(prov, dict):
+        return None
+    expected = prov.get(CHECKSUM)
+    if isinstance(prov.get("bytes"), int) and prov["bytes"] != len(image):
+        return f"image is {len(image)} bytes, make-shards stored {prov['bytes']}"
+    if isinstance(expected, str) and image_checksum(image) != expected:
+        return f"image bytes do not match the crc32 recorded by make-shards ({expected})"
+    return None
+
+
 """Top-level names of the sample JSON that pass-wds writes itself; a metadata column may not use them."""
 
 IMAGE_EXTS = frozenset(EXTENSIONS.values()) | EXTENSION_ALIASES

@@ -57,6 +57,7 @@ class LoaderConfig:
     segment_samples: int = 256
     epoch_samples: int | None = None
     on_error: str = "substitute"
+    verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
     cache_dir: str | None = None
@@ -280,6 +281,7 @@ class Loader:
             rank=self.rank,
             recipe=self.recipe,
             on_error=self.config.on_error,
+            verify_samples=self.config.verify_samples,
             storage_options=self.config.storage_options or None,
             shard_cache=(
                 ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes))
@@ -424,6 +426,7 @@ def make_loader(
     cache_dir: str | None = None,
     cache_bytes: str | int = "100GB",
     on_error: str = "substitute",
+    verify_samples: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
     device: str | None = None,
@@ -450,6 +453,7 @@ def make_loader(
         segment_samples=segment_samples,
         epoch_samples=epoch_samples,
         on_error=on_error,
+        verify_samples=verify_samples,
         storage_options=dict(storage_options or {}),
         allow_external_urls=allow_external_urls,
         cache_dir=cache_dir,
