@@ -6,8 +6,8 @@ import hashlib
 import io
 import json
 import tarfile
-import zlib
 import warnings
+import zlib
 from pathlib import Path
 
 import pytest
