@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pass_wds.format.errors import ShardError
-from pass_wds.format.keys import split_key
+from pass_wds.format.keys import group_by_key, split_key
 from pass_wds.storage.errors import redact
 from pass_wds.storage.urls import has_query, without_query
 
@@ -52,19 +52,9 @@ def group_samples(entries: Iterable[tuple[str, int, int]]) -> ShardIndex:
     """Group ``(member name, data offset, size)`` runs sharing a key into samples, in tar order."""
     keys: list[str] = []
     members: list[tuple[Member, ...]] = []
-    current: list[Member] = []
-    current_key: str | None = None
-    for name, offset, size in entries:
-        key, ext = split_key(name)
-        if key != current_key:
-            if current_key is not None:
-                keys.append(current_key)
-                members.append(tuple(current))
-            current_key, current = key, []
-        current.append(Member(ext, offset, size))
-    if current_key is not None:
-        keys.append(current_key)
-        members.append(tuple(current))
+    for key, group in group_by_key((name, (offset, size)) for name, offset, size in entries):
+        keys.append(key)
+        members.append(tuple(Member(ext, offset, size) for ext, (offset, size) in group))
     return ShardIndex(keys, members)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MAX_KEY_LEN = 64
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -50,3 +54,19 @@ def split_key(name: str) -> tuple[str, str]:
     if dot < 0:
         return name, ""
     return name[:dot], name[dot + 1 :]
+
+
+def group_by_key(members: Iterable[tuple[str, T]]) -> Iterator[tuple[str, list[tuple[str, T]]]]:
+    """WebDataset's sample rule, the one loop that applies it: consecutive members whose names share a key
+    (:func:`split_key`) form one sample. Yields ``(key, [(extension, payload), …])`` in archive order."""
+    key: str | None = None
+    group: list[tuple[str, T]] = []
+    for name, payload in members:
+        k, ext = split_key(name)
+        if k != key:
+            if key is not None:
+                yield key, group
+            key, group = k, []
+        group.append((ext, payload))
+    if key is not None:
+        yield key, group

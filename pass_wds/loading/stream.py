@@ -20,7 +20,7 @@ from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex
-from pass_wds.format.keys import split_key
+from pass_wds.format.keys import group_by_key
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.loading.shards import load_shard_index
 from pass_wds.storage.cache import ShardCache
@@ -167,35 +167,23 @@ def _read_plain_span(
 def _read_compressed_span(
     shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None, cache: ShardCache | None = None
 ) -> Iterator[tuple[int, Sample]]:
+    """Gzipped shards cannot seek: stream from the start, keep the wanted samples (members are read as the
+    stream passes them; unwanted samples are dropped at once)."""
     want = set(wanted)
     last = wanted[-1]
     i = -1
-    key: str | None = None
-    sample: Sample = {}
     with open_shard(shard, 0, None, so, cache) as raw, gzip.GzipFile(fileobj=raw) as gz:
         scanner = tar.TarScanner(gz)  # type: ignore[arg-type]
+        members = ((m.name, scanner.data(m)) for m in scanner if m.isreg)
         try:
-            for m in scanner:
-                if not m.isreg:
-                    continue
-                k, ext = split_key(m.name)
-                if k != key:
-                    if i in want:
-                        yield i, sample
-                    if i >= last:
-                        return
-                    i += 1
-                    key = k
-                    sample = {"__key__": k, "__url__": shard.url}
+            for i, (key, group) in enumerate(group_by_key(members)):
                 if i in want:
-                    sample[ext] = scanner.data(m)
+                    yield i, {"__key__": key, "__url__": shard.url, **dict(group)}
+                if i >= last:
+                    return
         except (tar.TarDamaged, EOFError, zlib.error) as e:
             raise ShardError(f"{storage.redact(shard.url)}: cannot read as a tar shard: {e}") from None
-        if i in want:
-            yield i, sample
-            i += 1
-    if last >= i:
-        raise ShardError(f"{shard.url}: has fewer samples than expected ({last + 1} needed)")
+    raise ShardError(f"{shard.url}: has fewer samples than expected ({last + 1} needed, {i + 1} found)")
 
 
 def read_samples(
