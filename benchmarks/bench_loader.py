@@ -67,17 +67,27 @@ from _common import (  # noqa: E402
 )
 
 OURS_RECIPES = ("decode", "eval", "simclr", "simclr-cpu", "dino")
+# eval-nocheck: eval with verify_samples=False, to measure the per-sample checksum check in the same run
+EXTRA_RECIPES = ("eval-nocheck",)
 BASELINE_RECIPES = ("decode", "eval", "simclr", "dino")
 BASELINES = ("webdataset", "imagefolder", "litdata")
 # which baseline recipe each of our recipes is compared with
-BASELINE_OF = {"decode": "decode", "eval": "eval", "simclr": "simclr", "simclr-cpu": "simclr", "dino": "dino"}
+BASELINE_OF = {
+    "decode": "decode",
+    "eval": "eval",
+    "eval-nocheck": "eval",
+    "simclr": "simclr",
+    "simclr-cpu": "simclr",
+    "dino": "dino",
+}
 
 
 # ------------------------------------------------------------------------------------------- data copies
 
 
-def prepare(images: int, photos: bool = False) -> dict[str, Any]:
-    """Raw set → make-shards output, extracted files (ImageFolder) and a LitData copy, each made once."""
+def prepare(images: int, photos: bool = False, baselines: Iterable[str] = BASELINES) -> dict[str, Any]:
+    """Raw set → make-shards output, extracted files (ImageFolder) and a LitData copy, each made once (the
+    copies only when their baseline runs)."""
     import subprocess
 
     raw = raw_dataset(images, photos=photos)
@@ -103,7 +113,7 @@ def prepare(images: int, photos: bool = False) -> dict[str, Any]:
     index = json.loads((shards / "index.json").read_text())
     urls = [str(shards / s["url"]) for s in index["shardlist"]]
     extracted = DATA / f"extracted-{tag}"
-    if not (extracted / ".done").is_file():
+    if "imagefolder" in baselines and not (extracted / ".done").is_file():
         import tarfile
 
         (extracted / "pass").mkdir(parents=True, exist_ok=True)
@@ -114,7 +124,7 @@ def prepare(images: int, photos: bool = False) -> dict[str, Any]:
                         (extracted / "pass" / m.name).write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
         (extracted / ".done").write_text("ok\n")
     lit = DATA / f"litdata-{tag}"
-    if not (lit / "index.json").is_file():
+    if "litdata" in baselines and not (lit / "index.json").is_file():
         script = REPO / "benchmarks" / "baselines" / "litdata_optimize.py"
         subprocess.run(
             [sys.executable, str(script), str(raw), str(lit), str(os.cpu_count() or 1)], check=True
@@ -242,13 +252,21 @@ def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> It
     from pass_wds.bench import decode_only
 
     device = None
+    verify = recipe != "eval-nocheck"
     if recipe == "decode":
         rec: Any = CallableRecipe(decode_only)
     elif recipe == "simclr-cpu":
         rec, device = load_recipe("simclr", colour="cpu"), "cpu"
     else:
-        rec = load_recipe(recipe)
-    return make_loader(data["index"], batch_size=batch_size, recipe=rec, num_workers=workers, device=device)
+        rec = load_recipe(recipe.removesuffix("-nocheck"))
+    return make_loader(
+        data["index"],
+        batch_size=batch_size,
+        recipe=rec,
+        num_workers=workers,
+        device=device,
+        verify_samples=verify,
+    )
 
 
 def webdataset_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
@@ -546,7 +564,7 @@ def main() -> None:
     recipes = [r for r in args.recipes.split(",") if r]
     baselines = [b for b in args.baselines.split(",") if b]
 
-    data = prepare(args.images, args.photos)
+    data = prepare(args.images, args.photos, baselines)
     m = machine()
     print(f"machine: {machine_line(m)}")
     print(

@@ -44,7 +44,8 @@ class InputSpec:
     @property
     def name(self) -> str:
         """Location-independent name recorded in provenance (so outputs do not depend on where inputs lie)."""
-        return posixpath.basename(self.url.rstrip("/")) or self.url
+        path = storage.without_query(self.url).rstrip("/")  # a presigned URL's signature is not its name
+        return posixpath.basename(path) or storage.redact(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,9 @@ def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | Non
                 try:
                     found = fs.exists(path)
                 except (OSError, ValueError) as e:
-                    raise ConfigError(f"cannot access input {storage.redact(expanded)}: {e}") from None
+                    raise ConfigError(
+                        f"cannot access input {storage.redact(expanded)}: {storage.redact(str(e), storage_options)}"
+                    ) from None
                 if not found:
                     raise ConfigError(f"input not found: {storage.redact(expanded)}")
                 matches = [path]
@@ -119,7 +122,7 @@ def _protocol(url: str) -> str | None:
 def _classify(fs: Any, path: str, url: str) -> InputSpec:
     if fs.isdir(path):
         return InputSpec(url, "dir")
-    lower = path.lower()
+    lower = storage.without_query(url).lower()
     if lower.endswith(_COMPRESSED_TAR):
         raise ConfigError(
             f"compressed tar input is not supported (raw images must be read by offset): {storage.redact(url)}; "
@@ -318,7 +321,7 @@ def read_metadata(
     column name used twice, a column named like pass-wds's own fields, text that is not UTF-8, a runaway
     field — is a :class:`ConfigError` naming the file and, where there is one, the line.
     """
-    lower = url.lower().removesuffix(".gz")
+    lower = storage.without_query(url).lower().removesuffix(".gz")
     shown = storage.redact(url)
     try:
         if not storage.exists(url, storage_options):

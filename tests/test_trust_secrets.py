@@ -164,9 +164,9 @@ def test_make_shards_keeps_secrets_out_of_every_file_and_line(
     r = cli(
         "-v",
         "make-shards",
-        f"{base}/raw.tar",
+        f"{base}/raw.tar{PRESIGN}",
         "--metadata",
-        f"{base}/m.csv",
+        f"{base}/m.csv{PRESIGN}",
         "--output",
         out,
         "--storage-options",
@@ -176,4 +176,7 @@ def test_make_shards_keeps_secrets_out_of_every_file_and_line(
     assert_clean(r.stdout, r.stderr, files_of(out))
     index = json.loads((out / "index.json").read_text())
     assert index["totals"]["samples"] == 2
+    assert index["config"]["inputs"][0].startswith("http://***@") and index["config"]["inputs"][0].endswith(
+        ".tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***"
+    )
     shutil.rmtree(out)
