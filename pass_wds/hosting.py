@@ -60,18 +60,16 @@ def _local_index(local_out: str) -> tuple[dict[str, Any], bytes]:
         raise storage.StorageNotFoundError(
             f"no {manifest.INDEX} in {local_out} (not a finished pass-wds output; run make-shards first)"
         ) from None
-    index = json.loads(raw)
-    if index.get("__kind__") != manifest.KIND:
-        raise storage.StorageError(f"{path} is not a {manifest.KIND} manifest")
-    return index, raw
+    return manifest.parse_index(raw, path, require_filesize=True), raw
 
 
 def _plan(local_out: str, index: dict[str, Any]) -> list[_Item]:
     items: list[_Item] = []
-    for entry in index["shardlist"]:
+    for i, entry in enumerate(index["shardlist"]):
         rel = str(entry["url"])
-        if "://" in rel or rel.startswith("/") or ".." in rel.split("/"):
-            raise storage.StorageError(f"index.json lists a non-relative shard URL {storage.redact(rel)!r}")
+        manifest.check_entry_url(rel, f"shardlist[{i}].url", local_out)  # upload only what lies inside
+        if entry.get("idx"):
+            manifest.check_entry_url(entry["idx"], f"shardlist[{i}].idx", local_out)
         path = os.path.join(local_out, rel)
         size = os.path.getsize(path) if os.path.isfile(path) else -1
         if size != entry.get("filesize"):

@@ -209,3 +209,10 @@ def test_a_huge_count_with_a_plausible_size_is_refused_before_planning(dataset: 
     index = edit(dataset, lambda d: d["shardlist"][0].update(nsamples=100, filesize=4096))
     with pytest.raises(ManifestError, match=r"shardlist\[0\]\.nsamples"):
         make_loader(str(index), batch_size=2, num_workers=0)
+
+
+def test_upload_never_copies_files_outside_the_output(dataset: Path, private: Path, tmp_path: Path) -> None:
+    edit(dataset, set_entry("idx", "../private.txt"))
+    dest = tmp_path / "dest"
+    one_line_error(cli("upload", dataset, dest), "shardlist[0].idx")
+    assert not any(p.name == "private.txt" for p in tmp_path.rglob("*") if p != private)
