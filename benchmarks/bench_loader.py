@@ -5,7 +5,8 @@ Pipelines (each a torch DataLoader with ``W`` worker processes, batch ``--batch-
 * ``pass-wds``   ``make_loader(index.json, recipe=…)``; recipes: ``decode`` (full-size RGB decode only: the CPU
                  floor), ``eval``, ``simclr`` (worker side: uint8 views, colour left for the device stage),
                  ``simclr-cpu`` (CPU-only end to end: fused colour in the workers + normalise), ``dino``
-                 (worker side: 2 global + 8 local crops);
+                 (worker side: 2 global + 8 local crops); ``eval-nocheck`` (eval without the per-sample crc32
+                 check, ``verify_samples=False``: its cost, measured in the same run);
 * ``webdataset`` ``wds.WebDataset(urls, shardshuffle=…).shuffle(1000).decode("pil").to_tuple("jpg", "__key__")
                  .map_tuple(transform, identity)`` as webdataset's README suggests, torchvision transforms;
 * ``imagefolder`` torchvision ``ImageFolder`` over the extracted JPEG files, same transforms;
@@ -543,7 +544,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--recipes", default=",".join(OURS_RECIPES))
+    ap.add_argument(
+        "--recipes",
+        default=",".join(OURS_RECIPES),
+        help=f"comma-separated, of {', '.join(OURS_RECIPES + EXTRA_RECIPES)}",
+    )
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the RSS check (0: skip)")
     ap.add_argument("--no-s3", action="store_true")
