@@ -180,3 +180,15 @@ def test_make_shards_keeps_secrets_out_of_every_file_and_line(
         ".tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***"
     )
     shutil.rmtree(out)
+
+
+def test_bench_output_and_json_are_clean(served: HttpServer, tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    opts = json.dumps({"client_kwargs": {"headers": {"X-Auth-Token": TOKEN}}})
+    r = cli(
+        "bench", f"{with_password(served)}/d/index.json", "--recipe", "none", "--batches", "1",
+        "--batch-size", "2", "--workers", "0", "--profile-samples", "2", "--json", report,
+        "--storage-options", opts,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert_clean(r.stdout, r.stderr, report.read_text())
