@@ -3,7 +3,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 SAMPLE_OUT ?= /tmp/pass-wds-demo
 
-.PHONY: install install-test demo demo-train test lint typecheck bench clean
+.PHONY: install install-test demo demo-train test test-quick lint typecheck bench clean
 
 install:
 	$(PIP) install -q -c constraints.txt -e .
@@ -27,8 +27,13 @@ lint:
 typecheck:
 	mypy
 
+# The full suite (CI). Tests marked `corpus` also use ../shared/corpus (or $$PASS_WDS_CORPUS) and skip without it.
 test: install-test lint typecheck
 	$(PY) -m pytest -q tests
+
+# The quick subset: unit modules only (tests/conftest.py QUICK_MODULES), under a minute.
+test-quick: install-test
+	$(PY) -m pytest -q -m quick tests
 
 bench:
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'

@@ -1,14 +1,53 @@
-"""Shared fixtures. Servers (moto S3, HTTP) live in tests/servers.py; corpus paths here."""
+"""Shared fixtures. Servers (moto S3, HTTP) live in tests/servers.py; test images here.
+
+Two image sets: ``tests/data`` (bundled, always present: the basic cases) and the shared corpus at
+``../shared/corpus`` or ``$PASS_WDS_CORPUS`` (optional: the extended cases). A test that uses the ``corpus``
+fixture is marked ``corpus`` automatically; marked tests skip, with the reason, when the corpus is absent.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
 CORPUS = Path(os.environ.get("PASS_WDS_CORPUS", REPO.parent / "shared" / "corpus"))
+IMAGE_FOLDERS = ("photos", "hard-images")
+# The quick subset (make test-quick): in-process unit modules, no S3/HTTP server processes, no torchrun;
+# about 30 s together on 2 cores. Everything else runs in the full suite (make test, CI).
+QUICK_MODULES = {
+    "test_augment",
+    "test_decoding",
+    "test_loading",
+    "test_planning",
+    "test_sources",
+    "test_storage",
+    "test_storage_cache",
+    "test_writing",
+}
+
+
+def corpus_present() -> bool:
+    return (CORPUS / "photos").is_dir()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the quick modules ``quick`` and every user of the ``corpus`` fixture ``corpus``; skip tests marked
+    ``corpus`` when the corpus is absent (the marker, not a failing fixture, says why)."""
+    skip = pytest.mark.skip(
+        reason=f"extended case: needs the shared corpus at {CORPUS} (set PASS_WDS_CORPUS); tests/data covers the basics"
+    )
+    for item in items:
+        if item.path.stem in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
+        if "corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)
+        if item.get_closest_marker("corpus") and not corpus_present():
+            item.add_marker(skip)
 
 
 def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40) -> Path:
@@ -36,10 +75,36 @@ def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_im
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    """The shared third-party corpus (photos, hard-images, foreign-shards); required, never rewritten."""
-    if not (CORPUS / "photos").is_dir():
-        pytest.fail(f"test corpus not found at {CORPUS} (set PASS_WDS_CORPUS)")
+    """The shared third-party corpus (photos, hard-images, foreign-shards); never rewritten. Its users are
+    marked ``corpus`` and skipped at collection when it is absent, so reaching here means it is present."""
     return CORPUS
+
+
+@pytest.fixture(
+    scope="session", params=[DATA, pytest.param(CORPUS, marks=pytest.mark.corpus)], ids=["bundled", "corpus"]
+)
+def image_root(request: pytest.FixtureRequest) -> Path:
+    """A folder with ``photos/`` and ``hard-images/``: the bundled set, then (marked corpus) the whole corpus."""
+    return Path(request.param)
+
+
+def find_image(name: str, *, corpus: bool = False) -> Path:
+    """``photos/`` or ``hard-images/`` file ``name``: from tests/data, or also the corpus when ``corpus``."""
+    roots = [DATA, CORPUS] if corpus else [DATA]
+    for root in roots:
+        for folder in IMAGE_FOLDERS:
+            if (root / folder / name).is_file():
+                return root / folder / name
+    hint = "" if corpus else " (bundle it in tests/data with its SOURCES.md row, or mark the test corpus)"
+    raise FileNotFoundError(f"test image {name} not found in {', '.join(map(str, roots))}{hint}")
+
+
+@pytest.fixture
+def image_bytes(request: pytest.FixtureRequest) -> Callable[[str], bytes]:
+    """Reads a test image by name: bundled ones always; corpus ones only in tests marked ``corpus`` (so an
+    unmarked test cannot silently depend on files that a fresh clone lacks)."""
+    marked = request.node.get_closest_marker("corpus") is not None
+    return lambda name: find_image(name, corpus=marked).read_bytes()
 
 
 # Real loopback servers (moto S3, range-capable HTTP, fault proxy) for every test module.

@@ -299,7 +299,7 @@ class RangeHandler(BaseHTTPRequestHandler):
             f.seek(start)
             left = end - start
             while left:
-                chunk = f.read(min(left, 256 * 1024))
+                chunk = f.read(min(left, owner.chunk_bytes))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
@@ -326,7 +326,8 @@ class HttpServer:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)
     ignore_ranges: bool = False  # behave like a server without Range support (always 200, whole body)
-    chunk_delay: float = 0.0  # seconds to sleep per 256 KiB sent (a slow server)
+    chunk_delay: float = 0.0  # seconds to sleep per chunk sent (a slow server)
+    chunk_bytes: int = 256 * 1024  # bytes written per chunk (small chunks + a delay: a trickling stream)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: _Server | None = None
 

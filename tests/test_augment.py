@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 import yaml
+from conftest import DATA, find_image
 
 from pass_wds.augment import (
     BUILTIN_RECIPES,
@@ -28,10 +29,10 @@ from pass_wds.augment import (
     sample_colour_params,
 )
 from pass_wds.augment.geometry import center_crop_box, random_resized_crop_box
+from pass_wds.augment.recipes import RECIPE_DIR
 from pass_wds.config import ConfigError
 from pass_wds.decoding import DecodeError, decode_tensor
 
-REPO = Path(__file__).resolve().parent.parent
 EXPECTED_VIEWS = {
     "eval": [224],
     "simclr": [224, 224],
@@ -43,15 +44,15 @@ EXPECTED_VIEWS = {
 
 
 @pytest.fixture(scope="module")
-def photos(corpus: Path) -> list[bytes]:
-    names = ["sklearn__china.jpg", "pillow__flower2.jpg", "img2dataset__208_495.jpg", "skimage__chelsea.png"]
-    return [(corpus / "photos" / n).read_bytes() for n in names]
+def photos() -> list[bytes]:
+    names = ["sklearn__china.jpg", "pillow__flower2.jpg", "img2dataset__208_495.jpg", "max-srenh__food.png"]
+    return [find_image(n).read_bytes() for n in names]
 
 
 @pytest.fixture(scope="module")
-def small_images(corpus: Path) -> torch.Tensor:
+def small_images() -> torch.Tensor:
     """Eight real photos as float (8, 3, 96, 96) in [0, 1]."""
-    paths = sorted((corpus / "photos").glob("*.jpg"))[:8]
+    paths = sorted((DATA / "photos").glob("*.jpg"))[:8]
     out = []
     for p in paths:
         t = decode_tensor(p.read_bytes())[None].float()
@@ -71,13 +72,17 @@ def _collate(outs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"views": [torch.stack([o["views"][i] for o in outs]) for i in range(len(outs[0]["views"]))]}
 
 
-def test_yaml_files_match_the_builtin_published_parameters() -> None:
+def test_builtin_recipes_are_the_package_yaml_with_the_published_parameters() -> None:
+    """The YAML in pass_wds/augment/recipes/ is the only definition: names, files and loaders agree."""
+    assert BUILTIN_RECIPES == ("byol", "dino", "eval", "mocov2", "simclr", "swav")
     for name in BUILTIN_RECIPES:
-        path = REPO / "configs" / "recipes" / f"{name}.yaml"
+        path = RECIPE_DIR / f"{name}.yaml"
         from_yaml = load_recipe(path)
         assert isinstance(from_yaml, Recipe)
-        assert from_yaml.config == builtin_config(name), name
+        assert from_yaml.config == builtin_config(name) == load_recipe(name).config, name  # type: ignore[union-attr]
         assert yaml.safe_load(path.read_text())["name"] == name
+    with pytest.raises(ConfigError, match="unknown recipe 'simclr2'; built-in recipes: byol, dino"):
+        builtin_config("simclr2")
     simclr = builtin_config("simclr").views[0]
     assert (simclr.brightness, simclr.contrast, simclr.saturation, simclr.hue) == (0.8, 0.8, 0.8, 0.2)
     assert (simclr.jitter_p, simclr.grayscale_p, simclr.blur_p, simclr.blur_kernel) == (0.8, 0.2, 0.5, 23)
@@ -91,7 +96,20 @@ def test_yaml_files_match_the_builtin_published_parameters() -> None:
     ]
     swav = builtin_config("swav").views
     assert [(v.count, v.size, v.scale) for v in swav] == [(2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))]
-    assert builtin_config("mocov2").views[0].scale == (0.2, 1.0)
+    # the rest of what the Python copy pinned: eval protocol, jitter strengths, grayscale/blur probabilities
+    (ev,) = builtin_config("eval").views
+    assert (ev.crop, ev.size, ev.resize, ev.flip_p, ev.has_colour) == ("center", 224, 256, 0.0, False)
+    jitter = lambda v: (v.jitter_p, v.brightness, v.contrast, v.saturation, v.hue, v.grayscale_p)  # noqa: E731
+    (moco,) = builtin_config("mocov2").views
+    assert (moco.count, moco.scale, jitter(moco), moco.blur_p) == (
+        2,
+        (0.2, 1.0),
+        (0.8, 0.4, 0.4, 0.4, 0.1, 0.2),
+        0.5,
+    )
+    assert {jitter(v) for v in byol + dino} == {(0.8, 0.4, 0.4, 0.2, 0.1, 0.2)}
+    assert {(jitter(v), v.blur_p) for v in swav} == {((0.8, 0.8, 0.8, 0.8, 0.2, 0.2), 0.5)}
+    assert {v.interpolation for v in dino} == {"bicubic"} and simclr.count == 2
 
 
 def test_recipe_spec_forms_and_errors(tmp_path: Path) -> None:
@@ -179,8 +197,8 @@ def test_cpu_colour_path_changes_pixels_and_device_stage_only_normalises(photos:
         assert torch.allclose(out, want, atol=1e-5)
 
 
-def test_corrupt_image_raises_decode_error(corpus: Path) -> None:
-    data = (corpus / "hard-images" / "pillow__truncated_jpeg.jpg").read_bytes()
+def test_corrupt_image_raises_decode_error() -> None:
+    data = find_image("pillow__truncated_jpeg.jpg").read_bytes()
     with pytest.raises(DecodeError):
         load_recipe("simclr")(data, "jpg", np.random.default_rng(0))
 

@@ -1,7 +1,8 @@
 """End-to-end tests of make-shards against the spec (issue 2, ARCHITECTURE.md), through the real CLI.
 
 Inputs are generated PASS-shaped tars (pass_wds.fakedata, with expected.json saying what must be kept and
-rejected), the bundled sample, and the shared corpus (photos and hard images, as image folders). Outputs are
+rejected), the bundled sample, and real photos and hard images as image folders (tests/data; the shared corpus
+in the cases marked ``corpus``). Outputs are
 read back with upstream webdataset and wids and with tarfile, and checked for byte identity, metadata fidelity,
 balance, determinism across worker counts, kill-and-resume identity, every bad-input class, verify, and the
 CLI's argument errors.
@@ -27,6 +28,7 @@ from typing import Any
 
 import fakedata as fd
 import pytest
+from conftest import find_image
 from PIL import Image
 
 from pass_wds.config import ConvertConfig
@@ -309,21 +311,64 @@ def test_clean_index_wids_and_webdataset(
         assert sha(data) == accepted[s["__key__"]]["sha256"]
 
 
+def _footprints(shard: Path) -> dict[str, int]:
+    """Each sample's bytes in a shard: per member a 512-byte header plus the data padded to 512 bytes."""
+    out: Counter[str] = Counter()
+    with tarfile.open(shard) as tf:
+        for m in tf:
+            out[m.name.split(".", 1)[0]] += TAR_BLOCK + -(-m.size // TAR_BLOCK) * TAR_BLOCK
+    return out
+
+
 def test_clean_balance_and_shuffle(
     clean_src: fd.FakePassResult, clean_w2: Path, clean_shard_size: int
 ) -> None:
-    sizes = [e["filesize"] for e in load_index(clean_w2)["shardlist"]]
-    assert 8 <= len(sizes) <= 12, sizes
-    mean = sum(sizes) / len(sizes)
-    for i, s in enumerate(sizes):  # the last shard included
-        assert abs(s - mean) <= 0.10 * mean, f"shard {i}: {s} vs mean {mean:.0f}"
+    index = load_index(clean_w2)["shardlist"]
+    sizes = [e["filesize"] for e in index]
+    assert len(sizes) == round(sum(sizes) / clean_shard_size), sizes  # the shard count follows the target
+    footprints = [_footprints(clean_w2 / e["url"]) for e in index]
+    for e, fp in zip(index, footprints, strict=True):
+        assert e["filesize"] == sum(fp.values()) + 2 * TAR_BLOCK, e[
+            "url"
+        ]  # footprints account for every byte
+    largest = max(max(fp.values()) for fp in footprints)
+    # the guarantee: shards differ by at most one sample's footprint (the last shard included)
+    assert max(sizes) - min(sizes) <= largest, (sizes, largest)
     samples = read_samples(clean_w2)
     by_shard: dict[str, set[str]] = {}
     for key, s in samples.items():
         by_shard.setdefault(s["shard"], set()).add(clean_src.expected["accepted"][key]["archive"])
     assert all(len(archives) == 3 for archives in by_shard.values()), "shards are not a random sample"
+
+
+def test_clean_stats_json(clean_src: fd.FakePassResult, clean_w2: Path, clean_shard_size: int) -> None:
+    """stats.json: every field, each equal to what the output and the input say independently."""
     stats = json.loads((clean_w2 / "stats.json").read_text())
-    assert stats and isinstance(stats, dict)
+    index = load_index(clean_w2)["shardlist"]
+    sizes = [e["filesize"] for e in index]
+    accepted = clean_src.expected["accepted"]
+    mean = sum(sizes) / len(sizes)
+    seconds = stats.pop("seconds")
+    assert 0 < seconds < 240 and stats.pop("images_per_second") == pytest.approx(len(accepted) / seconds)
+    assert stats == {
+        "samples_written": len(accepted),
+        "shards": len(index),
+        "inputs_listed": len(accepted) + len(clean_src.expected["rejected"]),
+        "rejected": {},
+        "rejected_total": 0,
+        "metadata_rows": len(fd.read_metadata(clean_src.metadata)),
+        "metadata_without_image": len(clean_src.expected["metadata_without_image"]),
+        "bytes": {"input_images": sum(e["size"] for e in accepted.values()), "output": sum(sizes)},
+        "shard_bytes": {
+            "min": min(sizes),
+            "max": max(sizes),
+            "mean": pytest.approx(mean),
+            "max_dev_pct": pytest.approx(max(abs(s - mean) for s in sizes) / mean * 100),
+            "target": clean_shard_size,
+        },
+        "shard_samples": {"min": min(e["nsamples"] for e in index), "max": max(e["nsamples"] for e in index)},
+        "workers": 2,
+    }
 
 
 def test_clean_attribution(clean_src: fd.FakePassResult, clean_w2: Path) -> None:
@@ -538,11 +583,11 @@ def test_argument_errors(tmp_path: Path) -> None:
     _fails_cleanly(make_shards(tars, "-m", meta, check=False), out, "output")
 
 
-# ------------------------------------------------------------------------------------------ real corpus
+# ------------------------------------------------------------------- real photos (tests/data, then the corpus)
 
 
-def test_corpus_photos_as_folder(corpus: Path, tmp_path: Path) -> None:
-    photos = sorted(p for p in (corpus / "photos").iterdir() if p.is_file())
+def test_photos_as_folder(image_root: Path, tmp_path: Path) -> None:
+    photos = sorted(p for p in (image_root / "photos").iterdir() if p.is_file())
     meta = tmp_path / "photos.csv"
     with open(meta, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -551,7 +596,7 @@ def test_corpus_photos_as_folder(corpus: Path, tmp_path: Path) -> None:
             w.writerow([p.stem, f"credit for {p.stem}, «{p.suffix}»", p.stat().st_size])
     out = tmp_path / "out"
     make_shards(
-        corpus / "photos", "-m", meta, "--key-column", "name", "-o", out, "--shard-size", "4MB", "-j", 2
+        image_root / "photos", "-m", meta, "--key-column", "name", "-o", out, "--shard-size", "4MB", "-j", 2
     )
     assert errors(out) == []
     samples = read_samples(out)
@@ -590,10 +635,12 @@ def _pillow_verdict(path: Path) -> str:
         return "bad"
 
 
-def test_corpus_hard_images_as_folder(corpus: Path, tmp_path: Path) -> None:
-    files = sorted(p for p in (corpus / "hard-images").iterdir() if p.is_file())
+def test_hard_images_as_folder(image_root: Path, tmp_path: Path) -> None:
+    files = sorted(p for p in (image_root / "hard-images").iterdir() if p.is_file())
     out = tmp_path / "out"
-    make_shards(corpus / "hard-images", "--allow-missing-metadata", "-o", out, "--shard-size", "3MB", "-j", 2)
+    make_shards(
+        image_root / "hard-images", "--allow-missing-metadata", "-o", out, "--shard-size", "3MB", "-j", 2
+    )
     samples = read_samples(out)
     written = {s["json"]["_provenance"]["member"]: s for s in samples.values()}
     errs = errors(out)
@@ -692,11 +739,11 @@ def test_max_count(sample_out: Path, tmp_path: Path) -> None:
     assert max(counts) <= 5 and sum(counts) == sum(e["nsamples"] for e in load_index(sample_out)["shardlist"])
 
 
-def test_reencode_applies_exif_orientation(corpus: Path, tmp_path: Path) -> None:
+def test_reencode_applies_exif_orientation(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for n in (1, 6, 8):  # stored 600x450 (1) and 450x600 with EXIF rotations (6, 8): all display 600x450
-        shutil.copy(corpus / "hard-images" / f"sharp__Landscape_{n}.jpg", src / f"landscape{n}.jpg")
+        shutil.copy(find_image(f"sharp__Landscape_{n}.jpg"), src / f"landscape{n}.jpg")
     out = tmp_path / "out"
     make_shards(src, "--allow-missing-metadata", "-o", out, "--resize-max-side", 100, "--quality", 80)
     samples = read_samples(out)

@@ -1,10 +1,12 @@
-"""Decoding: orientation, colour modes, reduced decode, and failures on the real hard-image corpus."""
+"""Decoding: orientation, colour modes, reduced decode, and failures on real hard images (tests/data; the
+whole hard-image corpus in the tests marked ``corpus``)."""
 
 from __future__ import annotations
 
 import io
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,8 @@ from PIL import Image, ImageOps
 
 from pass_wds.decoding import Crop, DecodeError, DecodeOptions, decode_rgb, decode_tensor, open_image
 
-
-def _read(corpus: Path, name: str) -> bytes:
-    folder = "photos" if (corpus / "photos" / name).exists() else "hard-images"
-    return (corpus / folder / name).read_bytes()
+ImageBytes = Callable[[str], bytes]
+CORPUS_ONLY = pytest.mark.corpus  # files too large to bundle in tests/data
 
 
 def _pil_reference(data: bytes) -> np.ndarray:
@@ -38,8 +38,8 @@ def _all_transposes(x: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-def test_exif_orientations_all_upright_and_equal_shape(corpus: Path) -> None:
-    imgs = [decode_tensor(_read(corpus, f"sharp__Landscape_{i}.jpg")) for i in range(1, 9)]
+def test_exif_orientations_all_upright_and_equal_shape(image_bytes: ImageBytes) -> None:
+    imgs = [decode_tensor(image_bytes(f"sharp__Landscape_{i}.jpg")) for i in range(1, 9)]
     assert {tuple(t.shape) for t in imgs} == {(3, 450, 600)}
     ref = imgs[0].float()
     for i, t in enumerate(imgs[1:], start=2):
@@ -48,12 +48,12 @@ def test_exif_orientations_all_upright_and_equal_shape(corpus: Path) -> None:
         upright = (t.float() - ref).abs().mean().item()
         assert upright == min(diffs), f"Landscape_{i} is not upright"
         assert upright < 25 < sorted(diffs)[1]
-        np.testing.assert_array_equal(_hwc(t), _pil_reference(_read(corpus, f"sharp__Landscape_{i}.jpg")))
+        np.testing.assert_array_equal(_hwc(t), _pil_reference(image_bytes(f"sharp__Landscape_{i}.jpg")))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_crops_are_taken_in_the_upright_frame(corpus: Path, orientation: int) -> None:
-    data = _read(corpus, f"sharp__Landscape_{orientation}.jpg")
+def test_crops_are_taken_in_the_upright_frame(image_bytes: ImageBytes, orientation: int) -> None:
+    data = image_bytes(f"sharp__Landscape_{orientation}.jpg")
     src = open_image(data)
     assert src.size == (600, 450) and src.orientation == orientation
     ref = _pil_reference(data)
@@ -67,8 +67,8 @@ def test_crops_are_taken_in_the_upright_frame(corpus: Path, orientation: int) ->
     assert (resized.float() - small).abs().mean() < 1.0
 
 
-def test_reduced_jpeg_decode_keeps_output_resolution(corpus: Path) -> None:
-    data = _read(corpus, "cameratrapai__african_elephants.jpg")  # 2048x1536
+def test_reduced_jpeg_decode_keeps_output_resolution(image_bytes: ImageBytes) -> None:
+    data = image_bytes("cameratrapai__african_elephants.jpg")  # 2048x1536
     src = open_image(data)
     reduced = src.decode_stored(0.2)
     assert reduced.shape[1:] == (384, 512)  # 1/4 DCT scale: the largest reduction still >= 0.2
@@ -80,29 +80,35 @@ def test_reduced_jpeg_decode_keeps_output_resolution(corpus: Path) -> None:
     assert (fast - full).abs().mean() < 4.0
 
 
-def test_cmyk_matches_pil_and_looks_like_the_rgb_photo(corpus: Path) -> None:
-    for name in ("pillow__pil_sample_cmyk.jpg", "cameratrapai__african_elephants_cmyk.jpg"):
-        data = _read(corpus, name)
-        assert open_image(data).mode == "CMYK"
-        np.testing.assert_array_equal(_hwc(decode_tensor(data)), _pil_reference(data))
-    cmyk = decode_tensor(_read(corpus, "cameratrapai__african_elephants_cmyk.jpg")).float()
-    rgb = decode_tensor(_read(corpus, "cameratrapai__african_elephants.jpg")).float()
+def test_cmyk_matches_pil(image_bytes: ImageBytes) -> None:
+    data = image_bytes("pillow__pil_sample_cmyk.jpg")
+    assert open_image(data).mode == "CMYK"
+    np.testing.assert_array_equal(_hwc(decode_tensor(data)), _pil_reference(data))
+
+
+@CORPUS_ONLY
+def test_cmyk_looks_like_the_rgb_photo(image_bytes: ImageBytes) -> None:
+    data = image_bytes("cameratrapai__african_elephants_cmyk.jpg")
+    assert open_image(data).mode == "CMYK"
+    np.testing.assert_array_equal(_hwc(decode_tensor(data)), _pil_reference(data))
+    cmyk = decode_tensor(image_bytes("cameratrapai__african_elephants_cmyk.jpg")).float()
+    rgb = decode_tensor(image_bytes("cameratrapai__african_elephants.jpg")).float()
     assert (cmyk - rgb).abs().mean() < 3.0  # the same photo; inverted CMYK would be ~100 off
 
 
-def test_modes_become_rgb(corpus: Path) -> None:
-    gray = decode_tensor(_read(corpus, "pillow__hopper_gray.jpg"))
+def test_modes_become_rgb(image_bytes: ImageBytes) -> None:
+    gray = decode_tensor(image_bytes("pillow__hopper_gray.jpg"))
     assert gray.shape == (3, 128, 128) and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
     # 16-bit RGB PNG: Pillow reduces it to 8 bits; ours must agree.
-    data = _read(corpus, "ljt__monkey16.png")
+    data = image_bytes("ljt__monkey16.png")
     np.testing.assert_array_equal(_hwc(decode_tensor(data)), _pil_reference(data))
     # 16-bit grayscale: full range scaled to 8 bits (value // 257), not clipped at 255 like convert("L").
-    data = _read(corpus, "pillow__16bit.cropped.tif")
+    data = image_bytes("pillow__16bit.cropped.tif")
     with Image.open(io.BytesIO(data)) as im:
         raw = np.asarray(im).astype(np.int64)
     np.testing.assert_array_equal(_hwc(decode_tensor(data))[:, :, 0], raw // 257)
     # palette without transparency: exactly PIL's conversion
-    data = _read(corpus, "pillow__multipage.tiff")
+    data = image_bytes("pillow__multipage.tiff")
     np.testing.assert_array_equal(_hwc(decode_tensor(data)), _pil_reference(data))
 
 
@@ -115,8 +121,8 @@ def test_modes_become_rgb(corpus: Path) -> None:
         "pillow__pil123p.png",
     ],
 )
-def test_transparency_is_composited_on_the_background(corpus: Path, name: str) -> None:
-    data = _read(corpus, name)
+def test_transparency_is_composited_on_the_background(image_bytes: ImageBytes, name: str) -> None:
+    data = image_bytes(name)
     with Image.open(io.BytesIO(data)) as im:
         rgba = np.asarray(im.convert("RGBA")).astype(np.int64)
     alpha = rgba[:, :, 3:4]
@@ -132,14 +138,14 @@ def test_transparency_is_composited_on_the_background(corpus: Path, name: str) -
     "name",
     [
         "pillow__hopper_orientation_6.webp",
-        "pillow__xmp_tags_orientation.png",
-        "pillow__exif_imagemagick_orientation.png",
+        pytest.param("pillow__xmp_tags_orientation.png", marks=CORPUS_ONLY),
+        pytest.param("pillow__exif_imagemagick_orientation.png", marks=CORPUS_ONLY),
         "pillow__orientation_rectangle.jpg",
-        "max-resnet__lamp1.jpg",
+        pytest.param("max-resnet__lamp1.jpg", marks=CORPUS_ONLY),
     ],
 )
-def test_orientation_in_other_containers(corpus: Path, name: str) -> None:
-    data = _read(corpus, name)
+def test_orientation_in_other_containers(image_bytes: ImageBytes, name: str) -> None:
+    data = image_bytes(name)
     src = open_image(data)
     assert src.orientation != 1
     out = src.crops([Crop((0, 0, src.width, src.height), (min(src.height, 300), min(src.width, 300)))])[0]
@@ -153,7 +159,7 @@ def test_orientation_in_other_containers(corpus: Path, name: str) -> None:
     "name",
     [
         "pillow__truncated_jpeg.jpg",
-        "cameratrapai__african_elephants_truncated_file.jpg",
+        pytest.param("cameratrapai__african_elephants_truncated_file.jpg", marks=CORPUS_ONLY),
         "sharp__truncated.jpg",
         "sharp__truncated.png",
         "pillow__truncated_image.png",
@@ -162,8 +168,8 @@ def test_orientation_in_other_containers(corpus: Path, name: str) -> None:
         "sharp__corrupt-header.jpg",
     ],
 )
-def test_truncated_files_raise(corpus: Path, name: str) -> None:
-    data = _read(corpus, name)
+def test_truncated_files_raise(image_bytes: ImageBytes, name: str) -> None:
+    data = image_bytes(name)
     for opts in (DecodeOptions(), DecodeOptions(jpeg_backend="pil")):
         with pytest.raises(DecodeError) as info:
             open_image(data, opts).crops([Crop((0, 0, 8, 8), (8, 8))])
@@ -171,18 +177,23 @@ def test_truncated_files_raise(corpus: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["pillow__decompression_bomb.gif", "sharp__giant-image.jpg", "sharp__65536-uint32-limit.png"]
+    "name",
+    [
+        "pillow__decompression_bomb.gif",
+        pytest.param("sharp__giant-image.jpg", marks=CORPUS_ONLY),
+        pytest.param("sharp__65536-uint32-limit.png", marks=CORPUS_ONLY),
+    ],
 )
-def test_bombs_are_refused_from_the_header(corpus: Path, name: str) -> None:
+def test_bombs_are_refused_from_the_header(image_bytes: ImageBytes, name: str) -> None:
     t0 = time.perf_counter()
     with pytest.raises(DecodeError) as info:
-        decode_tensor(_read(corpus, name))
+        decode_tensor(image_bytes(name))
     assert info.value.reason == "bomb"
     assert time.perf_counter() - t0 < 2.0
 
 
-def test_max_pixels_option_and_other_failures(corpus: Path) -> None:
-    data = _read(corpus, "sklearn__china.jpg")  # 640x427
+def test_max_pixels_option_and_other_failures(image_bytes: ImageBytes) -> None:
+    data = image_bytes("sklearn__china.jpg")  # 640x427
     with pytest.raises(DecodeError, match="max_pixels=100000") as info:
         open_image(data, DecodeOptions(max_pixels=100_000))
     assert info.value.reason == "bomb"
@@ -193,7 +204,7 @@ def test_max_pixels_option_and_other_failures(corpus: Path) -> None:
         decode_tensor(b"this is a text file, not an image")
     assert info.value.reason == "unidentified"
     with pytest.raises(DecodeError) as info:
-        decode_tensor(_read(corpus, "pillow__png_decompression_dos.png"))
+        decode_tensor(image_bytes("pillow__png_decompression_dos.png"))
     assert info.value.reason == "corrupt"
     err = pickle.loads(pickle.dumps(DecodeError("truncated", "x")))
     assert isinstance(err, DecodeError) and err.reason == "truncated" and str(err) == "truncated: x"
@@ -218,18 +229,18 @@ def test_every_hard_image_decodes_or_raises_decode_error(corpus: Path) -> None:
     assert sum(v == "ok" for v in outcomes.values()) >= 50
 
 
-def test_backends_agree_and_pil_api(corpus: Path) -> None:
+def test_backends_agree_and_pil_api(image_bytes: ImageBytes) -> None:
     names = ["sklearn__china.jpg", "pillow__flower2.jpg", "img2dataset__208_495.jpg"]
     for name in names:
-        data = _read(corpus, name)
+        data = image_bytes(name)
         tv = decode_tensor(data, DecodeOptions(jpeg_backend="torchvision")).float()
         pil = decode_tensor(data, DecodeOptions(jpeg_backend="pil")).float()
         assert (tv - pil).abs().mean() < 1.0
         img = decode_rgb(data)
         assert img.mode == "RGB" and img.size == (tv.shape[2], tv.shape[1])
-    data = _read(corpus, "sharp__Landscape_6.jpg")
+    data = image_bytes("sharp__Landscape_6.jpg")
     img = decode_rgb(data)
     assert img.size == (600, 450)
     np.testing.assert_array_equal(np.asarray(img).astype(np.int32), _pil_reference(data))
-    small = decode_rgb(_read(corpus, "cameratrapai__african_elephants.jpg"), draft=(300, 200))
+    small = decode_rgb(image_bytes("cameratrapai__african_elephants.jpg"), draft=(300, 200))
     assert small.size == (512, 384)  # 1/4 scale: smallest DCT scale still >= 300x200

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import fakedata as fd
 import pytest
+from conftest import DATA
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,9 +174,9 @@ def test_listing_only(tmp_path: Path) -> None:
             assert listing.offsets[b] == listing.offsets[a] + (listing.sizes[a] + 511) // 512 * 512 + 512
 
 
-def test_from_real_photos(tmp_path: Path, corpus: Path) -> None:
+def test_from_real_photos(tmp_path: Path) -> None:
     res = fd.make_fake_pass(
-        fd.FakePassConfig(out=str(tmp_path), n_images=6, parts=1, photos=str(corpus / "photos"))
+        fd.FakePassConfig(out=str(tmp_path), n_images=6, parts=1, photos=str(DATA / "photos"))
     )
     for e in res.expected["accepted"].values():
         assert e["format"] == "JPEG" and max(e["width"], e["height"]) <= 500

@@ -83,6 +83,23 @@ def test_stalled_connection_times_out_and_resumes(
     assert len(_offsets(proxy)) == 2
 
 
+def test_slow_but_live_stream_progresses(http_server: HttpServer) -> None:
+    """read_timeout means "no byte for that long": a stream that trickles bytes, slower as a whole than the
+    timeout allows for one buffered 1 MiB read, is read to the end on its first connection."""
+    data = os.urandom(400_000)
+    (http_server.root / "slow.tar").write_bytes(data)
+    http_server.chunk_bytes, http_server.chunk_delay = 16_384, 0.08  # 25 chunks over ~2 s, 10x the gap
+    policy = storage.RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, read_timeout=0.8)
+    start = time.monotonic()
+    out = bytearray()
+    with storage.open_stream(f"{http_server.url}/slow.tar", retry=policy) as f:
+        while chunk := f.read(65_536):  # buffered: each raw read asks for a whole 1 MiB chunk
+            out += chunk
+    assert bytes(out) == data
+    assert time.monotonic() - start > 2 * policy.read_timeout  # slower as a whole than the timeout
+    assert http_server.gets("slow.tar") == ["bytes=0-"]  # one connection: it never timed out
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_server_errors_are_retried(
     http_server: HttpServer, blob: bytes, fault_proxy: object, status: int

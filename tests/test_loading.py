@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
@@ -17,6 +18,7 @@ import webdataset as wds
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
 from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards  # noqa: E402
 
+from pass_wds.augment import CallableRecipe  # noqa: E402
 from pass_wds.config import ConfigError  # noqa: E402
 from pass_wds.loading import (  # noqa: E402
     EpochJob,
@@ -345,6 +347,44 @@ def test_huge_resampled_epoch_is_refused_not_planned(shards: Path) -> None:
     """A resampled epoch is planned in memory: an absurd size fails at once instead of killing the workers."""
     with pytest.raises(ConfigError, match="epoch_samples=1,000,000,000 is too large"):
         LoaderConfig(source=str(shards / "index.json"), epoch_samples=10**9).build()
+
+
+def test_resampled_epoch_smaller_than_one_global_batch_is_refused(shards: Path) -> None:
+    """epoch_samples below batch_size x world_size with remainder drop would give every epoch zero batches."""
+    src = str(shards / "index.json")
+    with pytest.raises(
+        ConfigError, match=r"epoch_samples \(10\) cannot fill one batch of 4 on each of 4 ranks"
+    ):
+        make_loader(src, batch_size=4, num_workers=0, epoch_samples=10, rank=1, world_size=4)
+    with pytest.raises(ConfigError, match=r"^46 samples cannot fill one batch of 12 on each of 4 ranks"):
+        make_loader(src, batch_size=12, num_workers=0, world_size=4, rank=0)
+    fits = make_loader(src, batch_size=4, num_workers=0, epoch_samples=16, rank=1, world_size=4)
+    assert len(fits) == 1 and [len(k) for k in _keys(fits)] == [4]
+    padded = make_loader(
+        src, batch_size=4, num_workers=0, epoch_samples=10, rank=1, world_size=4, remainder="pad"
+    )
+    assert [len(k) for k in _keys(padded)] == [4]
+
+
+def test_make_loader_takes_exactly_the_loader_config_fields(shards: Path) -> None:
+    """make_loader's options are LoaderConfig's fields, validated there: every field works, others are refused."""
+    src = str(shards / "index.json")
+    defaults = {f.name: getattr(LoaderConfig(), f.name) for f in dataclasses.fields(LoaderConfig)}
+    options = {k: v for k, v in defaults.items() if k not in ("source", "batch_size", "recipe")}
+    loader = make_loader(src, batch_size=3, **{**options, "num_workers": 0, "storage_options": None})
+    assert {**dataclasses.asdict(loader.config), "num_workers": 4} == {
+        **defaults,
+        "source": src,
+        "batch_size": 3,
+        "recipe": None,
+    }
+    with pytest.raises(ConfigError, match="unknown option.*num_worker"):
+        make_loader(src, batch_size=3, num_worker=0)
+    with pytest.raises(ConfigError, match="num_workers must be >= 0"):
+        make_loader(src, batch_size=3, num_workers=-1)
+    assert isinstance(
+        make_loader(src, batch_size=3, num_workers=0, recipe=TinyRecipe()).recipe, CallableRecipe
+    )
 
 
 def test_http_shards_resume_seeks_with_idx(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Loader + pass_wds.augment recipes on real corpus photos: shapes, dtypes, device stage, corrupt JPEGs, resume."""
+"""Loader + pass_wds.augment recipes on real photos (tests/data): shapes, dtypes, device stage, corrupt JPEGs, resume."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
+from conftest import find_image  # noqa: E402
 from shardkit import write_shards  # noqa: E402
 
 from pass_wds.augment import load_recipe  # noqa: E402
@@ -24,10 +25,10 @@ TRUNCATED = "sharp__truncated.jpg"
 
 
 @pytest.fixture(scope="module")
-def photo_shards(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("photos")
-    images = [(corpus / "photos" / n).read_bytes() for n in PHOTOS]
-    images.insert(5, (corpus / "hard-images" / TRUNCATED).read_bytes())  # 13 samples: 1 corrupt
+    images = [find_image(n).read_bytes() for n in PHOTOS]
+    images.insert(5, find_image(TRUNCATED).read_bytes())  # 13 samples: 1 corrupt
     write_shards(root, [7, 6], image=lambda s, i: images[s * 7 + i])
     return root / "index.json"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
+from conftest import DATA  # noqa: E402
 from servers import Bucket, HttpServer  # noqa: E402
 from shardkit import TinyRecipe, all_keys, write_shards  # noqa: E402
 
@@ -46,15 +47,15 @@ def test_http_node_cache_downloads_each_shard_once(http_server: HttpServer, tmp_
         assert len(http_server.gets(f"shard-{s:06d}.tar")) == 1, http_server.requests
 
 
-def test_reads_make_shards_output(corpus: Path, tmp_path: Path) -> None:
+def test_reads_make_shards_output(tmp_path: Path) -> None:
     from pass_wds import convert
 
     photos = tmp_path / "in"
     photos.mkdir()
-    names = sorted(p.name for p in (corpus / "photos").glob("img2dataset__*.jpg"))
-    names += sorted(p.name for p in (corpus / "photos").glob("exifsamples__*.jpg"))[:6]
+    names = sorted(p.name for p in (DATA / "photos").glob("img2dataset__*.jpg"))
+    names += sorted(p.name for p in (DATA / "photos").glob("exifsamples__*.jpg"))
     for n in names:
-        (photos / n).write_bytes((corpus / "photos" / n).read_bytes())
+        (photos / n).write_bytes((DATA / "photos" / n).read_bytes())
     out = tmp_path / "out"
     convert.run(
         ConvertConfig(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,12 +29,9 @@ def _put(server: HttpServer, rel: str, data: bytes) -> str:
 def test_lru_eviction_under_the_cap(http_server: HttpServer, tmp_path: Path) -> None:
     cache = ShardCache(str(tmp_path / "cache"), max_bytes=250 * KB)
     a, b, c = (_put(http_server, f"ds/pass-00000{i}.tar", bytes([i]) * 100 * KB) for i in range(3))
-    pa = cache.get(a)
-    time.sleep(0.02)
+    pa = cache.get(a)  # access times are stamped in ns by the cache itself: no sleeps needed for the order
     pb = cache.get(b)
-    time.sleep(0.02)
     assert cache.get(a) == pa  # a hit: refreshes a's access time, no new request
-    time.sleep(0.02)
     pc = cache.get(c)  # 300 KB > cap: the least recently used (b) goes
     assert os.path.exists(pa) and os.path.exists(pc) and not os.path.exists(pb)
     assert cache.size() <= 250 * KB
@@ -76,6 +75,39 @@ def test_open_stream_through_the_cache(http_server: HttpServer, tmp_path: Path) 
         with storage.open_stream(cache.get(url), start, end) as f:
             assert f.read() == data[start:end]
     assert len(http_server.gets("ds/pass-000000.tar")) == 1
+
+
+_RENAMER = """
+import os, sys, time
+directory, mark, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+pid, end, i = os.getpid(), time.monotonic() + seconds, 0
+while time.monotonic() < end:  # downloads finishing: temp files renamed into place, 100 at a time
+    names = [os.path.join(directory, f"{k:016x}-pass-{k:06d}.tar") for k in range(100)]
+    for name in names:
+        open(f"{name}{mark}{pid}-{i:08x}", "wb").close()
+    for name in names:
+        os.replace(f"{name}{mark}{pid}-{i:08x}", name)
+    i += 1
+"""
+
+
+def test_evict_while_another_process_renames_temp_files(tmp_path: Path) -> None:
+    """evict() scans for temp files of dead downloads; one renamed into place by a live process between the
+    scan and its stat() must be skipped, not raise FileNotFoundError (this failed within a second before)."""
+    cache = ShardCache(str(tmp_path / "cache"), max_bytes=10**9)
+    renamer = subprocess.Popen(
+        [sys.executable, "-c", _RENAMER, cache.directory, storage.TMP_MARK, "2.0"], stderr=subprocess.PIPE
+    )
+    evictions = 0
+    try:
+        while renamer.poll() is None:
+            assert cache.evict() == []  # under the cap: nothing is evicted, and nothing raises
+            evictions += 1
+    finally:
+        renamer.kill()
+        _, err = renamer.communicate()
+    assert renamer.returncode == 0, err.decode()
+    assert evictions > 100 and len(cache.entries()) == 100
 
 
 def _worker(args: tuple[str, str, str, int]) -> tuple[str, str]:

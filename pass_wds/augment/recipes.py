@@ -1,4 +1,4 @@
-"""Augmentation recipes: dataclass configs (1:1 with ``configs/recipes/*.yaml``) and the ``Recipe`` object.
+"""Augmentation recipes: dataclass configs (1:1 with the YAML files in ``recipes/``) and the ``Recipe`` object.
 
 A recipe is split where the work is cheapest:
 
@@ -45,8 +45,8 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
-BUILTIN_RECIPES = ("eval", "simclr", "mocov2", "byol", "dino", "swav")
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"  # package data: one YAML file per built-in recipe
+BUILTIN_RECIPES = tuple(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:
@@ -118,7 +118,7 @@ class ViewConfig:
 
 @dataclass
 class RecipeConfig:
-    """A whole recipe; maps 1:1 onto a YAML file in ``configs/recipes/``."""
+    """A whole recipe; maps 1:1 onto a YAML file such as the built-in ones in ``pass_wds/augment/recipes/``."""
 
     name: str = "custom"
     views: list[ViewConfig] = field(default_factory=lambda: [ViewConfig()])
@@ -157,58 +157,12 @@ class RecipeConfig:
 
 
 def builtin_config(name: str) -> RecipeConfig:
-    """The published parameters (sources in docs/augment.md); the YAML files mirror these exactly."""
-    if name == "eval":
-        view = ViewConfig(crop="center", size=224, resize=256, flip_p=0.0)
-        return RecipeConfig(name="eval", views=[view])
-    if name == "simclr":
-        # Chen et al. 2020, appendix A: colour distortion strength s=1.0 → (0.8s, 0.8s, 0.8s, 0.2s), p=0.8;
-        # grayscale 0.2; blur p=0.5, kernel 10% of the image side, sigma in [0.1, 2.0].
-        simclr = ViewConfig(
-            count=2,
-            scale=(0.08, 1.0),
-            jitter_p=0.8,
-            brightness=0.8,
-            contrast=0.8,
-            saturation=0.8,
-            hue=0.2,
-            grayscale_p=0.2,
-            blur_p=0.5,
-        )
-        return RecipeConfig(name="simclr", views=[simclr])
-    if name == "mocov2":
-        moco = ViewConfig(
-            count=2,
-            scale=(0.2, 1.0),
-            jitter_p=0.8,
-            brightness=0.4,
-            contrast=0.4,
-            saturation=0.4,
-            hue=0.1,
-            grayscale_p=0.2,
-            blur_p=0.5,
-        )
-        return RecipeConfig(name="mocov2", views=[moco])
-    base: dict[str, Any] = dict(
-        jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2
-    )
-    if name == "byol":
-        v1 = ViewConfig(scale=(0.08, 1.0), blur_p=1.0, solarize_p=0.0, **base)
-        v2 = ViewConfig(scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2, **base)
-        return RecipeConfig(name="byol", views=[v1, v2])
-    if name == "dino":
-        g1 = ViewConfig(scale=(0.4, 1.0), interpolation="bicubic", blur_p=1.0, **base)
-        g2 = ViewConfig(scale=(0.4, 1.0), interpolation="bicubic", blur_p=0.1, solarize_p=0.2, **base)
-        local = ViewConfig(count=8, size=96, scale=(0.05, 0.4), interpolation="bicubic", blur_p=0.5, **base)
-        return RecipeConfig(name="dino", views=[g1, g2, local])
-    if name == "swav":
-        swav: dict[str, Any] = dict(
-            jitter_p=0.8, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2, blur_p=0.5
-        )
-        big = ViewConfig(count=2, size=224, scale=(0.14, 1.0), **swav)
-        small = ViewConfig(count=6, size=96, scale=(0.05, 0.14), **swav)
-        return RecipeConfig(name="swav", views=[big, small])
-    raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
+    """A built-in recipe's config, read from its YAML file in the package (``pass_wds/augment/recipes/``,
+    shipped as package data), the only definition of the published parameters; sources in each file."""
+    if name not in BUILTIN_RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
+    path = RECIPE_DIR / f"{name}.yaml"
+    return RecipeConfig.from_mapping(load_yaml(path), source=str(path))
 
 
 class Recipe:
@@ -494,18 +448,13 @@ class CallableRecipe:
         return result
 
 
-def _recipe_file(name: str) -> Path | None:
-    path = RECIPE_DIR / f"{name}.yaml"
-    return path if path.is_file() else None
-
-
 def load_recipe(
     spec: str | Path | dict[str, Any] | RecipeConfig | Recipe | CallableRecipe | Callable[..., Any] | None,
     *,
     colour: str | None = None,
 ) -> Recipe | CallableRecipe:
     """Resolve a recipe: a built-in name (``eval``, ``simclr``, ``mocov2``, ``byol``, ``dino``, ``swav``; read
-    from ``configs/recipes/<name>.yaml`` when present), a YAML path, a mapping, a config, a Recipe, or a user
+    from ``pass_wds/augment/recipes/<name>.yaml``), a YAML path, a mapping, a config, a Recipe, or a user
     callable (wrapped in :class:`CallableRecipe`). ``colour`` overrides where colour runs (``device``/``cpu``).
     ``None`` means ``eval``."""
     if spec is None:
@@ -521,12 +470,7 @@ def load_recipe(
         text = str(spec)
         path = Path(text)
         if text in BUILTIN_RECIPES and not path.is_file():
-            found = _recipe_file(text)
-            cfg = (
-                RecipeConfig.from_mapping(load_yaml(found), source=str(found))
-                if found
-                else builtin_config(text)
-            )
+            cfg = builtin_config(text)
         elif path.suffix in (".yaml", ".yml") or path.is_file():
             if not path.is_file():
                 raise ConfigError(f"recipe file not found: {text}")

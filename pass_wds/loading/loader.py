@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import json
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pass_wds.augment import load_recipe
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
@@ -97,14 +97,6 @@ class LoaderConfig:
                 f"epoch_samples={self.epoch_samples:,} is too large: every reader plans its epoch as an index "
                 f"(8 bytes a sample); use virtual epochs of at most {MAX_EPOCH_SAMPLES:,} samples and set_epoch()"
             )
-        if (
-            self.epoch_samples is not None
-            and self.remainder == "drop"
-            and self.epoch_samples < self.batch_size
-        ):
-            raise ConfigError(
-                f"epoch_samples ({self.epoch_samples}) is smaller than one batch ({self.batch_size})"
-            )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         parse_size(self.shuffle_buffer_bytes)
@@ -127,21 +119,6 @@ def distributed_topology(rank: int | None = None, world_size: int | None = None)
     if ws < 1 or not 0 <= r < ws:
         raise ConfigError(f"invalid rank {r} for world size {ws}")
     return r, ws
-
-
-def _load_recipe(recipe: str | Recipe | None) -> Recipe | None:
-    """Names and YAML paths go through ``pass_wds.augment.load_recipe``; callables are used as they are."""
-    if recipe is None:
-        return None
-    try:
-        load = getattr(importlib.import_module("pass_wds.augment"), "load_recipe", None)
-    except ImportError:
-        load = None
-    if load is None:
-        if callable(recipe):
-            return recipe
-        raise ConfigError(f"recipe {recipe!r} needs pass_wds.augment.load_recipe, which is not available")
-    return load(recipe)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -181,7 +158,7 @@ class Loader:
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
         )
-        self.recipe = _load_recipe(recipe)
+        self.recipe = None if recipe is None else load_recipe(recipe)
         self.params = PlanParams(
             counts=tuple(s.nsamples for s in self.shards),
             seed=config.seed,
@@ -203,15 +180,13 @@ class Loader:
         self.dropped_keys: list[str] = []
         if self.recipe is not None:
             self._check_images()
-        total = sum(self.params.counts)
-        if (
-            config.epoch_samples is None
-            and config.remainder == "drop"
-            and total < self.world_size * config.batch_size
-        ):
+        # With remainder "drop", an epoch shorter than one global batch would silently have zero batches.
+        per_epoch = config.epoch_samples if config.epoch_samples is not None else sum(self.params.counts)
+        if config.remainder == "drop" and per_epoch < self.world_size * config.batch_size:
+            what = f"{per_epoch} samples" if config.epoch_samples is None else f"epoch_samples ({per_epoch})"
             raise ConfigError(
-                f"{total} samples cannot fill one batch of {config.batch_size} on each of {self.world_size} ranks "
-                "(use remainder='pad' or a smaller batch size)"
+                f"{what} cannot fill one batch of {config.batch_size} on each of {self.world_size} ranks "
+                "(use remainder='pad', a smaller batch size or a larger epoch)"
             )
 
     def _check_images(self) -> None:
@@ -414,57 +389,27 @@ def make_loader(
     *,
     batch_size: int,
     recipe: str | Recipe | None = None,
-    num_workers: int = 4,
-    seed: int = 0,
-    shuffle: bool = True,
-    remainder: str = "drop",
-    shuffle_buffer_bytes: str | int = "64MB",
-    segment_samples: int = 256,
-    epoch_samples: int | None = None,
-    storage_options: dict[str, Any] | None = None,
-    allow_external_urls: bool = False,
-    cache_dir: str | None = None,
-    cache_bytes: str | int = "100GB",
-    on_error: str = "substitute",
-    verify_samples: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-    device: str | None = None,
-    prefetch_factor: int = 2,
-    pin_memory: bool = False,
-    persistent_workers: bool = True,
+    **options: Any,
 ) -> Loader:
     """Build the loader for ``source`` (``index.json`` URL, brace pattern, or list of shard URLs).
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
     ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
-    ``allow_external_urls``: trust an ``index.json`` that lists absolute shard URLs or paths outside its
-    own folder (refused by default: a manifest from elsewhere could make the loader read local files).
+    ``options``: any other :class:`LoaderConfig` field (``num_workers``, ``seed``, ``epoch_samples``,
+    ``cache_dir``, ``device``, …); their defaults and validation live there, once.
+    ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
+    own folder (refused by default: a manifest from elsewhere could make the loader read local files);
+    ``verify_samples=False`` skips the per-sample crc32 check.
     """
-    cfg = LoaderConfig(
-        source=source if isinstance(source, str) else list(source),
-        batch_size=batch_size,
-        recipe=recipe if isinstance(recipe, str) else None,
-        num_workers=num_workers,
-        seed=seed,
-        shuffle=shuffle,
-        remainder=remainder,
-        shuffle_buffer_bytes=shuffle_buffer_bytes,
-        segment_samples=segment_samples,
-        epoch_samples=epoch_samples,
-        on_error=on_error,
-        verify_samples=verify_samples,
-        storage_options=dict(storage_options or {}),
-        allow_external_urls=allow_external_urls,
-        cache_dir=cache_dir,
-        cache_bytes=cache_bytes,
-        prefetch_factor=prefetch_factor,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-    )
+    if options.get("storage_options") is None:
+        options.pop("storage_options", None)
+    fields = {
+        **options,
+        "source": source if isinstance(source, str) else list(source),
+        "batch_size": batch_size,
+        "recipe": recipe if isinstance(recipe, str) else None,
+    }
+    cfg = from_dict(LoaderConfig, fields, source="make_loader()")
     return cfg.build(recipe if callable(recipe) else None)
 
 

@@ -24,7 +24,7 @@ from pass_wds.loading.plan import (
     Generation,
     GenerationPlan,
     PlanParams,
-    rank_worker_for,
+    plan_worker_and_batch,
     shard_offsets,
 )
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
@@ -94,7 +94,7 @@ def reader_plan(job: EpochJob, worker_id: int) -> ReaderPlan:
     planner = job.planner()
     plan = planner.generations(job.epoch, job.history)[-1]
     gen = job.history[-1]
-    plan_worker, start_local = rank_worker_for(worker_id, gen.batches, gen.num_workers)
+    plan_worker, start_local = plan_worker_and_batch(worker_id, gen.batches, gen.num_workers)
     order = planner.worker_order(plan, job.rank, plan_worker)[start_local * job.params.batch_size :]
     return ReaderPlan(plan, order, np.sort(order))
 

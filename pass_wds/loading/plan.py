@@ -255,7 +255,8 @@ class EpochPlanner:
         return plans
 
 
-def rank_worker_for(dataloader_worker: int, batches_done: int, num_workers: int) -> tuple[int, int]:
-    """After ``k`` batches, DataLoader worker ``i`` plays plan worker ``(k+i) % W`` from local batch ``(k+i)//W``."""
+def plan_worker_and_batch(dataloader_worker: int, batches_done: int, num_workers: int) -> tuple[int, int]:
+    """``(plan worker, its local batch)`` that DataLoader worker ``i`` serves next once the rank has delivered
+    ``k`` batches: plan worker ``(k+i) % W`` from its local batch ``(k+i) // W``."""
     j = batches_done + dataloader_worker
     return j % num_workers, j // num_workers

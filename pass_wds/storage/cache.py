@@ -6,7 +6,8 @@ that is renamed into place when complete (and checked against the expected size 
 processes that want the same shard meanwhile block on the lock and then open the finished file. Entries are
 named ``<sha256(url, endpoint)[:16]>-<basename>``, so shards of different datasets (or the same path on two
 endpoints) never collide. The total size is kept under ``max_bytes`` by evicting the least recently used
-entries (file mtime is the access time; it is refreshed on every hit).
+entries (file mtime is the access time, stamped by the cache in nanoseconds on download and on every hit: the
+kernel's own stamps are as coarse as a few milliseconds, too coarse to order accesses in a busy loader).
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ class ShardCache:
         return path
 
     def _touch(self, path: str) -> bool:
+        """Mark ``path`` used now; False if it is not (or no longer) in the cache."""
+        now = time.time_ns()
         try:
-            os.utime(path)
+            os.utime(path, ns=(now, now))
             return True
         except FileNotFoundError:
             return False
@@ -116,6 +119,7 @@ class ShardCache:
                 raise storage.StorageError(f"{where}: downloaded {n} bytes, index.json says {size}")
             if sha256 is not None and h.hexdigest() != sha256:
                 raise storage.StorageError(f"{where}: sha256 differs from index.json (corrupt or changed)")
+            self._touch(tmp)  # the access time of the new entry (rename keeps it)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -124,7 +128,7 @@ class ShardCache:
 
     # ---------------------------------------------------------------------------------------- eviction
 
-    def entries(self) -> list[tuple[float, int, str]]:
+    def entries(self) -> list[tuple[int, int, str]]:
         """(last access, size, path) of the complete entries, least recently used first."""
         out = []
         with os.scandir(self.directory) as it:
@@ -133,7 +137,7 @@ class ShardCache:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     st = e.stat()
-                    out.append((st.st_mtime, st.st_size, e.path))
+                    out.append((st.st_mtime_ns, st.st_size, e.path))
         return sorted(out)
 
     def size(self) -> int:
@@ -174,7 +178,13 @@ class ShardCache:
                 if _TMP not in e.name:
                     continue
                 pid = e.name.rsplit(_TMP, 1)[1].split("-", 1)[0]
-                if pid.isdigit() and not _alive(int(pid)) or time.time() - e.stat().st_mtime > 24 * 3600:
+                try:
+                    dead = (
+                        pid.isdigit() and not _alive(int(pid)) or time.time() - e.stat().st_mtime > 24 * 3600
+                    )
+                except FileNotFoundError:  # its download finished (renamed into place) since the scan
+                    continue
+                if dead:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(e.path)
 

@@ -131,9 +131,11 @@ class _Response:
         self.closer = closer or getattr(body, "close", None)
         self.error: BaseException | None = None
 
-    async def read(self, n: int) -> bytes:
+    async def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes; ``timeout`` bounds each wait for the next bytes, not the whole read, so a slow
+        but live stream keeps progressing and only one that sends nothing for ``timeout`` seconds fails."""
         while self.skip:  # a server that ignored Range: discard up to the offset we need
-            data = await self.body.read(min(self.skip, 1 << 20))
+            data = await asyncio.wait_for(self.body.read(min(self.skip, 1 << 20)), timeout)
             if not data:
                 return b""
             self.skip -= len(data)
@@ -146,7 +148,7 @@ class _Response:
         got = 0
         while got < n:
             try:
-                data = await self.body.read(n - got)
+                data = await asyncio.wait_for(self.body.read(n - got), timeout)
             except Exception as exc:
                 if not got:
                     raise
@@ -304,7 +306,7 @@ class _ResumableReader(io.RawIOBase):
         if self._sync_file is not None:
             return bytes(self._sync_file.read(n))
         assert self._resp is not None
-        return bytes(self._run(self._resp.read(n)))
+        return bytes(sync(self._fs.loop, self._resp.read, n, self._policy.read_timeout))
 
     def _drop(self) -> None:
         if self._resp is not None:
