@@ -2,6 +2,7 @@
 PY ?= python3
 PIP ?= $(PY) -m pip
 SAMPLE_OUT ?= /tmp/pass-wds-demo
+TRAIN_OUT ?= /tmp/pass-wds-ssl
 
 .PHONY: install install-test demo demo-train test test-quick lint typecheck bench clean
 
@@ -17,8 +18,8 @@ demo: install
 	pass-wds inspect $(SAMPLE_OUT)
 
 demo-train: demo
-	cd /tmp && torchrun --nproc_per_node 2 $(CURDIR)/scripts/train_ssl.py --config $(CURDIR)/configs/train_ssl.yaml \
-		--source $(SAMPLE_OUT)/index.json --batch-size 8 --max-steps 20 --checkpoint /tmp/pass-wds-ssl.pt --no-resume
+	$(PY) scripts/train_ssl.py --nproc-per-node 2 --config configs/train_ssl.yaml \
+		--source $(SAMPLE_OUT)/index.json --output-dir $(TRAIN_OUT)
 
 lint:
 	ruff check pass_wds tests scripts benchmarks

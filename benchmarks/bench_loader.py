@@ -11,7 +11,18 @@ Pipelines (each a torch DataLoader with ``W`` worker processes, batch ``--batch-
                  .map_tuple(transform, identity)`` as webdataset's README suggests, torchvision transforms;
 * ``imagefolder`` torchvision ``ImageFolder`` over the extracted JPEG files, same transforms;
 * ``litdata``    LitData ``StreamingDataset`` over its own ``optimize()``d copy, same transforms
-                 (``StreamingDataLoader``).
+                 (``StreamingDataLoader``);
+* ``dali``       an NVIDIA DALI CPU pipeline (``device_id=None``, ``W`` threads): ``fn.readers.webdataset`` over
+                 the same shards with their ``.idx`` files → ``decode``: ``fn.decoders.image``; ``eval``:
+                 decode → resize shorter 256 → centre crop 224 → normalise; ``simclr``: per view
+                 ``fn.decoders.image_random_crop`` (decodes the crop region only) → resize 224 → flip →
+                 ``color_twist`` (p 0.8) → grayscale (p 0.2) → ``gaussian_blur(23)`` (p 0.5) → normalise, two
+                 views. ``nvidia-dali-cuda120`` runs CPU pipelines without a GPU.
+
+``decode`` modes of ours: ``decode``/``simclr``/``simclr-cpu`` decode accurately (the default);
+``decode-fast``/``simclr-fast``/``simclr-cpu-fast`` with ``decode="fast"``; ``simclr-device`` with
+``decode="device", device="cpu"`` (the device stage's batched decode + roi_align crops on the CPU, in the
+main process: it reports the workers' own CPU time per image, the figure that matters on a GPU node).
 
 The torchvision transforms are the published ones (SimCLR: RandomResizedCrop, flip, ColorJitter(0.8, 0.8,
 0.8, 0.2) p 0.8, grayscale 0.2, GaussianBlur(23) p 0.5; DINO: its DataAugmentationDINO with PIL blur and
@@ -67,28 +78,28 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-OURS_RECIPES = ("decode", "eval", "simclr", "simclr-cpu", "dino")
+OURS_RECIPES = (
+    "decode", "decode-fast", "eval", "simclr", "simclr-fast", "simclr-cpu", "simclr-cpu-fast", "simclr-device",
+    "dino",
+)  # fmt: skip
 # eval-nocheck: eval with verify_samples=False, to measure the per-sample checksum check in the same run
 EXTRA_RECIPES = ("eval-nocheck",)
 BASELINE_RECIPES = ("decode", "eval", "simclr", "dino")
-BASELINES = ("webdataset", "imagefolder", "litdata")
+BASELINES = ("webdataset", "imagefolder", "litdata", "dali")
+BASELINE_SUPPORTS = {"dali": ("decode", "eval", "simclr")}  # the others run every baseline recipe
 # which baseline recipe each of our recipes is compared with
 BASELINE_OF = {
-    "decode": "decode",
-    "eval": "eval",
-    "eval-nocheck": "eval",
-    "simclr": "simclr",
-    "simclr-cpu": "simclr",
-    "dino": "dino",
-}
+    "decode": "decode", "decode-fast": "decode", "eval": "eval", "eval-nocheck": "eval", "simclr": "simclr",
+    "simclr-fast": "simclr", "simclr-cpu": "simclr", "simclr-cpu-fast": "simclr", "simclr-device": "simclr", "dino": "dino",
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- data copies
 
 
-def prepare(images: int, photos: bool = False, baselines: Iterable[str] = BASELINES) -> dict[str, Any]:
+def prepare(images: int, photos: bool = False, baselines: tuple[str, ...] = BASELINES) -> dict[str, Any]:
     """Raw set → make-shards output, extracted files (ImageFolder) and a LitData copy, each made once (the
-    copies only when their baseline runs)."""
+    copies only for the baselines that read them)."""
     import subprocess
 
     raw = raw_dataset(images, photos=photos)
@@ -247,6 +258,13 @@ def _collate_for(recipe: str) -> Any:
 # ------------------------------------------------------------------------------------------- pipelines
 
 
+def decode_only_fast(data: bytes, ext: str, rng: np.random.Generator) -> dict[str, Any]:
+    """``pass_wds.bench.decode_only`` with ``decode="fast"`` (fast IDCT, plain upsampling; full size)."""
+    from pass_wds.decoding import DecodeOptions, decode_tensor
+
+    return {"shape": tuple(decode_tensor(data, DecodeOptions(jpeg_mode="fast")).shape)}
+
+
 def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
     from pass_wds import make_loader
     from pass_wds.augment import CallableRecipe, load_recipe
@@ -254,10 +272,15 @@ def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> It
 
     device = None
     verify = recipe != "eval-nocheck"
-    if recipe == "decode":
-        rec: Any = CallableRecipe(decode_only)
-    elif recipe == "simclr-cpu":
-        rec, device = load_recipe("simclr", colour="cpu"), "cpu"
+    if recipe in ("decode", "decode-fast"):
+        rec: Any = CallableRecipe(decode_only if recipe == "decode" else decode_only_fast)
+    elif recipe in ("simclr-cpu", "simclr-cpu-fast"):
+        decode = "fast" if recipe.endswith("-fast") else "accurate"
+        rec, device = load_recipe("simclr", colour="cpu", decode=decode), "cpu"
+    elif recipe == "simclr-fast":
+        rec = load_recipe("simclr", decode="fast")
+    elif recipe == "simclr-device":
+        rec, device = load_recipe("simclr", decode="device"), "cpu"
     else:
         rec = load_recipe(recipe.removesuffix("-nocheck"))
     return make_loader(
@@ -319,11 +342,83 @@ def litdata_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size
     )
 
 
+class _DaliBatches:
+    """A built DALI pipeline as an iterable of batches (one epoch of the shards per ``iter()``); a batch is
+    ``{"__key__": [...]}`` sized like the pipeline's output (the outputs stay in DALI's buffers)."""
+
+    def __init__(self, pipe: Any, batch_size: int, samples: int) -> None:
+        self.pipe, self.batch_size, self.samples = pipe, batch_size, samples
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for _ in range(max(1, self.samples // self.batch_size)):
+            out = self.pipe.run()
+            yield {"__key__": [None] * len(out[0])}
+
+
+def dali_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    """The DALI CPU pipeline for ``recipe`` (see the module docstring) with ``workers`` threads."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    urls = data["urls"]
+    idx = [u[: -len(".tar")] + ".idx" for u in urls]
+    mean = [255 * m for m in (0.485, 0.456, 0.406)]
+    std = [255 * s for s in (0.229, 0.224, 0.225)]
+
+    def read() -> Any:
+        return fn.readers.webdataset(
+            paths=urls, index_paths=idx, ext=["jpg"], random_shuffle=True, initial_fill=1000, name="Reader"
+        )
+
+    def simclr_view(jpegs: Any) -> Any:
+        img = fn.decoders.image_random_crop(
+            jpegs,
+            device="cpu",
+            output_type=types.RGB,
+            random_area=[0.08, 1.0],
+            random_aspect_ratio=[0.75, 4 / 3],
+        )
+        img = fn.resize(img, resize_x=224, resize_y=224)
+        img = fn.flip(img, horizontal=fn.random.coin_flip())
+        if fn.random.coin_flip(probability=0.8):
+            img = fn.color_twist(
+                img,
+                brightness=fn.random.uniform(range=[0.2, 1.8]),
+                contrast=fn.random.uniform(range=[0.2, 1.8]),
+                saturation=fn.random.uniform(range=[0.2, 1.8]),
+                hue=fn.random.uniform(range=[-72.0, 72.0]),  # degrees: 0.2 of the hue circle
+            )
+        if fn.random.coin_flip(probability=0.2):
+            img = fn.color_twist(img, saturation=0.0)
+        if fn.random.coin_flip(probability=0.5):
+            img = fn.gaussian_blur(img, window_size=23, sigma=fn.random.uniform(range=[0.1, 2.0]))
+        return fn.crop_mirror_normalize(img, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std)
+
+    @pipeline_def(enable_conditionals=True)  # type: ignore[misc]
+    def pipe() -> Any:
+        jpegs = read()
+        if recipe == "decode":
+            return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+        if recipe == "eval":
+            img = fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+            img = fn.resize(img, resize_shorter=256)
+            return fn.crop_mirror_normalize(
+                img, crop=(224, 224), dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std
+            )
+        if recipe == "simclr":
+            return simclr_view(jpegs), simclr_view(jpegs)
+        raise ValueError(f"no DALI pipeline for {recipe!r}")
+
+    p = pipe(batch_size=batch_size, num_threads=workers, device_id=None, seed=0, prefetch_queue_depth=2)
+    p.build()
+    return _DaliBatches(p, batch_size, data["samples"])
+
+
 PIPELINES: dict[str, Callable[[dict[str, Any], str, int, int], Iterable[Any]]] = {
     "pass-wds": ours,
     "webdataset": webdataset_pipeline,
     "imagefolder": imagefolder_pipeline,
     "litdata": litdata_pipeline,
+    "dali": dali_pipeline,
 }
 
 
@@ -360,6 +455,36 @@ class _TreeCpu:
         return self.last[self.me.pid] - self.start[self.me.pid]
 
 
+def in_process_decode(data: dict[str, Any], rounds: int, images: int = 1000) -> dict[str, Any]:
+    """Plain decode per core with no worker processes on either side: ours with ``num_workers=0`` against
+    DALI with one thread, alternating in this process (CPU time of this process only). Separates the
+    decode path's own cost from the DataLoader worker machinery."""
+
+    def per_core(make: Callable[[], Iterable[Any]]) -> float:
+        it = iter(make())
+        next(it)
+        c, n = time.process_time(), 0
+        while n < images:
+            try:
+                n += _batch_len(next(it))
+            except StopIteration:
+                it = iter(make())
+        return n / (time.process_time() - c)
+
+    runs = []
+    for _ in range(rounds):
+        d = per_core(lambda: dali_pipeline(data, "decode", 1, 32))
+        o = per_core(lambda: ours(data, "decode", 0, 32))
+        f = per_core(lambda: ours(data, "decode-fast", 0, 32))
+        runs.append({"dali": d, "ours": o, "ours_fast": f, "x_dali": o / d, "x_dali_fast": f / d})
+        print(f"  in-process decode: dali {d:.0f}  ours {o:.0f} ({o / d:.2f}x)  fast {f:.0f} ({f / d:.2f}x)")
+    return {
+        "images_per_round": images,
+        "runs": runs,
+        **{k: median([r[k] for r in runs]) for k in ("dali", "ours", "ours_fast", "x_dali", "x_dali_fast")},
+    }
+
+
 def _batch_len(batch: Any) -> int:
     """Samples in a batch of any of the pipelines: ours (dict), list-collated decode batches (list of
     (image, key) pairs), and default-collated (transformed images, keys or labels)."""
@@ -377,7 +502,9 @@ def _batches(make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
         yield from loader
 
 
-def measure(make: Callable[[], Iterable[Any]], seconds: float, workers: int) -> dict[str, float]:
+def measure(
+    make: Callable[[], Iterable[Any]], seconds: float, workers: int, poll_s: float = 0.0
+) -> dict[str, float]:
     """Time to first batch, then images per wall second and per CPU second of the process tree.
 
     The workers prefetch ``workers x prefetch_factor`` (2) batches while the first one is made; those arrive
@@ -391,12 +518,19 @@ def measure(make: Callable[[], Iterable[Any]], seconds: float, workers: int) -> 
     t_first = time.perf_counter()
     cpu = _TreeCpu()
     n = 0
-    while time.perf_counter() - t_first < seconds:
+    polled = t_first
+    while (now := time.perf_counter()) - t_first < seconds:
         n += _batch_len(next(it))
-        cpu.update()
+        # psutil's child scan walks /proc (~3 ms of main-process CPU on a busy machine); polling every batch
+        # (poll_s=0) also counts workers that exit between batches (pipelines that restart workers per epoch)
+        if now - polled >= poll_s:
+            cpu.update()
+            polled = now
+    cpu.update()
     wall = time.perf_counter() - t_first
     cpu_s = cpu.seconds()
     main_share = cpu.main_seconds() / cpu_s if cpu_s > 0 else float("nan")
+    worker_cpu_s = cpu_s - cpu.main_seconds()
     del it
     return {
         "first_batch_s": first,
@@ -406,6 +540,8 @@ def measure(make: Callable[[], Iterable[Any]], seconds: float, workers: int) -> 
         "main_process_cpu_share": main_share,
         "images_per_s": n / wall,
         "images_per_cpu_s": n / cpu_s if cpu_s > 0 else float("nan"),
+        # CPU of the worker processes alone (0 for thread-based pipelines such as DALI's)
+        "worker_cpu_ms_per_image": 1e3 * worker_cpu_s / n if n else float("nan"),
     }
 
 
@@ -557,6 +693,16 @@ def main() -> None:
         action="store_true",
         help="use images derived from the corpus photos (bench-data/photos-N); writes loader_photos.json",
     )
+    ap.add_argument("--name", default=None, help="result file name (default: loader or loader_photos)")
+    ap.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.0,
+        help="CPU-time polling interval (0: every batch; >0 only for pipelines whose workers live through the run)",
+    )
+    ap.add_argument(
+        "--in-process-rounds", type=int, default=0, help="also: decode per core without worker processes"
+    )
     args = ap.parse_args()
     if args.quick:
         args.images = QUICK_IMAGES
@@ -569,7 +715,7 @@ def main() -> None:
     recipes = [r for r in args.recipes.split(",") if r]
     baselines = [b for b in args.baselines.split(",") if b]
 
-    data = prepare(args.images, args.photos, baselines)
+    data = prepare(args.images, args.photos, tuple(baselines))
     m = machine()
     print(f"machine: {machine_line(m)}")
     print(
@@ -578,7 +724,10 @@ def main() -> None:
 
     cases: list[tuple[str, str, int]] = [("pass-wds", r, w) for r in recipes for w in workers]
     cases += [
-        (b, r, bw) for b in baselines for r in BASELINE_RECIPES if r in {BASELINE_OF[x] for x in recipes}
+        (b, r, bw)
+        for b in baselines
+        for r in BASELINE_RECIPES
+        if r in {BASELINE_OF[x] for x in recipes} and r in BASELINE_SUPPORTS.get(b, BASELINE_RECIPES)
     ]
     runs: dict[str, list[dict[str, float]]] = {}
     print("warm-up (imports, page cache) ...", flush=True)
@@ -592,6 +741,7 @@ def main() -> None:
                 lambda pipe=pipe, recipe=recipe, w=w: PIPELINES[pipe](data, recipe, w, args.batch_size),
                 args.seconds,
                 w,
+                args.poll_seconds,
             )
             runs.setdefault(name, []).append(r)
             print(
@@ -604,7 +754,13 @@ def main() -> None:
         name = f"{pipe}/{recipe}/w{w}"
         rs = runs[name]
         row: dict[str, Any] = {"case": name, "pipeline": pipe, "recipe": recipe, "workers": w}
-        for k in ("images_per_s", "images_per_cpu_s", "first_batch_s", "main_process_cpu_share"):
+        for k in (
+            "images_per_s",
+            "images_per_cpu_s",
+            "first_batch_s",
+            "main_process_cpu_share",
+            "worker_cpu_ms_per_image",
+        ):
             row[k] = median([x[k] for x in rs])
         row["images_per_s_per_worker"] = row["images_per_s"] / w
         row["mb_per_s"] = row["images_per_s"] * data["mean_sample_bytes"] / 1e6
@@ -617,6 +773,16 @@ def main() -> None:
                         for a, c in zip(rs, runs[key], strict=False)
                     ]
                     row[f"x_{b}"] = median(ratios)
+            # decode modes against the accurate path of the same recipe, workers and round
+            same = {"decode-fast": "decode", "simclr-fast": "simclr", "simclr-cpu-fast": "simclr-cpu"}
+            ref = f"pass-wds/{same.get(recipe, '')}/w{w}"
+            if recipe in same and ref in runs:
+                row["x_accurate"] = median(
+                    [
+                        a["images_per_cpu_s"] / c["images_per_cpu_s"]
+                        for a, c in zip(rs, runs[ref], strict=False)
+                    ]
+                )
         row["runs"] = rs
         rows.append(row)
 
@@ -628,7 +794,9 @@ def main() -> None:
         ("mb_per_s", "MB/s", ".1f"),
         ("first_batch_s", "first batch s", ".2f"),
         ("main_process_cpu_share", "main proc CPU share", ".0%"),
-    ] + [(f"x_{b}", f"× {b} (per core)", ".1f") for b in baselines]
+        ("worker_cpu_ms_per_image", "worker CPU ms/image", ".3f"),
+    ] + [(f"x_{b}", f"× {b} (per core)", ".2f") for b in baselines]
+    cols.append(("x_accurate", "× accurate (per core)", ".2f"))
     print()
     print(table(rows, cols))
 
@@ -647,11 +815,14 @@ def main() -> None:
     if args.epochs:
         print(f"\nRSS over {args.epochs} epochs (pass-wds simclr, {max(workers)} workers):")
         record["rss"] = rss_over_epochs(data, "simclr", max(workers), args.batch_size, args.epochs)
+    if args.in_process_rounds:
+        print("\nplain decode without worker processes (ours num_workers=0 vs DALI 1 thread):")
+        record["in_process_decode"] = in_process_decode(data, args.in_process_rounds)
     if not args.no_s3:
         print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
         record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
     record["data"] = "photos" if args.photos else "synthetic"
-    write_result("loader_photos" if args.photos else "loader", record)
+    write_result(args.name or ("loader_photos" if args.photos else "loader"), record)
 
 
 if __name__ == "__main__":

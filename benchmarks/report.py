@@ -224,6 +224,71 @@ def photos_section(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def decode_cpu_section(d: dict[str, Any]) -> list[str]:
+    """``decode`` modes on the CPU against a DALI CPU pipeline measured in the same run (issue 12)."""
+    rows = [r for r in d["results"]]
+    return (
+        [
+            "### Decode modes on the CPU (vs DALI)",
+            "",
+            f"{d['images']:,} images derived from `../shared/corpus/photos` ({d['mean_sample_bytes'] / 1e3:.1f} kB "
+            f"per sample), batch {d['batch_size']}, {d['repeats']} interleaved rounds of {d['seconds_per_case']:.0f} s, "
+            f"medians; machine: {machine_line(d['machine'])}, shared with other jobs (noisy: compare the ratios, "
+            f"measured in the same rounds). `{d['command']}`. *× dali*: per-core rate over the DALI CPU pipeline "
+            "(`nvidia-dali-cuda120`, `device_id=None`, same shards and `.idx` files; `decode` vs its "
+            "`fn.decoders.image`, the simclr cases vs its two-view `image_random_crop` → resize → flip → "
+            'colour twist → blur → normalise); *× accurate*: `decode="fast"` over the accurate path, same round; '
+            "*worker CPU ms/image*: the DataLoader workers' CPU time alone (for `simclr-device` the decode runs "
+            "in the main process's device stage, here on the CPU).",
+            "",
+            table(
+                rows,
+                [
+                    ("case", "case", ""),
+                    ("images_per_cpu_s", "per core", ".0f"),
+                    ("worker_cpu_ms_per_image", "worker CPU ms/image", ".3f"),
+                    ("x_dali", "× dali", ".2f"),
+                    ("x_accurate", "× accurate", ".2f"),
+                ],
+            ),
+            "",
+        ]
+        + _in_process_lines(d.get("in_process_decode"))
+        + _decode_targets(d)
+    )
+
+
+def _decode_targets(d: dict[str, Any]) -> list[str]:
+    """Issue 12's CPU targets: fast >= 1.25x accurate simclr-cpu per core; plain decode >= 1.0x DALI."""
+    by = {r["recipe"]: r for r in d["results"] if r["pipeline"] == "pass-wds"}
+    out = []
+    fast = by.get("simclr-cpu-fast", {}).get("x_accurate")
+    if fast is not None:
+        out.append(
+            f'`simclr-cpu` with `decode="fast"`: {fast:.2f}× the accurate path (target 1.25×: '
+            f"{'met' if fast >= 1.25 else 'not met'})"
+        )
+    plain = by.get("decode", {}).get("x_dali")
+    if plain is not None:
+        out.append(
+            f"plain decode: {plain:.2f}× DALI CPU per core (target 1.0×: {'met' if plain >= 1.0 else 'not met'})"
+        )
+    return [f"**Targets** (issue 12, CPU): {'; '.join(out)}.", ""] if out else []
+
+
+def _in_process_lines(ip: dict[str, Any] | None) -> list[str]:
+    if not ip:
+        return []
+    return [
+        f"Plain decode without worker processes (ours `num_workers=0` vs DALI with one thread, alternating in one "
+        f"process, {ip['images_per_round']:,} images per round, median of {len(ip['runs'])}): ours "
+        f'{ip["ours"]:.0f} images per CPU-s = **{ip["x_dali"]:.2f}× DALI** ({ip["dali"]:.0f}), `decode="fast"` '
+        f"{ip['ours_fast']:.0f} = {ip['x_dali_fast']:.2f}×; the rest of the gap in the table above is the DataLoader "
+        "worker process.",
+        "",
+    ]
+
+
 def planning_section(d: dict[str, Any]) -> list[str]:
     r = d["results"]["pass-wds"]
     b = d["results"].get("baseline")
@@ -284,6 +349,33 @@ def gpu_section(d: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+    decode = d.get("decode")
+    if not decode:
+        out += [
+            "Decode on the GPU (issue 12: the raw batched nvJPEG decode rate of the shards' images, `simclr` with "
+            "CPU vs device decode at 2, 4, 8 and 15 workers, loader + ResNet-50 step channels-last bf16): "
+            "**not measured yet** (no GPU was lent to the session that built it); `bash benchmarks/gpu_check.sh` "
+            "measures all of them in one run.",
+            "",
+        ]
+        return out
+    out += [
+        f'Decode on the GPU ({d.get("date", "undated")}): `simclr` loader + device stage with `decode="accurate"` '
+        '(CPU decode in the workers) and `decode="device"` (batched nvJPEG + roi_align crops), the raw '
+        "batched nvJPEG floor on the same images, and loader + ResNet-50 SimCLR step (channels-last, bf16):",
+        "",
+        table(
+            [{"case": k, **v} for k, v in decode.items()],
+            [
+                ("case", "case", ""),
+                ("images_per_s", "images/s", ".0f"),
+                ("worker_cpu_ms_per_image", "worker CPU ms/image", ".3f"),
+                ("peak_gpu_mb", "peak GPU MB", ".0f"),
+                ("fraction_of_nvjpeg_floor", "of nvJPEG floor", ".0%"),
+            ],
+        ),
+        "",
+    ]
     return out
 
 
@@ -306,6 +398,7 @@ def main() -> int:
         ("planning", planning_section),
         ("loader", loader_section),
         ("loader_photos", photos_section),
+        ("decode_cpu", decode_cpu_section),
         ("gpu", gpu_section),
     ):
         d = _load(name)

@@ -43,13 +43,14 @@ def decode_only(data: bytes, ext: str, rng: np.random.Generator) -> dict[str, An
 class BenchConfig:
     """Options of ``pass-wds bench`` (one per flag)."""
 
-    source: str
+    source: str | list[str]
     recipe: str = "simclr"
     workers: int = 2
     batch_size: int = 64
     batches: int = 20
     device: str | None = None
     colour: str | None = None  # override the recipe's colour placement: "cpu" or "device"
+    decode: str | None = None  # override the recipe's decode: "accurate", "fast" or "device"
     profile_samples: int = 128
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -99,18 +100,26 @@ def _public_config(cfg: BenchConfig) -> dict[str, Any]:
 
     config = dataclasses.asdict(cfg)
     config.pop("storage_options", None)
-    config["source"] = storage.redact(cfg.source, cfg.storage_options)
+    src = cfg.source
+    config["source"] = (
+        storage.redact(src, cfg.storage_options)
+        if isinstance(src, str)
+        else [storage.redact(s, cfg.storage_options) for s in src]
+    )
     return config
 
 
-def _resolve_recipe(name: str, colour: str | None) -> Any:
+def _resolve_recipe(name: str, colour: str | None, decode: str | None = None) -> Any:
     from pass_wds.augment import CallableRecipe, load_recipe
+    from pass_wds.config import ConfigError
 
+    if name in SPECIAL_RECIPES and decode is not None:
+        raise ConfigError(f"--decode applies to augmentation recipes, not to --recipe {name}")
     if name == "none":
         return None
     if name == "decode":
         return CallableRecipe(decode_only)
-    return load_recipe(name, colour=colour)
+    return load_recipe(name, colour=colour, decode=decode)
 
 
 def _sync(device: Any) -> None:
@@ -171,18 +180,22 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
         if recipe is None:
             return stages, mean_bytes, n
         rng = np.random.default_rng(cfg.seed)
+        per_sample = getattr(recipe, "worker_sample", recipe)  # what the workers call (decode: device too)
         t0 = time.perf_counter()
         outs = []
         for ext, data in images:
-            out = recipe(data, ext, rng)
+            out = per_sample(data, ext, rng)
             out["json"] = {}
             outs.append(out)
         stages["worker side (recipe)"] = _stage(time.perf_counter() - t0, len(images))
         for s in good:
             sample_json(s)
         bs = min(cfg.batch_size, len(outs))
+        finish = getattr(recipe, "finish_batch", lambda b: b)
         t0 = time.perf_counter()
-        batches = [collate(outs[i : i + bs], good[i : i + bs]) for i in range(0, len(outs) - bs + 1, bs)]
+        batches = [
+            finish(collate(outs[i : i + bs], good[i : i + bs])) for i in range(0, len(outs) - bs + 1, bs)
+        ]
         stages["collate"] = _stage(time.perf_counter() - t0, bs * len(batches))
         if cfg.device and hasattr(recipe, "device_stage") and "shape" not in outs[0]:
             recipe.device_stage(batches[0], cfg.device, generator=0)  # warm-up (CUDA context, kernels)
@@ -205,7 +218,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
 
     if cfg.device and torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         return BenchResult(_public_config(cfg), 0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, skipped="no CUDA device")
-    recipe = _resolve_recipe(cfg.recipe, cfg.colour)
+    recipe = _resolve_recipe(cfg.recipe, cfg.colour, cfg.decode)
     loader = make_loader(
         cfg.source,
         batch_size=cfg.batch_size,

@@ -51,7 +51,7 @@ def parse_size(value: str | int | float) -> int:
         return int(value)
     m = _SIZE_RE.match(str(value))
     if not m or m.group(2) is None and not m.group(1):
-        raise ConfigError(f"cannot parse size {value!r} (examples: 256MB, 1GiB, 500000)")
+        raise ConfigError(f"cannot parse {value!r} (examples: 256MB, 1GiB, 500000)")
     unit = (m.group(2) or "").lower()
     if unit not in _UNITS:
         raise ConfigError(f"unknown size unit in {value!r}")
@@ -99,7 +99,10 @@ class ConvertConfig:
             raise ConfigError("no inputs given (pass raw tars, globs, brace patterns or image folders)")
         if not self.output:
             raise ConfigError("--output is required")
-        parse_size(self.shard_size)
+        try:
+            parse_size(self.shard_size)
+        except ConfigError as e:
+            raise ConfigError(f"--shard-size: {e}") from None
         if self.max_count is not None and self.max_count < 1:
             raise ConfigError(f"--max-count must be >= 1, got {self.max_count}")
         if self.workers < 1:

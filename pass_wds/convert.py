@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from pass_wds import __version__, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
-from pass_wds.format import manifest, reasons
+from pass_wds.format import croissant, manifest, reasons
 from pass_wds.format.tar import sample_bytes
 from pass_wds.storage.errors import get_logger
 from pass_wds.writing import (
@@ -85,6 +86,8 @@ class Summary:
     metadata_without_image: int = 0
     seconds: float = 0.0
     partial: tuple[int, int] | None = None
+    resumed_samples: int = 0  # samples in the shards kept from earlier runs (not written by this run)
+    resumed_bytes: int = 0
 
     @classmethod
     def of(cls, output: str, results: list[ShardResult], started: float, **kw: Any) -> Summary:
@@ -112,14 +115,27 @@ class Summary:
                 f"{storage.redact(self.output)} is already complete for these inputs and options: "
                 f"{self.samples:,} samples in {self.shards} shards; nothing to do"
             ]
-        rate = self.samples / self.seconds if self.seconds else 0.0
-        mbps = self.output_bytes / 1e6 / self.seconds if self.seconds else 0.0
+        # Rates count only what this run wrote: kept shards cost it nothing, so counting them would flatter it.
+        written = self.samples - self.resumed_samples
+        written_bytes = self.output_bytes - self.resumed_bytes
+        rate = written / self.seconds if self.seconds else 0.0
+        mbps = written_bytes / 1e6 / self.seconds if self.seconds else 0.0
         out = [
             f"wrote {self.samples:,} samples in {self.shards} shards ({self.output_bytes / 1e6:,.1f} MB) "
-            f"to {storage.redact(self.output)} in {self.seconds:.1f}s ({rate:,.0f} img/s, {mbps:,.1f} MB/s)",
+            f"to {storage.redact(self.output)} in {self.seconds:.1f}s ({rate:,.0f} img/s, {mbps:,.1f} MB/s, "
+            "listing included)",
         ]
         if self.shards_resumed:
-            out.append(f"kept {self.shards_resumed} shards completed by an earlier run")
+            out[0] = (
+                f"wrote {written:,} samples in {self.shards - self.shards_resumed} shards "
+                f"({written_bytes / 1e6:,.1f} MB) to {storage.redact(self.output)} in {self.seconds:.1f}s "
+                f"({rate:,.0f} img/s, {mbps:,.1f} MB/s, listing included)"
+            )
+            out.append(
+                f"kept {self.shards_resumed} shards ({self.resumed_samples:,} samples, "
+                f"{self.resumed_bytes / 1e6:,.1f} MB) completed by an earlier run: "
+                f"{self.samples:,} samples in {self.shards} shards in all"
+            )
         total = sum(self.rejected.values())
         detail = ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items()))
         out.append(f"rejected {total} inputs" + (f" ({detail}); see errors.jsonl" if total else ""))
@@ -334,15 +350,46 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
                 f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
             )
         _claim_output(cfg, prep, partial=bounds is not None)
-        results, resumed = _write_all(cfg, prep, pool, progress, bounds)
+        results, kept = _write_all(cfg, prep, pool, progress, bounds)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    resumed = {
+        "shards_resumed": len(kept),
+        "resumed_samples": sum(r.nsamples for r in kept),
+        "resumed_bytes": sum(r.filesize for r in kept),
+    }
     if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
-        return Summary.of(str(cfg.output), results, started, shards_resumed=resumed, partial=bounds)
+        return Summary.of(str(cfg.output), results, started, partial=bounds, **resumed)
     summary = _finish(cfg, prep, results, started)
-    summary.shards_resumed = resumed
+    for k, v in resumed.items():
+        setattr(summary, k, v)
     return summary
+
+
+def dry_run(cfg: ConvertConfig) -> list[str]:
+    """List, join and plan exactly as :func:`run` would, and describe the result; nothing is written."""
+    prep = prepare(cfg)
+    plan = prep.plan
+    sp = plan.spread()
+    rejected = Counter(r.reason for r in prep.rejections)
+    detail = ", ".join(f"{r} {n}" for r, n in sorted(rejected.items()))
+    listed = len(prep.items) + len(prep.rejections)
+    image_bytes = sum(i.size for i in prep.items)
+    out = [
+        f"dry run: {len(prep.inputs)} inputs, {listed:,} files listed, {len(prep.items):,} samples to write "
+        f"({image_bytes / 1e6:,.1f} MB of images)",
+        f"plan: {len(plan.shards)} shards of {sp['mean'] / 1e6:,.1f} MB on average "
+        f"(min {sp['min'] / 1e6:,.1f}, max {sp['max'] / 1e6:,.1f} MB; target {cfg.shard_size}), "
+        f"{plan.num_samples / max(1, len(plan.shards)):,.0f} samples per shard, {plan.num_samples:,} in all",
+        f"rejected {sum(rejected.values())} inputs"
+        + (f" ({detail})" if detail else "")
+        + " (images that fail to decode are found only while writing)",
+    ]
+    if prep.unmatched_metadata:
+        out.append(f"{len(prep.unmatched_metadata):,} metadata rows have no image")
+    out.append(f"nothing written to {storage.redact(str(cfg.output))}")
+    return out
 
 
 def _already_complete(cfg: ConvertConfig, prep: Prepared) -> Summary | None:
@@ -410,6 +457,7 @@ def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) 
 def _clear_output(cfg: ConvertConfig) -> None:
     out, so = str(cfg.output), cfg.storage_options
     ours = {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
+    ours.add(croissant.CROISSANT)
     for name in storage.listdir(out, so):
         if name in ours or (name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx"))):
             storage.remove(storage.join(out, name), so)
@@ -461,7 +509,8 @@ def _write_all(
     pool: ProcessPoolExecutor | None,
     progress: Callable[..., Any] | None,
     bounds: tuple[int, int] | None = None,
-) -> tuple[list[ShardResult], int]:
+) -> tuple[list[ShardResult], list[ShardResult]]:
+    """Write the shards not yet done; returns all results and those kept from earlier runs."""
     so = cfg.storage_options
     listing = set(storage.listdir(str(cfg.output), so))
     wanted = range(*bounds) if bounds is not None else range(len(prep.plan.shards))
@@ -470,7 +519,7 @@ def _write_all(
         done = _done_result(cfg, prep, s, listing)
         if done is not None:
             results[s] = done
-    resumed = len(results)
+    kept = list(results.values())
     todo = [s for s in wanted if s not in results]
     bar = _Progress(
         prep, cfg, wanted, already={s: len(prep.plan.shards[s]) for s in results}, callback=progress
@@ -502,7 +551,7 @@ def _write_all(
                 record(fut.result())
     finally:
         bar.close()
-    return [results[s] for s in sorted(results)], resumed
+    return [results[s] for s in sorted(results)], kept
 
 
 def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], started: float) -> Summary:
@@ -563,11 +612,33 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     index = manifest.build_index(
         cfg.name, results, seed=cfg.seed, config=config, plan_digest=prep.digest, version=__version__
     )
+    storage.write_bytes(storage.join(out, croissant.CROISSANT), _croissant(cfg, prep, results, index), so)
     storage.write_bytes(
         storage.join(out, manifest.INDEX), manifest.dumps(index), so
     )  # last: marks completion
     storage.remove(storage.join(out, STATE), so, recursive=True)
     return summary
+
+
+def _croissant(
+    cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], index: dict[str, Any]
+) -> bytes:
+    """croissant.json: column types from up to 10,000 metadata rows, image formats from the shards."""
+    md = prep.metadata
+    columns = md.columns if md is not None else []
+    rows = (
+        (json.loads("{" + md.body(r) + "}") for r in islice((r for r in prep.rows if r >= 0), 10_000))
+        if md is not None
+        else iter(())
+    )
+    doc = croissant.build(
+        cfg.name,
+        index["shardlist"],
+        columns=croissant.column_types(columns, rows),
+        image_exts={e for r in results for e in r.image_exts} or {"jpg"},
+        version=__version__,
+    )
+    return croissant.dumps(doc)
 
 
 # -------------------------------------------------------------------------------------------- progress
@@ -588,6 +659,7 @@ class _Progress:
         self.shards = len(wanted)
         self.done_samples = sum(already.values())
         self.done_shards = len(already)
+        self.kept_samples = self.done_samples  # the bar and the log lines rate only what this run writes
         self.bytes = 0
         self.t0 = time.monotonic()
         self.last_log = self.t0
@@ -604,6 +676,7 @@ class _Progress:
                 unit_scale=True,
                 desc="make-shards",
                 dynamic_ncols=True,
+                smoothing=0,  # the average rate of this run, as the log lines and the summary give it
             )
 
     def shard_done(self, result: ShardResult, planned: int) -> None:
@@ -618,16 +691,17 @@ class _Progress:
             )
         elif time.monotonic() - self.last_log >= 10 or self.done_shards == self.shards:
             self.last_log = time.monotonic()
-            rate = (self.done_samples) / elapsed
+            rate = (self.done_samples - self.kept_samples) / elapsed
             eta = (self.total - self.done_samples) / rate if rate else 0.0
             log.info(
-                "%d/%d shards, %d/%d images, %.0f img/s, %.1f MB/s, ETA %.0fs",
+                "%d/%d shards, %d/%d images, %.0f img/s, %.1f MB/s over %.1fs, ETA %.0fs",
                 self.done_shards,
                 self.shards,
                 self.done_samples,
                 self.total,
                 rate,
                 self.bytes / 1e6 / elapsed,
+                elapsed,
                 eta,
             )
         if self.callback is not None:

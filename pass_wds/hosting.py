@@ -26,11 +26,12 @@ from typing import Any
 
 from pass_wds import storage
 from pass_wds.format import manifest
+from pass_wds.format.croissant import CROISSANT
 from pass_wds.storage.errors import get_logger
 
 log = get_logger(__name__)
 
-SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED)
+SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED, CROISSANT)
 _PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
 
 
@@ -241,7 +242,7 @@ def resolve(base: str, rel: str) -> str:
 
 
 def urls(
-    source: str,
+    source: str | list[str],
     base: str | None = None,
     brace: bool = False,
     storage_options: dict[str, Any] | None = None,
@@ -253,9 +254,16 @@ def urls(
     place the output is hosted), else against the index's location. ``brace`` collapses consecutively
     numbered shards into brace patterns such as ``s3://b/p/pass-{000000..000012}.tar`` (one per run).
     """
-    index = manifest.load_index(source, storage_options, allow_external_urls=allow_external_urls)
-    folder = base or manifest.output_dir(source)
-    out = [resolve(folder, str(e["url"])) for e in index["shardlist"]]
+    from pass_wds.dataset import resolve as resolve_source
+
+    ds = resolve_source(source, storage_options, counts=False, allow_external_urls=allow_external_urls)
+    if ds.manifest is not None and ds.folder is not None:
+        folder = base or ds.folder
+        out = [resolve(folder, str(e["url"])) for e in ds.manifest["shardlist"]]
+    elif base:
+        out = [resolve(base, posixpath.basename(s.url)) for s in ds.shards]
+    else:
+        out = [resolve(".", s.url) if storage.is_local(s.url) else s.url for s in ds.shards]
     return brace_patterns(out) if brace else out
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pass_wds import storage
+from pass_wds.dataset import Dataset, resolve, scan_tar
 from pass_wds.format import tar
 from pass_wds.format.idx import ShardIndex, group_samples, parse_idx
-from pass_wds.format.manifest import ERRORS, load_index, output_dir, resolve_entry, size_spread
+from pass_wds.format.keys import key_of, safe_key
+from pass_wds.format.manifest import ERRORS, ShardInfo, size_spread
 
 
 @dataclass
@@ -23,11 +25,7 @@ class ShardCheck:
     url: str
     ok: bool
     problems: list[str]
-
-
-def _entry_url(base: str, entry: dict[str, Any], field: str) -> str:
-    """A shard or .idx of a manifest that :func:`load_index` has validated (and kept inside ``base``)."""
-    return resolve_entry(base, entry[field], field, base, allow_external=True)
+    manifest: bool = True  # checked against index.json (size, sha256, count), not only its own structure
 
 
 def check_shard(
@@ -35,7 +33,7 @@ def check_shard(
 ) -> ShardCheck:
     """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, and that the
     ``.idx`` names exactly the members the tar's own headers describe (keys, extensions, offsets, sizes)."""
-    url = _entry_url(base, entry, "url")
+    url = storage.join(base, entry["url"])
     problems: list[str] = []
     members: list[tuple[str, int, int]] = []
     try:
@@ -56,18 +54,20 @@ def check_shard(
     except FileNotFoundError:
         return ShardCheck(url, False, ["missing"])
     layout = group_samples(members)
-    if size != entry.get("filesize"):
+    if entry.get("filesize") is not None and size != entry["filesize"]:
         problems.append(f"size {size} != manifest {entry.get('filesize')}")
-    if "sha256" in entry and h.hexdigest() != entry["sha256"]:
+    if entry.get("sha256") and h.hexdigest() != entry["sha256"]:
         problems.append("sha256 mismatch")
-    if len(layout) != entry.get("nsamples"):
+    if entry.get("nsamples") is not None and len(layout) != entry["nsamples"]:
         problems.append(f"{len(layout)} samples != manifest {entry.get('nsamples')}")
     if len(set(layout.keys)) != len(layout):
         problems.append("members of a sample are not adjacent (or duplicate keys)")
     if entry.get("idx"):
         try:
-            idx = parse_idx(storage.read_text(_entry_url(base, entry, "idx"), storage_options), entry["idx"])
-            if len(idx) != entry.get("nsamples"):
+            idx = parse_idx(
+                storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
+            )
+            if entry.get("nsamples") is not None and len(idx) != entry["nsamples"]:
                 problems.append(f".idx lists {len(idx)} samples")
             else:
                 bad = _first_difference(idx, layout)
@@ -79,7 +79,7 @@ def check_shard(
             problems.append(f"index file {entry['idx']} missing")
         except ValueError as e:
             problems.append(f"index file {entry['idx']}: {e}")
-    return ShardCheck(url, not problems, problems)
+    return ShardCheck(url, not problems, problems, manifest=bool(entry.get("sha256")))
 
 
 def _first_difference(idx: ShardIndex, layout: ShardIndex) -> int | None:
@@ -117,38 +117,56 @@ class _HashingReader(io.RawIOBase):
 
 
 def verify(
-    out: str,
+    out: str | list[str],
     storage_options: dict[str, Any] | None = None,
     *,
     workers: int = 4,
     on_shard: Callable[[ShardCheck], None] | None = None,
     allow_external_urls: bool = False,
 ) -> list[ShardCheck]:
-    """Check every shard listed in ``index.json``; return the checks (bad ones have ``ok=False``)."""
-    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
-    base = output_dir(out)
+    """Check every shard of a source against ``index.json`` (or, for shards without one, their tar structure
+    and ``.idx``); return the checks (bad ones have ``ok=False``)."""
+    ds = resolve(out, storage_options, counts=False, allow_external_urls=allow_external_urls)
     checks: list[ShardCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for check in pool.map(lambda e: check_shard(base, e, storage_options), index["shardlist"]):
+        for check in pool.map(lambda e: check_shard("", e, storage_options), _entries(ds)):
             checks.append(check)
             if on_shard:
                 on_shard(check)
     return checks
 
 
+def _entries(ds: Dataset) -> list[dict[str, Any]]:
+    """Manifest-style entries with absolute URLs; without a manifest only what the shard files say."""
+    listed = ds.manifest is not None
+    return [
+        {
+            "url": s.url,
+            "nsamples": s.nsamples if listed else None,
+            "filesize": s.filesize,
+            "sha256": s.sha256,
+            "idx": s.idx_url if (listed or s.idx_url) else None,
+        }
+        for s in ds.shards
+    ]
+
+
 # ------------------------------------------------------------------------------------------------- inspect
 
 
 def summarize(
-    out: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    out: str | list[str], storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
 ) -> str:
     """A human summary: shards, samples, bytes, balance, rejected inputs by reason."""
-    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
-    base = output_dir(out)
-    sizes = [s["filesize"] for s in index["shardlist"]]
-    counts = [s["nsamples"] for s in index["shardlist"]]
+    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
+    index = ds.manifest or {}
+    sizes = [
+        s.filesize if s.filesize is not None else storage.file_size(s.url, storage_options) for s in ds.shards
+    ]
+    counts = [s.nsamples for s in ds.shards]
+    where = ds.folder or (out if isinstance(out, str) else f"{len(out)} sources")
     lines = [
-        f"dataset      {index.get('name')}  ({storage.redact(base)})",
+        f"dataset      {ds.name}  ({storage.redact(where)})",
         f"shards       {len(sizes)}",
         f"samples      {sum(counts):,}",
         f"bytes        {sum(sizes):,} ({sum(sizes) / 1e6:.1f} MB)",
@@ -160,9 +178,11 @@ def summarize(
             f"(max dev {sp['max_dev_pct']:.1f}%)"
         )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
-    lines.append(f"seed         {index.get('seed')}")
+    lines.append(f"seed         {index.get('seed', '(no index.json)')}")
     try:
-        errors = storage.read_text(storage.join(base, ERRORS), storage_options).splitlines()
+        if ds.folder is None:
+            raise FileNotFoundError
+        errors = storage.read_text(storage.join(ds.folder, ERRORS), storage_options).splitlines()
         reasons = Counter(json.loads(e)["reason"] for e in errors if e.strip())
         lines.append(
             f"rejected     {sum(reasons.values())}"
@@ -174,24 +194,34 @@ def summarize(
 
 
 def find_sample(
-    out: str, key: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    out: str | list[str],
+    key: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
 ) -> dict[str, Any] | None:
-    """Locate a sample by key through the ``.idx`` files and return its JSON metadata."""
-
-    index = load_index(out, storage_options, allow_external_urls=allow_external_urls)
-    base = output_dir(out)
-    for entry in index["shardlist"]:
-        if not entry.get("idx"):
-            continue
-        shard_index = parse_idx(
-            storage.read_text(_entry_url(base, entry, "idx"), storage_options), entry["idx"]
-        )
-        for sample_key, members in zip(shard_index.keys, shard_index.members, strict=True):
+    """Find a sample by its key or by its original file name (``abc.jpeg``, or the member path): keys are
+    cleaned file-name stems, so the name maps to its key without reading any sample. Returns its JSON."""
+    wanted = {key, safe_key(key_of(key))}
+    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
+    for shard in ds.shards:
+        layout = load_layout(shard, storage_options)
+        for sample_key, members in zip(layout.keys, layout.members, strict=True):
+            if sample_key not in wanted:
+                continue
             for ext, offset, nbytes in members:
-                if ext == "json" and sample_key == key:
-                    with storage.open_read(_entry_url(base, entry, "url"), storage_options) as f:
-                        f.seek(offset)
+                if ext == "json":
+                    with storage.open_stream(shard.url, offset, offset + nbytes, storage_options) as f:
                         meta: dict[str, Any] = json.loads(f.read(nbytes))
-                    meta.setdefault("__shard__", entry["url"])
+                    meta.setdefault("__shard__", storage.redact(shard.url))
                     return meta
     return None
+
+
+def load_layout(shard: ShardInfo, storage_options: dict[str, Any] | None = None) -> ShardIndex:
+    """A shard's sample layout: kept from a scan, else its ``.idx``, else one header scan."""
+    if shard.index is not None:
+        return shard.index
+    if shard.idx_url and storage.exists(shard.idx_url, storage_options):
+        return parse_idx(storage.read_text(shard.idx_url, storage_options), shard.idx_url)
+    return scan_tar(shard.url, storage_options, shard.compressed)

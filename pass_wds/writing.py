@@ -87,6 +87,7 @@ class ShardResult:
     input_bytes: int
     rejections: list[dict[str, str]]
     attribution: list[list[str]]
+    image_exts: list[str] = field(default_factory=list)  # extensions of the images written (croissant.json)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -489,6 +490,7 @@ def write_shard(task: ShardTask) -> ShardResult:
         input_bytes=input_bytes,
         rejections=rejections,
         attribution=attribution_rows(attributed, opts.attribution_columns),
+        image_exts=sorted({line.split(" ", 1)[0] for line in idx_lines}),
     )
 
 

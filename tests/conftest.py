@@ -35,13 +35,28 @@ def corpus_present() -> bool:
     return (CORPUS / "photos").is_dir()
 
 
+def cuda_present() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the quick modules ``quick`` and every user of the ``corpus`` fixture ``corpus``; skip tests marked
-    ``corpus`` when the corpus is absent (the marker, not a failing fixture, says why)."""
+    ``corpus`` when the corpus is absent (the marker, not a failing fixture, says why), and tests marked
+    ``cuda`` when there is no CUDA device."""
     skip = pytest.mark.skip(
         reason=f"extended case: needs the shared corpus at {CORPUS} (set PASS_WDS_CORPUS); tests/data covers the basics"
     )
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device (benchmarks/gpu_check.sh runs these on one)")
+    has_cuda = None
     for item in items:
+        if item.get_closest_marker("cuda"):
+            has_cuda = cuda_present() if has_cuda is None else has_cuda
+            if not has_cuda:
+                item.add_marker(no_cuda)
         if item.path.stem in QUICK_MODULES:
             item.add_marker(pytest.mark.quick)
         if "corpus" in getattr(item, "fixturenames", ()):

@@ -86,3 +86,23 @@ def test_bench_rejects_bad_numbers(shards: str, capsys: pytest.CaptureFixture[st
     rc, out = _bench(capsys, shards, "--batches", "0")
     assert rc == 2
     assert "--batches" in out
+
+
+def test_bench_decode_device_on_the_cpu_and_bad_combinations(
+    shards: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "bench.json"
+    args = [shards, "--recipe", "simclr", "--workers", "1", "--batch-size", "4", "--batches", "2"]
+    args += ["--profile-samples", "8", "--decode", "device", "--device", "cpu", "--json", str(out_json)]
+    rc, out = _bench(capsys, *args)
+    assert rc == 0, out
+    result = json.loads(out_json.read_text())
+    assert result["config"]["decode"] == "device" and result["images"] == 8
+    assert {"worker side (recipe)", "collate", "device stage (cpu)"} <= set(result["stages"])
+    for extra, message in (
+        (["--recipe", "simclr", "--decode", "device"], "needs device="),
+        (["--recipe", "decode", "--decode", "fast"], "--decode applies to augmentation recipes"),
+    ):
+        rc = cli.main(["bench", shards, "--batches", "1", *extra])
+        captured = capsys.readouterr()
+        assert rc == 2 and message in captured.err + captured.out, captured

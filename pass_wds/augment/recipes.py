@@ -9,6 +9,11 @@ A recipe is split where the work is cheapest:
 
 ``colour: cpu`` moves the colour ops into the worker (fused, see ``colour.py``) for CPU-only training;
 the batch then stays uint8 and the device stage only normalises.
+
+``decode`` picks where and how JPEGs are decoded: ``accurate`` (default) and ``fast`` (fast integer IDCT,
+plain upsampling, finer DCT scales) decode in the worker; ``device`` leaves JPEG decode and the resized
+crops to the device stage (batched nvJPEG on a GPU, see ``pass_wds.decoding.device``), the worker only
+parses headers and samples the crops, from the same random stream.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ import torch
 from pass_wds.augment.colour import ColourParams, apply_colour, normalize, sample_colour_params
 from pass_wds.augment.geometry import sample_crop
 from pass_wds.config import ConfigError, from_dict, load_yaml
-from pass_wds.decoding import DecodeOptions, decode_rgb, open_image
+from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
+from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
 
 DEFERRED_COLOUR = "__colour__"  # per-sample CPU colour parameters, applied per batch (Recipe.finish_batch)
+DEVICE_SAMPLE = "__device_sample__"  # decode: device — a worker's DeviceSample, packed per batch
+ENCODED = "encoded"  # decode: device — the batch's EncodedBatch, decoded by Recipe.device_stage
+DECODE_STATS = "__decode_stats__"  # decode: device — samples the device stage could not decode
+DECODE_MODES = ("accurate", "fast", "device")
 
 __all__ = [
     "BUILTIN_RECIPES",
+    "DECODE_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CallableRecipe",
@@ -125,6 +136,7 @@ class RecipeConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     colour: str = "device"  # "device": colour in device_stage; "cpu": fused colour in the worker
+    decode: str = "accurate"  # "accurate" | "fast" (worker) | "device" (batched, in device_stage)
     max_pixels: int = 89_478_485
     alpha_background: tuple[int, int, int] = (255, 255, 255)
 
@@ -147,6 +159,15 @@ class RecipeConfig:
             raise ConfigError(f"recipe {self.name!r}: mean and std need 3 values, std > 0")
         if self.colour not in ("device", "cpu"):
             raise ConfigError(f"recipe {self.name!r}: colour must be 'device' or 'cpu', got {self.colour!r}")
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(
+                f"recipe {self.name!r}: decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}"
+            )
+        if self.decode == "device" and self.colour == "cpu":
+            raise ConfigError(
+                f"recipe {self.name!r}: decode 'device' decodes in the device stage, so colour must run there "
+                "too (colour: device), not in the worker (colour: cpu)"
+            )
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str = "recipe") -> RecipeConfig:
@@ -172,14 +193,22 @@ class Recipe:
 
     def __init__(self, config: RecipeConfig) -> None:
         self.config = config
-        self.decode_options = DecodeOptions(
-            max_pixels=config.max_pixels, alpha_background=config.alpha_background
-        )
+        try:
+            self.decode_options = DecodeOptions(
+                max_pixels=config.max_pixels,
+                alpha_background=config.alpha_background,
+                jpeg_mode="fast" if config.decode == "fast" else "accurate",
+            )
+        except ValueError as e:
+            raise ConfigError(f"recipe {config.name!r}: {e}") from None
         # expanded view list: view i of every sample uses views[self._kind[i]]
         self._kind = [k for k, v in enumerate(config.views) for _ in range(v.count)]
 
     def __repr__(self) -> str:
-        return f"Recipe({self.config.name!r}, views={self.view_sizes}, colour={self.config.colour!r})"
+        return (
+            f"Recipe({self.config.name!r}, views={self.view_sizes}, colour={self.config.colour!r}, "
+            f"decode={self.config.decode!r})"
+        )
 
     @property
     def name(self) -> str:
@@ -202,10 +231,21 @@ class Recipe:
     def colour_on_cpu(self) -> bool:
         return self.config.colour == "cpu"
 
+    @property
+    def decode_on_device(self) -> bool:
+        return self.config.decode == "device"
+
     def with_colour(self, where: str) -> Recipe:
         """A copy whose colour ops run on ``"cpu"`` (in the worker) or ``"device"`` (in device_stage)."""
+        return self.with_options(colour=where)
+
+    def with_options(self, *, colour: str | None = None, decode: str | None = None) -> Recipe:
+        """A copy with ``colour`` and/or ``decode`` replaced (checked as in a YAML file)."""
         cfg = copy.deepcopy(self.config)
-        cfg.colour = where
+        if colour is not None:
+            cfg.colour = colour
+        if decode is not None:
+            cfg.decode = decode
         cfg.__post_init__()
         return Recipe(cfg)
 
@@ -215,9 +255,10 @@ class Recipe:
     ) -> dict[str, Any]:
         """Encoded image → ``{"image": uint8 3xHxW}`` or ``{"views": [uint8 3xHxW, ...]}``.
 
-        Raises ``DecodeError`` for a corrupt image. Deterministic given ``rng``.
+        Raises ``DecodeError`` for a corrupt image. Deterministic given ``rng``. Always decodes here (with
+        ``decode: device`` too: the same crops the device stage would cut).
         """
-        out = self.worker_sample(data, ext, rng)
+        out = self._cpu_sample(data, ext, rng)
         params = out.pop(DEFERRED_COLOUR, None)
         if params is not None:
             key = self.output_key
@@ -231,7 +272,24 @@ class Recipe:
     ) -> dict[str, Any]:
         """What the loader's workers call per sample: like ``__call__``, but CPU colour is only drawn here
         (``out[DEFERRED_COLOUR]``) and applied to the whole batch by :meth:`finish_batch`, which runs each
-        colour op once per batch instead of once per sample (per-op overhead dominated at one sample)."""
+        colour op once per batch instead of once per sample (per-op overhead dominated at one sample).
+
+        With ``decode: device`` a plain JPEG is not decoded here: the result is ``out[DEVICE_SAMPLE]``, its
+        bytes and crops (other images carry their decoded views in it), packed by :meth:`finish_batch`."""
+        if not self.decode_on_device:
+            return self._cpu_sample(data, ext, rng)
+        rng = np.random.default_rng() if rng is None else rng
+        src = open_image(data, self.decode_options)
+        crops = [sample_crop(self.config.views[k], src.width, src.height, rng) for k in self._kind]
+        if src.plain_jpeg:
+            sample = DeviceSample(crops, src.orientation, src.stored_size, data=data)
+        else:
+            sample = DeviceSample(crops, src.orientation, src.stored_size, views=src.crops(crops))
+        return {DEVICE_SAMPLE: sample}
+
+    def _cpu_sample(
+        self, data: bytes, ext: str = "jpg", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
         if rng is None:
             rng = np.random.default_rng()
         src = open_image(data, self.decode_options)
@@ -245,7 +303,12 @@ class Recipe:
         return out
 
     def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Apply the deferred CPU colour of a collated batch (in the worker); a no-op otherwise."""
+        """Apply the deferred CPU colour of a collated batch (in the worker), or pack a ``decode: device``
+        batch's samples into one :class:`EncodedBatch`; a no-op otherwise."""
+        samples = batch.pop(DEVICE_SAMPLE, None)
+        if samples is not None:
+            batch[ENCODED] = pack(samples, [size for size, _ in self.view_sizes])
+            return batch
         params = batch.pop(DEFERRED_COLOUR, None)
         if params is None:
             return batch
@@ -306,6 +369,8 @@ class Recipe:
         """
         rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
         key = self.output_key
+        if ENCODED in batch:
+            batch = self._decode_on_device(batch, device)
         if key not in batch:
             raise KeyError(f"recipe {self.name!r} expects batch[{key!r}]; batch has {sorted(batch)}")
         views = [batch[key]] if key == "image" else list(batch[key])
@@ -327,6 +392,48 @@ class Recipe:
                 out_views[idx[j]] = part
         result = dict(batch)
         result[key] = out_views[0] if key == "image" else out_views
+        return result
+
+    def _decode_on_device(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """Decode a ``decode: device`` batch into uint8-valued float views on ``device``. A sample that no
+        decoder can read is replaced by the nearest decodable one of the batch (later first, then earlier),
+        views, key and metadata alike, and reported under ``DECODE_STATS`` for the loader to count."""
+        enc: EncodedBatch = batch[ENCODED]
+        views, bad = decode_views(enc, [size for size, _ in self.view_sizes], device, self.decode_options)
+        result = {k: v for k, v in batch.items() if k != ENCODED}
+        if bad:
+            bad_rows = {row for row, _ in bad}
+            good = [r for r in range(enc.size) if r not in bad_rows]
+            if not good:
+                raise DecodeError(
+                    "corrupt",
+                    f"no sample of this batch could be decoded (keys {batch.get('__key__', [])[:5]})",
+                )
+            for name in ("__key__", "__url__", "json"):
+                if isinstance(result.get(name), list):
+                    result[name] = list(result[name])
+            stats: dict[str, Any] = {"errors": len(bad), "bad": [], "substituted": []}
+            for row, err in bad:
+                later = [g for g in good if g > row]
+                donor = later[0] if later else good[-1]
+                for v in views:
+                    v[row].copy_(v[donor])
+                keys = result.get("__key__") or [str(r) for r in range(enc.size)]
+                urls = result.get("__url__") or [""] * enc.size
+                stats["bad"].append(
+                    {
+                        "key": keys[row],
+                        "url": urls[row],
+                        "reason": type(err).__name__,
+                        "detail": str(err)[:200],
+                    }
+                )
+                stats["substituted"].append([keys[row], keys[donor]])
+                for name in ("__key__", "__url__", "json"):
+                    if isinstance(result.get(name), list):
+                        result[name][row] = result[name][donor]
+            result[DECODE_STATS] = stats
+        result[self.output_key] = views[0] if self.output_key == "image" else views
         return result
 
     def _cpu_stage(
@@ -452,11 +559,12 @@ def load_recipe(
     spec: str | Path | dict[str, Any] | RecipeConfig | Recipe | CallableRecipe | Callable[..., Any] | None,
     *,
     colour: str | None = None,
+    decode: str | None = None,
 ) -> Recipe | CallableRecipe:
     """Resolve a recipe: a built-in name (``eval``, ``simclr``, ``mocov2``, ``byol``, ``dino``, ``swav``; read
     from ``pass_wds/augment/recipes/<name>.yaml``), a YAML path, a mapping, a config, a Recipe, or a user
-    callable (wrapped in :class:`CallableRecipe`). ``colour`` overrides where colour runs (``device``/``cpu``).
-    ``None`` means ``eval``."""
+    callable (wrapped in :class:`CallableRecipe`). ``colour`` overrides where colour runs (``device``/``cpu``),
+    ``decode`` how images are decoded (``accurate``/``fast``/``device``). ``None`` means ``eval``."""
     if spec is None:
         spec = "eval"
     recipe: Recipe | CallableRecipe
@@ -484,9 +592,11 @@ def load_recipe(
         recipe = CallableRecipe(spec)
     else:
         raise ConfigError(f"cannot use {type(spec).__name__} as a recipe")
-    if colour is not None:
+    for name, value in (("colour", colour), ("decode", decode)):
+        if value is None:
+            continue
         if not isinstance(recipe, Recipe):
-            raise ConfigError("colour= applies to built-in/YAML recipes, not to user callables")
-        if recipe.config.colour != colour:
-            recipe = recipe.with_colour(colour)
+            raise ConfigError(f"{name}= applies to built-in/YAML recipes, not to user callables")
+        if getattr(recipe.config, name) != value:
+            recipe = recipe.with_options(**{name: value})
     return recipe

@@ -8,7 +8,7 @@ import logging
 import os
 from typing import Any
 
-from pass_wds.cli.common import add_allow_external_urls, add_storage_options
+from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -20,13 +20,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from pass_wds.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(
-        source=args.source,
+        source=source_arg(args.source),
         recipe=args.recipe,
         workers=args.workers,
         batch_size=args.batch_size,
         batches=args.batches,
         device=args.device,
         colour=args.colour,
+        decode=args.decode,
         profile_samples=args.profile_samples,
         seed=args.seed,
         storage_options=getattr(args, "storage_options", {}) or {},
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
         help="measure loader throughput (images/s, MB/s) and per-stage time on a source",
         description="Measure loader throughput (images/s, MB/s) and per-stage time on a source.",
     )
-    p.add_argument("source", help="index.json, brace pattern of shard URLs, or one shard URL")
+    add_source(p)
     p.add_argument(
         "--recipe",
         default="simclr",
@@ -66,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--colour", choices=["cpu", "device"], default=None, help="override where the recipe's colour runs"
+    )
+    p.add_argument(
+        "--decode",
+        choices=["accurate", "fast", "device"],
+        default=None,
+        help="override the recipe's decode (device: batched decode in the device stage; needs --device)",
     )
     p.add_argument(
         "--profile-samples", type=int, default=128, help="samples in the per-stage profile (default: 128)"

@@ -14,6 +14,20 @@ from pass_wds import storage
 from pass_wds.config import ConfigError
 from pass_wds.format.errors import ShardError
 
+SOURCE_HELP = (
+    "dataset source: an output folder or bucket prefix, its index.json, a glob ('out/*.tar'), a brace pattern "
+    "('out/pass-{000000..000009}.tar') or shard URLs; several may be given"
+)
+
+
+def add_source(p: argparse.ArgumentParser, dest: str = "source") -> None:
+    """The positional SOURCE of every command that reads a dataset (see :mod:`pass_wds.dataset`)."""
+    p.add_argument(dest, nargs="+", metavar="SOURCE", help=SOURCE_HELP)
+
+
+def source_arg(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the problem (and still exit code 2)."""
@@ -66,7 +80,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
         return int(args.func(args))
-    except (ConfigError, storage.StorageError, ShardError) as e:
+    except (ConfigError, ShardError, storage.StorageError) as e:
         print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

@@ -105,12 +105,19 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         help="write only shards START..END-1 and no manifest (one task of a Slurm array); "
         "then run once without it to finish",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list, join and plan only: print the shard count, sizes and rejections; write nothing",
+    )
     add_storage_options(p)
 
 
 def config_from_args(args: argparse.Namespace) -> ConvertConfig:
     values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
-    cli = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command", "verbose")}
+    cli = {
+        k: v for k, v in vars(args).items() if k not in ("config", "func", "command", "verbose", "dry_run")
+    }
     values.update(cli)
     cfg = from_dict(ConvertConfig, values, source=args.config or "options")
     if isinstance(cfg.inputs, str):
@@ -122,6 +129,12 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
     from pass_wds.convert import run
 
     cfg = config_from_args(args)
+    if getattr(args, "dry_run", False):
+        from pass_wds.convert import dry_run
+
+        for line in dry_run(cfg):
+            print(line)
+        return 0
     summary = run(cfg)
     for line in summary.lines():
         print(line)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_allow_external_urls, add_storage_options
+from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
 
 
 def register(sub: Any) -> None:
@@ -64,7 +64,7 @@ def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Print the absolute URL of every shard of an output, one per line, resolved against "
         "--base (where the output is hosted) or the location of index.json.",
     )
-    p.add_argument("source", help="output folder/URL or its index.json")
+    add_source(p)
     p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
     p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
     add_storage_options(p, default={})
@@ -77,7 +77,7 @@ def cmd_urls(args: argparse.Namespace) -> int:
     from pass_wds.hosting import urls
 
     for u in urls(
-        args.source,
+        source_arg(args.source),
         base=args.base,
         brace=args.brace,
         storage_options=args.storage_options,

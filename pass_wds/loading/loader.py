@@ -27,6 +27,7 @@ from pass_wds.loading.pipeline import (
     LiveBatches,
     PlannedBatches,
     Recipe,
+    SampleError,
     write_epoch_state,
 )
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
@@ -39,6 +40,7 @@ log = get_logger("pass_wds.loading")
 STATE_VERSION = 1
 
 
+DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
 MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
 
 
@@ -49,6 +51,7 @@ class LoaderConfig:
     source: str | list[str] | None = None
     batch_size: int = 64
     recipe: str | None = None
+    decode: str | None = None  # override the recipe's decode: "accurate", "fast" or "device"
     num_workers: int = 4
     seed: int = 0
     shuffle: bool = True
@@ -97,6 +100,13 @@ class LoaderConfig:
                 f"epoch_samples={self.epoch_samples:,} is too large: every reader plans its epoch as an index "
                 f"(8 bytes a sample); use virtual epochs of at most {MAX_EPOCH_SAMPLES:,} samples and set_epoch()"
             )
+        if self.decode is not None and self.decode not in ("accurate", "fast", "device"):
+            raise ConfigError(f"decode must be 'accurate', 'fast' or 'device', got {self.decode!r}")
+        if self.decode == "device" and not self.device:
+            raise ConfigError(
+                "decode='device' decodes in the device stage, so it needs device= (e.g. 'cuda', or 'cpu' to run "
+                "the same code on the CPU)"
+            )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         parse_size(self.shuffle_buffer_bytes)
@@ -135,6 +145,10 @@ class LoaderStats:
     def update(self, s: dict[str, Any], batch_size: int) -> None:
         self.batches += 1
         self.samples += batch_size
+        self.add_errors(s)
+
+    def add_errors(self, s: dict[str, Any]) -> None:
+        """Count bad samples (worker statistics, or the device stage's ``decode: device`` failures)."""
         self.errors += int(s.get("errors", 0))
         self.substituted.extend(tuple(x) for x in s.get("substituted", []))  # type: ignore[misc]
         self.bad.extend(s.get("bad", []))
@@ -158,7 +172,17 @@ class Loader:
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
         )
-        self.recipe = None if recipe is None else load_recipe(recipe)
+        if recipe is None and config.decode is not None:
+            raise ConfigError(
+                f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
+            )
+        self.recipe = None if recipe is None else load_recipe(recipe, decode=config.decode)
+        self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
+        if self.decode_on_device and not config.device:
+            raise ConfigError(
+                f"recipe {getattr(self.recipe, 'name', recipe)!r} has decode: device, which needs device= "
+                "(e.g. 'cuda', or 'cpu' to run the same code on the CPU)"
+            )
         self.params = PlanParams(
             counts=tuple(s.nsamples for s in self.shards),
             seed=config.seed,
@@ -289,20 +313,70 @@ class Loader:
             batches = self._persistent(history)
         else:
             batches = self._dataloader(PlannedBatches(self._job(history)), persistent=False)
-        delivered = 0
+        delivered = received = 0
         device = torch.device(self.config.device) if self.config.device else None
+        staged = device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage")
+        # decode: device on CUDA: batch k+1 is decoded on a side stream while the caller trains on batch k.
+        on_cuda = device is not None and device.type == "cuda"
+        side = torch.cuda.Stream(device) if staged and self.decode_on_device and on_cuda else None
+        pending: tuple[dict[str, Any], dict[str, Any], Any] | None = None
         for batch in batches:
-            self.stats.update(batch.pop("__stats__", {}), self.params.batch_size)
-            gen = self._history[-1]
-            self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
+            stats = batch.pop("__stats__", {})
+            received += 1
+            event = None
+            if staged:
+                # 1-based index of this batch in its generation (it may be one ahead of the delivered ones)
+                index = self._history[-1].batches + received - delivered
+                if side is not None:
+                    with torch.cuda.stream(side):
+                        batch = self._device_stage(batch, device, len(self._history) - 1, index)  # type: ignore[arg-type]
+                        event = side.record_event()
+                else:
+                    batch = self._device_stage(batch, device, len(self._history) - 1, index)  # type: ignore[arg-type]
+            if side is None:
+                delivered += 1
+                yield self._deliver(batch, stats, None)
+                continue
+            if pending is not None:
+                delivered += 1
+                yield self._deliver(*pending)
+            pending = (batch, stats, event)
+        if pending is not None:
             delivered += 1
-            if device is not None and self.recipe is not None and hasattr(self.recipe, "device_stage"):
-                batch = self._device_stage(batch, device, len(self._history) - 1, self._history[-1].batches)
-            yield batch
+            yield self._deliver(*pending)
         if delivered != expected:
             raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
         self.epoch += 1
         self._history = []
+
+    def _deliver(self, batch: dict[str, Any], stats: dict[str, Any], event: Any) -> dict[str, Any]:
+        """Count a batch as delivered (statistics and the resumable position) just before it is yielded; a
+        batch staged on a side CUDA stream is first made safe to use on the caller's stream."""
+        self.stats.update(stats, self.params.batch_size)
+        failed = batch.pop(DECODE_STATS, None)
+        if failed and self.config.on_error == "raise":
+            bad = failed["bad"][0]
+            raise SampleError(f"sample {bad['key']!r} of {bad['url']}: {bad['reason']}: {bad['detail']}")
+        if failed:
+            self.stats.add_errors(failed)
+            for bad in failed.get("bad", []):
+                log.warning(
+                    "bad sample %r in %s (%s: %s); substituting",
+                    bad["key"],
+                    bad["url"],
+                    bad["reason"],
+                    bad["detail"],
+                )
+        if event is not None:
+            current = torch.cuda.current_stream(torch.device(self.config.device))  # type: ignore[arg-type]
+            current.wait_event(event)
+            for value in batch.values():
+                for t in value if isinstance(value, list) else [value]:
+                    if isinstance(t, torch.Tensor) and t.is_cuda:
+                        t.record_stream(current)
+        gen = self._history[-1]
+        self._history[-1] = dataclasses.replace(gen, batches=gen.batches + 1)
+        return batch
 
     def _dataloader(self, dataset: Any, *, persistent: bool) -> DataLoader:
         return DataLoader(
@@ -391,10 +465,12 @@ def make_loader(
     recipe: str | Recipe | None = None,
     **options: Any,
 ) -> Loader:
-    """Build the loader for ``source`` (``index.json`` URL, brace pattern, or list of shard URLs).
+    """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace
+    pattern, or a list (see :mod:`pass_wds.dataset`).
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
     ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
+    ``decode`` (an option) overrides the recipe's: ``accurate``, ``fast``, or ``device`` (needs ``device``).
     ``options``: any other :class:`LoaderConfig` field (``num_workers``, ``seed``, ``epoch_samples``,
     ``cache_dir``, ``device``, …); their defaults and validation live there, once.
     ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its

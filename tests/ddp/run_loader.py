@@ -3,7 +3,8 @@
 Usage: torchrun --nproc_per_node N tests/ddp/run_loader.py SPEC.json OUTDIR
 
 Each scenario: {"name", "source", "batch_size", "num_workers", "seed", "remainder", "epochs": [...],
-"segment_samples", "shuffle_buffer_bytes", "recipe": null | "tiny", "resume": STATE.json | null}.
+"segment_samples", "shuffle_buffer_bytes", "recipe": null | "tiny", "resume": STATE.json | null,
+"storage_options", "cache_dir"} (the last two per node in the multi-node test: each agent gets its own spec).
 Per rank it writes OUTDIR/<name>.rank<r>.json with per-epoch len, batch keys, the state_dict after every
 batch, the dropped keys and the loader stats. Every batch also does a gloo all_reduce, as DDP would.
 """
@@ -11,6 +12,7 @@ batch, the dropped keys and the loader stats. Every batch also does a gloo all_r
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +40,8 @@ def main() -> None:
             segment_samples=sc.get("segment_samples", 4),
             shuffle_buffer_bytes=sc.get("shuffle_buffer_bytes", 4000),
             recipe=TinyRecipe() if sc.get("recipe") == "tiny" else None,
+            storage_options=sc.get("storage_options"),
+            cache_dir=sc.get("cache_dir"),
         )
         if sc.get("resume"):
             loader.load_state_dict(json.loads(Path(sc["resume"]).read_text()))
@@ -58,6 +62,10 @@ def main() -> None:
             result["states"][e] = states
             result["dropped"][e] = loader.dropped_keys
         result["stats"] = {"errors": loader.stats.errors, "substituted": loader.stats.substituted}
+        result["node"] = {
+            "group_rank": os.environ.get("GROUP_RANK"),
+            "local_rank": os.environ.get("LOCAL_RANK"),
+        }
         (out / f"{sc['name']}.rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()

@@ -10,8 +10,11 @@ input pipeline's cost, and a single bad file must never crash or stall a worker.
 
   - a JPEG whose crops all tolerate it is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT scaling
     (PIL ``Image.draft``), chosen so that every crop region still has at least its output resolution;
-  - other RGB/grayscale JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo straight into a tensor,
-    faster than PIL here), everything else through PIL;
+  - with simplejpeg installed, plain RGB/grayscale JPEGs are decoded by it at that scale straight from the bytes
+    (libjpeg-turbo's TurboJPEG API: no Pillow header parse, no copy of the bytes; the same pixels);
+    ``DecodeOptions(jpeg_mode="fast")`` switches it to the fast integer IDCT, plain upsampling and any M/8 scale;
+  - otherwise RGB/grayscale JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo straight into a
+    tensor, faster than PIL here), everything else through PIL;
   - each crop is mapped from the upright frame into the stored frame, resized there with antialiasing
     (``torch.nn.functional.interpolate`` on uint8, several times faster than ``PIL.Image.resize``), and only the
     small output is rotated/flipped upright — never the full image.
@@ -21,6 +24,7 @@ input pipeline's cost, and a single bad file must never crash or stall a worker.
   ``DecodeOptions.alpha_background`` (white by default, as a browser shows them). ICC profiles are not applied:
   pixel values are taken as sRGB. Multi-frame files (GIF, APNG, animated WebP, MPO, multi-page TIFF) give their
   first frame.
+* :mod:`pass_wds.decoding.device` decodes whole batches on the training device instead (``decode: device``).
 * Every failure is a :class:`DecodeError` with a short machine-readable ``reason`` (``empty``, ``unidentified``,
   ``bomb``, ``truncated``, ``corrupt``) and the underlying message. Decompression bombs are refused from the
   header, before any allocation.
@@ -42,6 +46,11 @@ from PIL import Image, UnidentifiedImageError
 
 from pass_wds import jpeg
 
+try:  # libjpeg-turbo through its TurboJPEG API, bundled in the wheel: no Pillow parse, any M/8 DCT scale.
+    import simplejpeg as _simplejpeg
+except ImportError:  # optional (the ``fast`` extra); the accurate path then uses torchvision or Pillow
+    _simplejpeg = None
+
 try:  # torchvision's JPEG decoder is deprecated from 0.29 on but still the fastest path here.
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as _tv_decode_jpeg
@@ -49,6 +58,8 @@ except ImportError:  # pragma: no cover - depends on the torchvision build
     _tv_decode_jpeg = None
 
 __all__ = [
+    "JPEG_MODES",
+    "Crop",
     "DecodeError",
     "DecodeOptions",
     "SourceImage",
@@ -68,6 +79,7 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _JPEG_FORMATS = ("JPEG", "MPO")
+JPEG_MODES = ("accurate", "fast")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -87,12 +99,17 @@ class DecodeError(Exception):
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode. ``max_pixels`` refuses bombs (Pillow's default limit); ``jpeg_backend`` is ``auto``
-    (torchvision for full-size RGB/gray JPEG, PIL otherwise), ``pil`` or ``torchvision``."""
+    (simplejpeg when installed, else torchvision, for plain RGB/gray JPEG; PIL otherwise), ``pil`` or
+    ``torchvision``. ``jpeg_mode``: ``accurate`` (libjpeg's default islow IDCT and fancy upsampling, DCT
+    scales 1/2, 1/4, 1/8 as Pillow picks them: the same pixels whichever backend decodes) or ``fast`` (fast
+    integer IDCT, plain upsampling, the smallest of the eight M/8 DCT scales that the crops allow; needs
+    simplejpeg; see docs/augment.md for its measured pixel difference)."""
 
     max_pixels: int = 89_478_485
     alpha_background: tuple[int, int, int] = (255, 255, 255)
     draft: bool = True
     jpeg_backend: str = "auto"
+    jpeg_mode: str = "accurate"
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
@@ -103,6 +120,16 @@ class DecodeOptions:
             )
         if self.jpeg_backend not in ("auto", "pil", "torchvision"):
             raise ValueError(f"jpeg_backend must be auto, pil or torchvision, got {self.jpeg_backend!r}")
+        if self.jpeg_mode not in JPEG_MODES:
+            raise ValueError(f"jpeg_mode must be accurate or fast, got {self.jpeg_mode!r}")
+        if self.jpeg_mode == "fast" and self.jpeg_backend != "auto":
+            raise ValueError(
+                f"jpeg_mode='fast' decodes with simplejpeg; jpeg_backend={self.jpeg_backend!r} cannot"
+            )
+        if self.jpeg_mode == "fast" and _simplejpeg is None:
+            raise ValueError(
+                "jpeg_mode='fast' needs the simplejpeg package (pip install 'pass-wds[fast]' or simplejpeg)"
+            )
 
 
 DEFAULT_OPTIONS = DecodeOptions()
@@ -165,6 +192,9 @@ class SourceImage:
         self.options = options
         self._img: Image.Image | None = None
         header = jpeg.scan(data)
+        # plain: an 8-bit Huffman JPEG (baseline or progressive) with 1 or 3 components, the kind that
+        # libjpeg-turbo's TurboJPEG API and nvJPEG decode to RGB directly.
+        self.plain_jpeg = header is not None and header.components in (1, 3)
         if header is not None and header.components in (1, 3) and header.orientation is not None:
             # A plain RGB or grayscale JPEG: its markers say all Pillow would (see pass_wds.jpeg), for ~5 µs
             # instead of ~150 µs; Pillow opens it only if it must decode it (reduced-size or fallback paths).
@@ -226,6 +256,10 @@ class SourceImage:
         stored size when a DCT-scaled decode is possible). Each SourceImage decodes at most once."""
         opts = self.options
         sw, sh = self.stored_size
+        if self.plain_jpeg and _simplejpeg is not None and opts.jpeg_backend == "auto":
+            pixels = self._turbo_pixels(min_scale)
+            if pixels is not None:
+                return pixels
         use_draft = opts.draft and self.format in _JPEG_FORMATS and min_scale <= 0.5
         if use_draft:
             req = (max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale)))
@@ -252,6 +286,35 @@ class SourceImage:
                 pass  # let PIL decode it or produce the precise error message
         return _hwc_to_chw(self._pil_pixels(None))
 
+    def _turbo_pixels(self, min_scale: float) -> torch.Tensor | None:
+        """simplejpeg straight from the bytes (no Pillow parse, no copy into a tensor); None when it refuses
+        (damaged data), so that the other decoders give the usual error or result.
+
+        ``accurate`` asks for exactly the scale Pillow's ``draft`` would pick (the largest of 1/8, 1/4, 1/2
+        that keeps the request), so its pixels are identical to the Pillow/torchvision path's; ``fast`` takes
+        the smallest of all eight M/8 scales that still covers ``min_scale``."""
+        opts = self.options
+        sw, sh = self.stored_size
+        fast = opts.jpeg_mode == "fast"
+        if not opts.draft or min_scale >= 1.0:
+            want_w, want_h = sw, sh
+        elif fast:
+            want_w, want_h = max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale))
+        else:
+            req_w, req_h = max(1, math.ceil(sw * min_scale)), max(1, math.ceil(sh * min_scale))
+            limit = min(sw // req_w, sh // req_h) if min_scale <= 0.5 else 1
+            a = next(a for a in (8, 4, 2, 1) if limit >= a)
+            want_w, want_h = -(-sw // a), -(-sh // a)
+        try:
+            arr = _simplejpeg.decode_jpeg(
+                self._data, "RGB", fast, fast, min_height=want_h, min_width=want_w, strict=True
+            )
+        except ValueError:
+            return None
+        if not fast and (arr.shape[1] != want_w or arr.shape[0] != want_h):
+            return None  # a scale Pillow would not pick (tiny images): keep the reference decoders' pixels
+        return _hwc_to_chw(arr)
+
     def crops(self, crops: Sequence[Crop]) -> list[torch.Tensor]:
         """Decode once and return each crop as a contiguous uint8 3xHxW tensor in the upright frame."""
         if not crops:
@@ -274,9 +337,14 @@ class SourceImage:
             iy0 = min(max(int(round(y0 * sy)), 0), dh - 1)
             ix1 = max(min(int(round(x1 * sx)), dw), ix0 + 1)
             iy1 = max(min(int(round(y1 * sy)), dh), iy0 + 1)
-            region = pixels[:, iy0:iy1, ix0:ix1]
             oh, ow = _stored_out_size(c.size, self.orientation)
-            resized = _resize(region, (oh, ow), c.interpolation)
+            whole = (ix0, iy0, ix1, iy1, oh, ow) == (0, 0, dw, dh, dh, dw)
+            if whole and len(crops) == 1 and _owns_memory(pixels):
+                # The whole decoded image at its own size: the decoder's fresh, writable buffer is the result
+                # (a copy would be one more full pass over the pixels).
+                resized = pixels
+            else:
+                resized = _resize(pixels[:, iy0:iy1, ix0:ix1], (oh, ow), c.interpolation)
             out.append(_orient_and_flip(resized, self.orientation, c.flip))
         return out
 
@@ -285,11 +353,21 @@ class SourceImage:
         return self.crops([Crop((0, 0, self.width, self.height), (self.height, self.width))])[0]
 
 
+def _owns_memory(x: torch.Tensor) -> bool:
+    """True for a tensor on a writable buffer of its own (simplejpeg, torchvision), False for a view of a
+    read-only array (Pillow's), which must be copied before anyone may write to it."""
+    return not getattr(x, "_pass_wds_readonly", False)
+
+
 def _hwc_to_chw(arr: np.ndarray) -> torch.Tensor:
     """Zero-copy HxWx3 array → 3xHxW view (PIL's arrays are read-only; nothing writes to them)."""
+    if arr.flags.writeable:  # simplejpeg's: no warning to silence (catch_warnings costs ~10 µs)
+        return torch.from_numpy(arr).permute(2, 0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.from_numpy(arr).permute(2, 0, 1)
+        out = torch.from_numpy(arr).permute(2, 0, 1)
+    out._pass_wds_readonly = True  # type: ignore[attr-defined]
+    return out
 
 
 def _stored_out_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:

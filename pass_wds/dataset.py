@@ -1,0 +1,239 @@
+"""What "a dataset source" means, everywhere (loader, ``bench``, ``verify``, ``inspect``, ``urls``, ``preview``).
+
+A source is an output folder or bucket prefix, its ``index.json``, a glob (``out/*.tar``), a brace pattern
+(``out/pass-{000000..000009}.tar``), one shard, or a list of any of these; local or remote. :func:`resolve`
+turns it into shards with sample counts (``index.json``, else the ``.idx`` beside each shard, else one header
+scan). No torch here: commands that only read the format start fast. Errors say what was found and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import posixpath
+import re
+import urllib.parse
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import braceexpand
+
+from pass_wds import storage
+from pass_wds.format import tar
+from pass_wds.format.errors import ShardError
+from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
+from pass_wds.format.manifest import INDEX, KIND, ShardInfo, read_index_json
+
+SHARD_EXTENSIONS = (".tar", ".tgz", ".tar.gz")
+_GLOB = re.compile(r"[*?\[]")
+_BRACE = re.compile(r"\{.*\}")
+EXPECTED = (
+    "expected an output folder or prefix with index.json, an index.json, .tar/.tgz shards, "
+    "a glob, a brace pattern, or a list of these"
+)
+
+
+class SourceError(ShardError):
+    """A source that names no usable shards; the message says what was found and what was expected."""
+
+
+@dataclass
+class Dataset:
+    """A resolved source: its shards, and the manifest when the source has one."""
+
+    source: str | list[str]
+    shards: list[ShardInfo]
+    index_url: str | None = None
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def folder(self) -> str | None:
+        """Where the manifest and its side files live (``None`` without a manifest)."""
+        return _dirname(self.index_url) if self.index_url else None
+
+    @property
+    def name(self) -> str:
+        return str((self.manifest or {}).get("name") or "(shards without index.json)")
+
+    @property
+    def samples(self) -> int:
+        return sum(s.nsamples for s in self.shards)
+
+
+def _dirname(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def _is_shard(url: str) -> bool:
+    return url.lower().endswith(SHARD_EXTENSIONS)
+
+
+def _is_gzip(url: str, storage_options: dict[str, Any] | None) -> bool:
+    if is_gzip_name(url):
+        return True
+    with storage.open_stream(url, 0, 2, storage_options) as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def scan_tar(
+    url: str, storage_options: dict[str, Any] | None = None, compressed: bool | None = None
+) -> ShardIndex:
+    """Read every header of a shard once (sequentially; gzip allowed) and return its sample layout.
+
+    Directories, links and other non-regular members are skipped, as WebDataset does.
+    """
+    if compressed is None:
+        compressed = _is_gzip(url, storage_options)
+    entries: list[tuple[str, int, int]] = []
+    try:
+        with storage.open_stream(url, 0, None, storage_options) as raw:
+            f: IO[bytes] = gzip.GzipFile(fileobj=raw) if compressed else raw  # type: ignore[assignment]
+            total = None if compressed else storage.file_size(url, storage_options)
+            for entry in tar.scan_tar(f, total):
+                if entry.isreg:
+                    entries.append((entry.name, entry.offset_data, entry.size))
+    except (tar.TarDamaged, EOFError, OSError, zlib.error) as e:
+        raise ShardError(f"{storage.redact(url)}: cannot read as a tar shard: {e}") from None
+    return group_samples(entries)
+
+
+def expand_urls(source: str | Sequence[str]) -> list[str]:
+    """A brace pattern (``shard-{000..009}.tar``), a single URL, or a list of either."""
+    items = [source] if isinstance(source, str) else list(source)
+    urls: list[str] = []
+    for item in items:
+        urls.extend(braceexpand.braceexpand(item) if _BRACE.search(item) else [item])
+    return urls
+
+
+def _glob(pattern: str, storage_options: dict[str, Any] | None) -> list[str]:
+    fs, path = storage.get_fs(pattern, storage_options)
+    proto = pattern.split("://", 1)[0] if "://" in pattern and not pattern.startswith("file://") else None
+    matches = sorted(str(m) for m in fs.glob(path))
+    urls = [m if proto is None or "://" in m else f"{proto}://{m}" for m in matches]
+    shards = [u for u in urls if _is_shard(u)]
+    if not shards:
+        found = ", ".join(posixpath.basename(u) for u in urls[:8]) or "nothing"
+        raise SourceError(
+            f"{storage.redact(pattern)}: the pattern matches {found}; expected .tar or .tgz shards"
+        )
+    return shards
+
+
+def _folder(url: str, storage_options: dict[str, Any] | None) -> tuple[str | None, list[str]]:
+    """An output folder or prefix: its ``index.json`` if present, else the shards directly in it."""
+    index = storage.join(url, INDEX)
+    if storage.exists(index, storage_options):
+        return index, []
+    if storage.protocol(url) in ("http", "https"):
+        raise SourceError(
+            f"{storage.redact(url)}: no {INDEX} there (an HTTP folder cannot be listed); "
+            "give its index.json, a brace pattern of shard URLs, or a list"
+        )
+    names = storage.listdir(url, storage_options)
+    shards = [storage.join(url, n) for n in names if _is_shard(n)]
+    if shards:
+        return None, shards
+    if not names:
+        what = "does not exist or is empty" if not storage.exists(url, storage_options) else "is empty"
+        raise SourceError(f"{storage.redact(url)} {what}; {EXPECTED}")
+    shown = ", ".join(names[:10]) + (f", … ({len(names)} entries)" if len(names) > 10 else "")
+    raise SourceError(f"{storage.redact(url)} has no {INDEX} and no shards (found: {shown}); {EXPECTED}")
+
+
+def read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
+    """A ``.idx`` file, parsed; a file that is not one is a ShardError that does not quote it."""
+    try:
+        raw = storage.read_bytes(url, storage_options)
+    except (OSError, FileNotFoundError) as e:
+        raise ShardError(f"{url}: cannot read index: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShardError(f"{url}: not a DALI .idx file (not text)") from None
+    return parse_idx(text, url)
+
+
+def _shard_info(url: str, storage_options: dict[str, Any] | None, counts: bool) -> ShardInfo:
+    compressed = is_gzip_name(url)
+    idx_url = idx_url_for(url)  # None for a signed URL: no other object's URL can be derived from it
+    if not compressed and idx_url is not None and storage.exists(idx_url, storage_options):
+        if not counts:
+            return ShardInfo(url, 0, idx_url)
+        index = read_idx(idx_url, storage_options)
+        return ShardInfo(url, len(index), idx_url)
+    if not storage.exists(url, storage_options):
+        raise SourceError(f"shard not found: {storage.redact(url)}")
+    if not counts:
+        return ShardInfo(url, 0, None, compressed=compressed)
+    compressed = compressed or _is_gzip(url, storage_options)
+    index = scan_tar(url, storage_options, compressed)
+    return ShardInfo(url, len(index), None, compressed=compressed, index=index)
+
+
+def _read_manifest(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = json.loads(storage.read_bytes(url, storage_options))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("__kind__") == KIND else None
+
+
+def resolve(
+    source: str | Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    counts: bool = True,
+    threads: int = 16,
+    allow_external_urls: bool = False,
+) -> Dataset:
+    """Resolve a source into shards with sample counts (``counts=False``: URLs only, no per-shard reads).
+
+    A single folder or ``index.json`` keeps its manifest (``Dataset.manifest``); shards are looked up in
+    parallel threads (object-store latency). A manifest is validated, and may only name shards inside its own
+    folder unless ``allow_external_urls`` (see docs/security.md).
+    """
+    items = [source] if isinstance(source, str) else [str(s) for s in source]
+    if not items:
+        raise SourceError(f"empty source list; {EXPECTED}")
+    index_url: str | None = None
+    shard_urls: list[str] = []
+    shards: list[ShardInfo] = []
+    expanded = expand_urls(items)
+    single = len(expanded) == 1
+    for item in expanded:
+        http = storage.protocol(item) in ("http", "https")
+        path = urllib.parse.urlsplit(item).path if http else item.split("://", 1)[-1]  # signed URLs: no query
+        if path.endswith(".json"):
+            if not storage.exists(item, storage_options):
+                raise SourceError(f"{storage.redact(item)} not found; {EXPECTED}")
+            shards.extend(read_index_json(item, storage_options, allow_external_urls=allow_external_urls))
+            index_url = item if single else None
+        elif _GLOB.search(path) and not http:  # HTTP cannot list, so cannot glob
+            shard_urls.extend(_glob(item, storage_options))
+        elif _is_shard(path):
+            shard_urls.append(item)
+        else:
+            found_index, found = _folder(item.rstrip("/") or item, storage_options)
+            if found_index is not None:
+                shards.extend(
+                    read_index_json(found_index, storage_options, allow_external_urls=allow_external_urls)
+                )
+                index_url = found_index if single else None
+            shard_urls.extend(found)
+    if shard_urls:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shard_urls)))) as pool:
+            shards.extend(pool.map(lambda u: _shard_info(u, storage_options, counts), shard_urls))
+    if not shards:
+        raise SourceError(f"no shards in {storage.redact(str(source))}; {EXPECTED}")
+    if counts and sum(s.nsamples for s in shards) == 0:
+        raise SourceError(f"the shards of {storage.redact(str(source))} contain no samples")
+    manifest = _read_manifest(index_url, storage_options) if index_url and not shard_urls else None
+    return Dataset(
+        source if isinstance(source, str) else items, shards, index_url if manifest else None, manifest
+    )
