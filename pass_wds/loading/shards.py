@@ -37,5 +37,6 @@ def resolve_source(
     *,
     allow_external_urls: bool = False,
 ) -> list[ShardInfo]:
-    """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`)."""
-    return resolve(source, storage_options, threads=threads).shards
+    """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`); an
+    ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``."""
+    return resolve(source, storage_options, threads=threads, allow_external_urls=allow_external_urls).shards
