@@ -84,6 +84,16 @@ class ConvertConfig:
     max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     shard_range: str | None = None  # "START:END": write only these shards (one Slurm array task); no manifest
+    # Execution engine (pass_wds.executors); none of these changes the output's bytes.
+    scheduler: str | None = None  # address of a running Dask scheduler (tcp://host:8786)
+    cluster: str | None = None  # start a Dask cluster: "local" (--workers processes) or "slurm"
+    slurm_cores: int | None = None  # per Slurm job (dask-jobqueue SLURMCluster)
+    slurm_memory: str | None = None  # per Slurm job, e.g. "16GB"
+    slurm_walltime: str | None = None  # e.g. "02:00:00"
+    slurm_queue: str | None = None  # partition
+    slurm_account: str | None = None
+    slurm_processes: int | None = None  # Dask workers per job (default: dask-jobqueue's choice)
+    slurm_job_extra: list[str] | None = None  # extra #SBATCH lines, e.g. ["--constraint=cpu"]
 
     def shard_bounds(self) -> tuple[int, int] | None:
         """``shard_range`` parsed into ``(start, end)`` (end exclusive), or None."""

@@ -9,31 +9,30 @@ manifest is written the state folder is removed, so a finished output holds only
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pass_wds import __version__, planning, sources, storage
+from pass_wds import __version__, executors, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.format import croissant, manifest, reasons
-from pass_wds.format.tar import sample_bytes
 from pass_wds.storage.errors import get_logger
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
     TaskItem,
     WriteOptions,
-    estimate_json_size,
-    warm_up,
+    estimate_json_sizes,
     write_shard,
 )
 
@@ -58,13 +57,16 @@ _OUTPUT_OPTIONS = (
 )
 
 
+_ENGINE_OPTIONS = ("scheduler", "cluster")
+
+
 @dataclass
 class Prepared:
     """Everything known before the first shard is written."""
 
     inputs: list[sources.InputSpec]
-    items: list[sources.SourceItem]
-    rows: list[int]  # row number in ``metadata`` per item, -1 for none
+    items: sources.Listing  # the items planned (columns)
+    rows: np.ndarray  # row number in ``metadata`` per item, -1 for none
     metadata: sources.Metadata | None
     rejections: list[sources.Rejection]
     unmatched_metadata: list[str]
@@ -191,107 +193,160 @@ def attribution_columns(cfg: ConvertConfig, columns: list[str]) -> tuple[str, ..
 # --------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(cfg: ConvertConfig) -> Prepared:
-    """Expand inputs, read the allowlist, list every archive and folder, join, and plan the shards."""
+def check_inputs(cfg: ConvertConfig) -> list[sources.InputSpec]:
+    """The cheap checks, before any engine starts: options, inputs exist, metadata given, output writable."""
     cfg.validate_values()
+    executors.check(cfg)
     so = cfg.storage_options
     inputs = sources.expand_inputs(cfg.inputs, so)
     if cfg.metadata is None and not cfg.allow_missing_metadata:
         raise ConfigError(
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
         )
+    if cfg.metadata and not storage.exists(cfg.metadata, so):
+        raise ConfigError(f"metadata not found: {storage.redact(cfg.metadata)}")
     check_output_writable(str(cfg.output), so)
+    return inputs
+
+
+def prepare(
+    cfg: ConvertConfig,
+    executor: executors.Executor | None = None,
+    inputs: list[sources.InputSpec] | None = None,
+) -> Prepared:
+    """List every archive and folder (as tasks of ``executor``: on a cluster, where the bytes are), read the
+    allowlist meanwhile, then join and plan the shards here (the plan is small)."""
+    if inputs is None:
+        inputs = check_inputs(cfg)
+    so = cfg.storage_options
     t0 = time.monotonic()
     jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
-    # Listing is I/O (archives are read sequentially; see format.tar.scan_tar), so threads list every input
-    # while this thread reads the metadata.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))), thread_name_prefix="pass-wds-list") as ex:
-        listed = [ex.submit(_list_one, job) for job in jobs]
-        md = sources.read_metadata(cfg.metadata, cfg.key_column, so) if cfg.metadata else None
-        if md is not None:
-            log.info(
-                "read %d metadata rows (%d columns) in %.1fs", len(md), len(md.columns), time.monotonic() - t0
+    own = executor is None
+    ex = executors.LocalExecutor(1) if executor is None else executor
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass-wds-metadata") as reader:
+            md_future = (
+                reader.submit(sources.read_metadata, cfg.metadata, cfg.key_column, so)
+                if cfg.metadata
+                else None
             )
-        listings = []
-        for spec, fut in zip(inputs, listed, strict=True):  # one line per archive: listing PASS takes a while
-            listing = fut.result()
-            log.info(
-                "listed %s: %d files, %d refused", spec.name, len(listing.items), len(listing.rejections)
-            )
-            listings.append(listing)
-    merged = sources.merge_listings(inputs, listings)
-    log.info("listed %d files in %d inputs in %.1fs", len(merged.items), len(inputs), time.monotonic() - t0)
+            listings: list[sources.Listing | None] = [None] * len(inputs)
+            lines: list[tuple[str, int, int]] = []  # held while the metadata may still fail: one error line
+            for i, listing in ex.imap_unordered(_list_one, jobs, io=True):
+                listings[i] = listing
+                lines.append((inputs[i].name, len(listing), len(listing.rejections)))
+                if md_future is None or md_future.done() and md_future.exception() is None:
+                    for line in lines:  # one line per archive: listing PASS takes a while
+                        log.info("listed %s: %d files, %d refused", *line)
+                    lines = []
+            md = md_future.result() if md_future is not None else None
+            for line in lines:
+                log.info("listed %s: %d files, %d refused", *line)
+    finally:
+        if own:
+            ex.close()
+    if md is not None:
+        log.info("read %d metadata rows (%d columns)", len(md), len(md.columns))
+    merged = sources.merge_listings(inputs, [x for x in listings if x is not None])
+    log.info("listed %d files in %d inputs in %.1fs", len(merged), len(inputs), time.monotonic() - t0)
     return build_plan(cfg, merged, md)
 
 
 def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata | None) -> Prepared:
-    """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this)."""
+    """Join a listing with the allowlist and plan the shards (no I/O; the scale benchmark calls this).
+
+    Column at a time: one hash join for the rows, Arrow string lengths for the JSON size estimate, an Arrow
+    sort for the key order; only rejected items become Python objects.
+    """
     inputs = merged.inputs
-    items: list[sources.SourceItem] = []
-    rows: list[int] = []
     rejections = list(merged.rejections)
-    matched = np.zeros(len(md) if md is not None else 0, dtype=bool)
-    for r in merged.rejections:
-        if md is not None and (i := md.index_of(r.key)) >= 0:
-            matched[i] = True
-    for item in merged.items:
-        row = md.index_of(item.key) if md is not None else -1
-        if row >= 0:
-            matched[row] = True
-        elif not cfg.allow_missing_metadata:
+    if md is not None:
+        rows = md.rows_of(merged.keys)
+        matched = np.zeros(len(md), dtype=bool)
+        matched[rows[rows >= 0]] = True
+        rejected_keys = [r.key for r in merged.rejections]
+        if rejected_keys:
+            hit = md.rows_of(pa.array(rejected_keys, pa.string()))
+            matched[hit[hit >= 0]] = True
+    else:
+        rows = np.full(len(merged), -1, dtype=np.int64)
+        matched = np.zeros(0, dtype=bool)
+    if cfg.allow_missing_metadata:
+        items = merged
+    else:
+        missing = np.flatnonzero(rows < 0)
+        keys, members = merged.keys.take(missing).to_pylist(), merged.members.take(missing).to_pylist()
+        for key, member, i in zip(keys, members, missing.tolist(), strict=True):
             rejections.append(
                 sources.Rejection(
-                    item.key,
-                    inputs[item.source].name,
-                    item.member,
-                    reasons.MISSING_METADATA,
-                    "no metadata row",
+                    key, inputs[merged.source[i]].name, member, reasons.MISSING_METADATA, "no metadata row"
                 )
             )
-            continue
-        items.append(item)
-        rows.append(row)
-    unmatched = sorted(k for k in md if not matched[md.index_of(k)]) if md is not None else []
+        keep = np.flatnonzero(rows >= 0)
+        items = merged.take(keep) if len(missing) else merged
+        rows = rows[keep]
+    unmatched: list[str] = []
+    if md is not None and not matched.all():
+        unmatched = sorted(md.keys_array.filter(pa.array(~matched)).to_pylist())
 
-    sizes = [
-        sample_bytes(
-            item.size,
-            estimate_json_size(
-                item.key,
-                inputs[item.source].name,
-                item.member,
-                item.size,
-                md.body_size(row) if md and row >= 0 else None,
-            ),
-        )
-        for item, row in zip(items, rows, strict=True)
-    ]
+    name_len = np.array([len(_json_literal(spec.name)) for spec in inputs] or [0], dtype=np.int64)
+    body_sizes = md.body_sizes()[rows] if md is not None and len(md) else None
+    json_sizes = estimate_json_sizes(
+        items.keys,
+        name_len[items.source],
+        items.members,
+        items.sizes,
+        np.where(rows >= 0, body_sizes, -1) if body_sizes is not None else None,
+    )
+    sizes = planning.samples_bytes(items.sizes, json_sizes)
+    del json_sizes, body_sizes
     plan = planning.plan_shards(
-        [i.key for i in items], sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
+        items.keys, sizes, target_bytes=cfg.shard_bytes, seed=cfg.seed, max_count=cfg.max_count
     )
     attr = attribution_columns(cfg, md.columns if md is not None else [])
     digest = plan_digest(cfg, inputs, items, rows, md, plan, attr)
     return Prepared(inputs, items, rows, md, rejections, unmatched, len(md) if md else 0, plan, digest, attr)
 
 
-def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> sources.Listing:
+def _json_literal(text: str) -> bytes:
+    return json.encoder.encode_basestring(text).encode("utf-8")  # type: ignore[attr-defined,no-any-return]
+
+
+def _list_one(job: tuple[sources.InputSpec, int, dict[str, Any]]) -> tuple[int, sources.Listing]:
+    """A listing task (runs on a worker): the input's index and its listing."""
     spec, index, so = job
-    return sources.list_input(spec, index, so)
+    return index, sources.list_input(spec, index, so)
 
 
-def _task_item(inputs: list[sources.InputSpec], item: sources.SourceItem, row: str | None) -> TaskItem:
-    """What a shard writer needs for one item (built per shard, when the task is sent)."""
-    spec = inputs[item.source]
-    return TaskItem(
-        key=item.key,
-        url=sources.item_url(inputs, item),
-        source=spec.name,
-        member=item.member,
-        offset=item.offset,
-        size=item.size,
-        from_tar=spec.kind == "tar",
-        row=row,
-    )
+def _task_items(prep: Prepared, idx: np.ndarray) -> list[TaskItem]:
+    """What a shard writer needs for the items ``idx`` (built per shard, when its task is sent)."""
+    items, inputs = prep.items, prep.inputs
+    keys, members = items.keys.take(idx).to_pylist(), items.members.take(idx).to_pylist()
+    source = items.source[idx].tolist()
+    rows = prep.metadata.bodies(prep.rows[idx].tolist()) if prep.metadata is not None else [None] * len(idx)
+    urls = sources.item_urls(inputs, source, members)
+    return [
+        TaskItem(
+            key=k,
+            url=u,
+            source=inputs[s].name,
+            member=m,
+            offset=o,
+            size=z,
+            from_tar=inputs[s].kind == "tar",
+            row=r,
+        )
+        for k, u, s, m, o, z, r in zip(
+            keys,
+            urls,
+            source,
+            members,
+            items.offsets[idx].tolist(),
+            items.sizes[idx].tolist(),
+            rows,
+            strict=True,
+        )
+    ]
 
 
 def output_options(cfg: ConvertConfig) -> dict[str, Any]:
@@ -302,28 +357,56 @@ def output_options(cfg: ConvertConfig) -> dict[str, Any]:
 def plan_digest(
     cfg: ConvertConfig,
     inputs: list[sources.InputSpec],
-    items: list[sources.SourceItem],
-    rows: list[int],
+    items: sources.Listing,
+    rows: np.ndarray,
     md: sources.Metadata | None,
     plan: planning.ShardPlan,
     attr: tuple[str, ...],
 ) -> str:
-    """Identifies the output a plan will produce: format version, output options, and every planned item."""
+    """Identifies the output a plan will produce: format version, output options, and every planned item.
 
-    names = [spec.name for spec in inputs]
+    Each shard contributes its items' ``key, input, member, offset, size, row`` lines; they are joined by
+    Arrow a quarter million items at a time, and each shard's text is a slice of that buffer.
+    """
+    names = pa.array([spec.name for spec in inputs], pa.string())
+    order, bounds = plan.shards.order, plan.shards.bounds
+
+    def shard_texts() -> Iterator[bytes]:
+        s = 0
+        while s < len(plan.shards):
+            e = s + 1  # shards [s, e) of up to _DIGEST_BATCH items together (or one larger shard)
+            while e < len(plan.shards) and bounds[e + 1] - bounds[s] <= _DIGEST_BATCH:
+                e += 1
+            idx = order[bounds[s] : bounds[e]]
+            cols = [
+                items.keys.take(idx),
+                names.take(pa.array(items.source[idx])),
+                items.members.take(idx),
+                *(pc.cast(pa.array(col[idx]), pa.string()) for col in (items.offsets, items.sizes, rows)),
+            ]
+            tab, newline = pa.scalar("\t", pa.large_string()), pa.scalar("\n", pa.large_string())
+            lines = pc.binary_join_element_wise(*(c.cast(pa.large_string()) for c in cols), tab)
+            lines = pc.binary_join_element_wise(
+                lines, pa.scalar("", pa.large_string()), newline
+            )  # ends in \n
+            offs = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+            data = memoryview(lines.buffers()[2])
+            for k in range(s, e):
+                a, b = offs[bounds[k] - bounds[s]], offs[bounds[k + 1] - bounds[s]]
+                yield bytes(data[a : b - 1]) if b > a else b""  # without the last newline
+            s = e
 
     def parts() -> Iterator[str | bytes]:
         yield "pass-wds-shards-v1"
         yield json.dumps(output_options(cfg), sort_keys=True)
         yield json.dumps(attr)
         yield md.digest() if md is not None else ""
-        for shard in plan.shards:
-            yield "\n".join(
-                f"{items[i].key}\t{names[items[i].source]}\t{items[i].member}\t{items[i].offset}\t{items[i].size}\t{rows[i]}"
-                for i in shard
-            )
+        yield from shard_texts()
 
     return planning.digest(parts())
+
+
+_DIGEST_BATCH = 1 << 18
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -332,15 +415,10 @@ def plan_digest(
 def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
-    cfg.validate_values()
     storage.remember_secrets(cfg.storage_options)
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) if cfg.workers > 1 else None
-    if pool is not None:  # start (spawn and import) the workers now, while this process lists the inputs
-        for _ in range(cfg.workers):
-            pool.submit(warm_up)
-    try:
-        prep = prepare(cfg)
+    inputs = check_inputs(cfg)
+    with executors.create(cfg) as ex:
+        prep = prepare(cfg, ex, inputs)
         finished = _already_complete(cfg, prep)
         if finished is not None:
             return finished
@@ -350,10 +428,7 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
                 f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
             )
         _claim_output(cfg, prep, partial=bounds is not None)
-        results, kept = _write_all(cfg, prep, pool, progress, bounds)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        results, kept = _write_all(cfg, prep, ex, progress, bounds)
     resumed = {
         "shards_resumed": len(kept),
         "resumed_samples": sum(r.nsamples for r in kept),
@@ -375,7 +450,7 @@ def dry_run(cfg: ConvertConfig) -> list[str]:
     rejected = Counter(r.reason for r in prep.rejections)
     detail = ", ".join(f"{r} {n}" for r, n in sorted(rejected.items()))
     listed = len(prep.items) + len(prep.rejections)
-    image_bytes = sum(i.size for i in prep.items)
+    image_bytes = int(prep.items.sizes.sum())
     out = [
         f"dry run: {len(prep.inputs)} inputs, {listed:,} files listed, {len(prep.items):,} samples to write "
         f"({image_bytes / 1e6:,.1f} MB of images)",
@@ -493,20 +568,15 @@ def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[Shar
             index=s,
             url=storage.join(out, manifest.shard_name(cfg.name, s)),
             idx_url=storage.join(out, manifest.idx_name(cfg.name, s)),
-            items=[_task_item(prep.inputs, prep.items[i], _row(prep, i)) for i in prep.plan.shards[s]],
+            items=_task_items(prep, prep.plan.shards.array(s)),
             options=opts,
         )
-
-
-def _row(prep: Prepared, i: int) -> str | None:
-    r = prep.rows[i]
-    return prep.metadata.body(r) if prep.metadata is not None and r >= 0 else None
 
 
 def _write_all(
     cfg: ConvertConfig,
     prep: Prepared,
-    pool: ProcessPoolExecutor | None,
+    executor: executors.Executor,
     progress: Callable[..., Any] | None,
     bounds: tuple[int, int] | None = None,
 ) -> tuple[list[ShardResult], list[ShardResult]]:
@@ -535,20 +605,8 @@ def _write_all(
         bar.shard_done(result, len(prep.plan.shards[result.index]))
 
     try:
-        if pool is None:
-            for task in _tasks(cfg, prep, todo):
-                record(write_shard(task))
-        else:
-            pending: set[Future[ShardResult]] = set()
-            tasks = _tasks(cfg, prep, todo)
-            for task in tasks:  # keep a bounded window of tasks in flight: plans can have 10,000s of shards
-                pending.add(pool.submit(write_shard, task))
-                if len(pending) >= 2 * cfg.workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        record(fut.result())
-            for fut in pending:
-                record(fut.result())
+        for result in executor.imap_unordered(write_shard, _tasks(cfg, prep, todo)):
+            record(result)
     finally:
         bar.close()
     return [results[s] for s in sorted(results)], kept
@@ -556,6 +614,9 @@ def _write_all(
 
 def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], started: float) -> Summary:
     out, so = str(cfg.output), cfg.storage_options
+    storage.remove_temp_files(
+        out, so
+    )  # a worker killed mid-shard leaves its temp file; its retry wrote the shard
     shard_rejections = [r for res in results for r in res.rejections]
     errors = [r.to_json() for r in prep.rejections] + shard_rejections
     storage.write_bytes(storage.join(out, manifest.ERRORS), manifest.jsonl(errors), so)
@@ -607,6 +668,10 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     config = to_dict(cfg)
     for private in ("storage_options", "overwrite", "progress", "output", "workers", "shard_range"):
         config.pop(private, None)
+    for engine in [k for k in config if k in _ENGINE_OPTIONS or k.startswith("slurm_")]:
+        config.pop(
+            engine
+        )  # where it ran is not part of what was made: a Dask run's index.json is a local one's
     config["inputs"] = [storage.redact(i) for i in cfg.inputs]
     config["metadata"] = storage.redact(cfg.metadata) if cfg.metadata else None
     index = manifest.build_index(

@@ -16,12 +16,15 @@ import math
 import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import braceexpand
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
@@ -79,9 +82,84 @@ class Rejection:
 
 @dataclass
 class Listing:
+    """Candidate images as columns (Arrow strings, NumPy integers), not one Python object per image: at ten
+    times PASS scale (14.4M images) per-item objects alone would need ~15 GB. Rows are in listing order."""
+
     inputs: list[InputSpec]
-    items: list[SourceItem] = field(default_factory=list)
+    keys: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # one contiguous column each:
+    members: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # takes are then cheap
+    source: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # index into ``inputs``
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of the data in the archive
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rejections: list[Rejection] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, inputs: list[InputSpec], items: Iterable[SourceItem], rejections: Iterable[Rejection] = ()
+    ) -> Listing:
+        """From item objects (one archive's worth, or a test's)."""
+        items = list(items)
+        return cls(
+            inputs,
+            pa.array([i.key for i in items], pa.string()),
+            pa.array([i.member for i in items], pa.string()),
+            np.fromiter((i.source for i in items), np.int32, len(items)),
+            np.fromiter((i.offset for i in items), np.int64, len(items)),
+            np.fromiter((i.size for i in items), np.int64, len(items)),
+            list(rejections),
+        )
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def item(self, i: int) -> SourceItem:
+        return SourceItem(
+            self.keys[i].as_py(),
+            int(self.source[i]),
+            self.members[i].as_py(),
+            int(self.offsets[i]),
+            int(self.sizes[i]),
+        )
+
+    @property
+    def items(self) -> list[SourceItem]:
+        """Item objects, for small listings (tests, one archive's log line): O(n) Python objects."""
+        keys, members = self.keys.to_pylist(), self.members.to_pylist()
+        return [
+            SourceItem(k, int(s), m, int(o), int(z))
+            for k, s, m, o, z in zip(keys, self.source, members, self.offsets, self.sizes, strict=True)
+        ]
+
+    def take(self, idx: np.ndarray) -> Listing:
+        """The rows ``idx`` (rejections are kept as they are)."""
+        return Listing(
+            self.inputs,
+            self.keys.take(idx),
+            self.members.take(idx),
+            self.source[idx],
+            self.offsets[idx],
+            self.sizes[idx],
+            self.rejections,
+        )
+
+
+def contiguous(column: pa.Array | pa.ChunkedArray | list[pa.Array]) -> pa.Array:
+    """One string array from chunks (no copy when there is one); ``large_string`` past 2 GiB of text."""
+    chunks = (
+        column.chunks
+        if isinstance(column, pa.ChunkedArray)
+        else [column]
+        if isinstance(column, pa.Array)
+        else column
+    )
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        return pa.array([], pa.string())
+    try:
+        return pa.concat_arrays([c.cast(pa.string()) for c in chunks])
+    except pa.ArrowInvalid:  # offsets overflow
+        return pa.concat_arrays([c.cast(pa.large_string()) for c in chunks])
 
 
 def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputSpec]:
@@ -137,7 +215,8 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
 
 def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
     """Scan one uncompressed tar's headers; regular members become items, others rejections."""
-    out = Listing([spec])
+    items: list[SourceItem] = []
+    rejections: list[Rejection] = []
     total = storage.file_size(spec.url, storage_options)
     with storage.open_read(spec.url, storage_options) as f:
         if storage.is_local(spec.url):
@@ -145,40 +224,57 @@ def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any]
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         try:
             for entry in scan_tar(f, total):
-                _admit_member(out, spec, source_index, entry)
+                _admit_member(items, rejections, spec, source_index, entry)
         except TarDamaged as e:
-            if not out.items and not out.rejections:
+            if not items and not rejections:
                 raise ConfigError(f"not a readable tar archive: {storage.redact(spec.url)} ({e})") from None
             # a damaged archive: keep what was listed before the damage, report the rest
-            out.rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
-    return out
+            rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
+    return Listing.of([spec], items, rejections)
 
 
-def _admit_member(out: Listing, spec: InputSpec, source_index: int, entry: TarEntry) -> None:
+def _admit_member(
+    items: list[SourceItem], rejections: list[Rejection], spec: InputSpec, source_index: int, entry: TarEntry
+) -> None:
     name = entry.name
     key = key_of(name)
     if is_unsafe(name):
-        out.rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "absolute path or '..' component"))
+        rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "absolute path or '..' component"))
+    elif not _is_utf8(name):
+        rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "name is not valid UTF-8"))
     elif not entry.isreg:
-        out.rejections.append(Rejection(key, spec.name, name, NOT_REGULAR, entry.kind()))
+        rejections.append(Rejection(key, spec.name, name, NOT_REGULAR, entry.kind()))
     else:
-        out.items.append(SourceItem(key, source_index, name, entry.offset_data, entry.size))
+        items.append(SourceItem(key, source_index, name, entry.offset_data, entry.size))
+
+
+def _is_utf8(name: str) -> bool:
+    """Tar names that are not UTF-8 (decoded with surrogate escapes) cannot be keys in UTF-8 JSON or Arrow."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def list_dir(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
     """List every regular file under a folder, recursively, in sorted order (hidden files skipped)."""
     fs, root = storage.get_fs(spec.url, storage_options)
-    out = Listing([spec])
+    items: list[SourceItem] = []
+    rejections: list[Rejection] = []
     root = root.rstrip("/")
     for path, info in sorted(fs.find(root, detail=True, withdirs=False).items()):
         rel = path[len(root) :].lstrip("/")
         if any(part.startswith(".") for part in rel.split("/")):
             continue
         if info.get("type") not in (None, "file"):
-            out.rejections.append(Rejection(key_of(rel), spec.name, rel, NOT_REGULAR, str(info.get("type"))))
+            rejections.append(Rejection(key_of(rel), spec.name, rel, NOT_REGULAR, str(info.get("type"))))
             continue
-        out.items.append(SourceItem(key_of(rel), source_index, rel, 0, int(info.get("size") or 0)))
-    return out
+        if not _is_utf8(rel):
+            rejections.append(Rejection(key_of(rel), spec.name, rel, UNSAFE_PATH, "name is not valid UTF-8"))
+            continue
+        items.append(SourceItem(key_of(rel), source_index, rel, 0, int(info.get("size") or 0)))
+    return Listing.of([spec], items, rejections)
 
 
 def list_input(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
@@ -186,32 +282,65 @@ def list_input(spec: InputSpec, source_index: int, storage_options: dict[str, An
 
 
 def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> Listing:
-    """Concatenate per-input listings in input order; the first occurrence of a key wins."""
-    merged = Listing(inputs)
-    seen: dict[str, SourceItem] = {}
-    for listing in listings:
-        merged.rejections.extend(listing.rejections)
-        for item in listing.items:
-            first = seen.get(item.key)
-            if first is not None:
-                merged.rejections.append(
-                    Rejection(
-                        item.key,
-                        inputs[item.source].name,
-                        item.member,
-                        DUPLICATE_KEY,
-                        f"first seen in {inputs[first.source].name}:{first.member}",
-                    )
+    """Concatenate per-input listings in input order; the first occurrence of a key wins.
+
+    Duplicates are found with one Arrow hash pass (each key's first index), not a dict of 14M strings.
+    Rejections keep the order a per-item loop would give: each listing's own, then its duplicates.
+    """
+    listings = list(listings)
+    keys = contiguous([x.keys for x in listings])
+    members = contiguous([x.members for x in listings])
+    source = np.concatenate([x.source for x in listings] or [np.zeros(0, np.int32)]).astype(
+        np.int32, copy=False
+    )
+    offsets = np.concatenate([x.offsets for x in listings] or [np.zeros(0, np.int64)])
+    sizes = np.concatenate([x.sizes for x in listings] or [np.zeros(0, np.int64)])
+    n = len(sizes)
+    first = _first_index(keys)
+    dup = np.flatnonzero(first != np.arange(n, dtype=first.dtype))
+    rejections: list[Rejection] = []
+    start = 0
+    for x in listings:
+        rejections.extend(x.rejections)
+        end = start + len(x)
+        for i in dup[(dup >= start) & (dup < end)].tolist():
+            j = int(first[i])
+            rejections.append(
+                Rejection(
+                    keys[i].as_py(),
+                    inputs[source[i]].name,
+                    members[i].as_py(),
+                    DUPLICATE_KEY,
+                    f"first seen in {inputs[source[j]].name}:{members[j].as_py()}",
                 )
-                continue
-            seen[item.key] = item
-            merged.items.append(item)
+            )
+        start = end
+    merged = Listing(inputs, keys, members, source, offsets, sizes, rejections)
+    if len(dup):
+        keep = np.ones(n, dtype=bool)
+        keep[dup] = False
+        merged = merged.take(np.flatnonzero(keep))
     return merged
+
+
+def _first_index(keys: pa.Array) -> np.ndarray:
+    """For every key, the index of its first occurrence (itself unless it is a duplicate): one hash pass."""
+    if not len(keys):
+        return np.zeros(0, np.int32)
+    return pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def item_url(inputs: list[InputSpec], item: SourceItem) -> str:
     spec = inputs[item.source]
     return spec.url if spec.kind == "tar" else storage.join(spec.url, item.member)
+
+
+def item_urls(inputs: list[InputSpec], source: Iterable[int], members: Iterable[str]) -> list[str]:
+    """:func:`item_url` for columns of items."""
+    return [
+        inputs[s].url if inputs[s].kind == "tar" else storage.join(inputs[s].url, m)
+        for s, m in zip(source, members, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------------- metadata
@@ -224,86 +353,156 @@ class Metadata(Mapping[str, str]):
     """The allowlist: key → the row as the *inside* of a compact JSON object (``"a":1,"b":"x"``).
 
     Rows are serialised once, at load time, so shard writers only concatenate bytes and the plan knows each
-    sample's JSON size exactly. They are kept as UTF-8 in large chunks with offset arrays, not as 1.44M
-    Python strings: that is what keeps planning PASS under 2 GB.
+    sample's JSON size exactly. Keys are one Arrow string column and the serialised rows are spilled to an
+    unlinked temporary file with their offsets in NumPy arrays: ten times PASS (14.4M rows) is ~4.4 GB of
+    JSON, which must not sit in memory while planning; a shard task reads its ~4,000 rows back by offset.
     """
 
-    CHUNK = 65536
+    CHUNK = 65536  # rows per block of the digest (kept from when rows were held in memory in such blocks)
 
     def __init__(self, columns: list[str] | None = None) -> None:
         self.columns: list[str] = list(columns or [])
         self.duplicate_rows = 0
         self.first_duplicate: tuple[str, int] | None = None  # (key, 1-based row) of the first repeated key
-        self._rows = 0
-        self._index: dict[str, int] = {}
-        self._chunks: list[bytes] = []
-        self._ends: list[np.ndarray] = []
-        self._pending: list[bytes] = []
+        self._spill: IO[bytes] = tempfile.TemporaryFile(prefix="pass-wds-metadata-")  # noqa: SIM115 (closed in __del__)
+        self._written = 0
+        self._key_chunks: list[pa.Array] = []
+        self._size_chunks: list[np.ndarray] = []
+        self._pending_keys: list[str] = []
+        self._pending_bodies: list[bytes] = []
+        self._keys = pa.array([], pa.string())
+        self._starts = np.zeros(
+            0, np.int64
+        )  # per row (first occurrence of each key): offset in the spill file
+        self._sizes = np.zeros(0, np.int64)
+        self._contiguous = True  # rows lie back to back in the spill file (no duplicate was dropped)
+        self._lookup: dict[str, int] | None = None
 
     # building
     def add(self, key: Any, body: str) -> None:
-        """Add a row; a repeated key is counted (and refused by :func:`read_metadata`), never resolved."""
-        self._rows += 1
+        """Add a row; repeated keys are counted in :meth:`finish` (and refused by :func:`read_metadata`)."""
         if key is None:  # a row without a key can never match an image
             return
-        k = str(key)
-        if k in self._index:
-            self.duplicate_rows += 1
-            if self.first_duplicate is None:
-                self.first_duplicate = (k, self._rows)
-            return
-        self._index[k] = len(self._index)
-        self._pending.append(body.encode("utf-8"))
-        if len(self._pending) == self.CHUNK:
+        self._pending_keys.append(str(key))
+        self._pending_bodies.append(body.encode("utf-8"))
+        if len(self._pending_keys) == self.CHUNK:
             self._flush()
 
+    def add_batch(self, keys: pa.Array, bodies: pa.Array) -> None:
+        """Add rows from Arrow string columns (no per-row Python): bodies go to the spill file in one write."""
+        self._flush()
+        valid = pc.is_valid(keys)
+        if not pc.all(valid).as_py():
+            keys, bodies = keys.filter(valid), bodies.filter(valid)
+        bodies = bodies.cast(pa.large_string()) if len(bodies) else bodies
+        if not len(keys):
+            return
+        offsets = np.frombuffer(bodies.buffers()[1], np.int64)[
+            bodies.offset : bodies.offset + len(bodies) + 1
+        ]
+        self._spill.write(memoryview(bodies.buffers()[2])[offsets[0] : offsets[-1]])
+        self._written += int(offsets[-1] - offsets[0])
+        self._key_chunks.append(keys.cast(pa.string()))
+        self._size_chunks.append(np.diff(offsets))
+
     def _flush(self) -> None:
-        if self._pending:
-            self._ends.append(np.cumsum([len(b) for b in self._pending], dtype=np.int64))
-            self._chunks.append(b"".join(self._pending))
-            self._pending = []
+        if self._pending_keys:
+            data = b"".join(self._pending_bodies)
+            self._spill.write(data)
+            self._written += len(data)
+            self._key_chunks.append(pa.array(self._pending_keys, pa.string()))
+            self._size_chunks.append(
+                np.fromiter(map(len, self._pending_bodies), np.int64, len(self._pending_bodies))
+            )
+            self._pending_keys, self._pending_bodies = [], []
 
     def finish(self) -> Metadata:
         self._flush()
+        self._spill.flush()
+        keys = contiguous(self._key_chunks)
+        sizes = np.concatenate(self._size_chunks or [np.zeros(0, np.int64)])
+        starts = np.zeros(len(sizes), np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        first = _first_index(keys)
+        keep = np.flatnonzero(first == np.arange(len(sizes), dtype=first.dtype))
+        self.duplicate_rows = len(sizes) - len(keep)
+        if self.duplicate_rows:  # refused by read_metadata, naming the first one
+            dup = int(np.flatnonzero(first != np.arange(len(sizes), dtype=first.dtype))[0])
+            self.first_duplicate = (str(keys[dup].as_py()), dup + 1)
+            keys, sizes, starts = keys.take(keep), sizes[keep], starts[keep]
+            self._contiguous = False
+        self._keys = keys
+        self._sizes, self._starts = sizes, starts
+        self._key_chunks, self._size_chunks = [], []
         return self
 
     # reading
+    def rows_of(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Row number of every key (-1 for none): one vectorised hash join."""
+        if not len(keys):
+            return np.zeros(0, np.int64)
+        values = self._keys
+        if keys.type != values.type:  # one of them is past 2 GiB of text (large_string)
+            keys, values = keys.cast(pa.large_string()), values.cast(pa.large_string())
+        found = pc.index_in(keys, value_set=values)
+        return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
     def index_of(self, key: str) -> int:
-        """Row number of ``key``, or -1."""
-        return self._index.get(key, -1)
+        """Row number of ``key``, or -1 (builds a dict on first use: for small tables; see :meth:`rows_of`)."""
+        if self._lookup is None:
+            self._lookup = {k: i for i, k in enumerate(self._keys.to_pylist())}
+        return self._lookup.get(key, -1)
+
+    @property
+    def keys_array(self) -> pa.Array:
+        return self._keys
+
+    def body_sizes(self) -> np.ndarray:
+        """UTF-8 size of every row's body, by row number."""
+        return self._sizes
 
     def body_bytes(self, i: int) -> bytes:
-        c, j = divmod(i, self.CHUNK)
-        ends = self._ends[c]
-        return self._chunks[c][int(ends[j - 1]) if j else 0 : int(ends[j])]
+        return os.pread(self._spill.fileno(), int(self._sizes[i]), int(self._starts[i]))
+
+    def bodies(self, rows: Iterable[int]) -> list[str | None]:
+        """The bodies of ``rows`` (None for -1), in that order: what one shard task carries."""
+        return [self.body(r) if r >= 0 else None for r in rows]
 
     def digest(self) -> str:
         """sha256 over the columns and every row in file order (identifies the allowlist for resume)."""
         h = hashlib.sha256(json.dumps(self.columns).encode("utf-8"))
-        for chunk, ends in zip(self._chunks, self._ends, strict=True):
-            h.update(ends.tobytes())
-            h.update(chunk)
+        fd = self._spill.fileno()
+        for a in range(0, len(self._sizes), self.CHUNK):
+            sizes = self._sizes[a : a + self.CHUNK]
+            h.update(np.cumsum(sizes, dtype=np.int64).tobytes())
+            if self._contiguous:
+                h.update(os.pread(fd, int(sizes.sum()), int(self._starts[a])))
+            else:
+                for i in range(a, a + len(sizes)):
+                    h.update(self.body_bytes(i))
         return h.hexdigest()
 
     def body_size(self, i: int) -> int:
-        c, j = divmod(i, self.CHUNK)
-        ends = self._ends[c]
-        return int(ends[j]) - (int(ends[j - 1]) if j else 0)
+        return int(self._sizes[i])
 
     def body(self, i: int) -> str:
         return self.body_bytes(i).decode("utf-8")
 
     def __getitem__(self, key: str) -> str:
-        i = self._index.get(key)
-        if i is None:
+        i = self.index_of(key)
+        if i < 0:
             raise KeyError(key)
         return self.body(i)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._keys.to_pylist())
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._sizes)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._spill.close()
 
 
 MAX_FIELD_BYTES = 1 << 20
@@ -540,8 +739,7 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
             text = cells if numeric[i] else _json_strings(cells)
             parts.append(pc.binary_join_element_wise(prefixes[i], pc.fill_null(text, "null"), ""))
         bodies = pc.binary_join_element_wise(*parts, ",") if len(parts) > 1 else parts[0]
-        for key, body in zip(batch.column(key_idx).to_pylist(), bodies.to_pylist(), strict=True):
-            md.add(key, body)
+        md.add_batch(batch.column(key_idx), bodies)
     pa.default_memory_pool().release_unused()
     return md.finish()
 

@@ -22,6 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pass_wds import jpeg, sources, storage
@@ -249,6 +252,30 @@ def estimate_json_size(key: str, source: str, member: str, size: int, row_bytes:
 def _json_len(text: str) -> int:
     """UTF-8 length of ``text`` as a JSON string literal, quotes included (as ``sample_json`` writes it)."""
     return len(_encode_basestring(text).encode("utf-8"))
+
+
+def estimate_json_sizes(
+    keys: Any, source_json_len: np.ndarray, members: Any, sizes: np.ndarray, row_bytes: np.ndarray | None
+) -> np.ndarray:
+    """:func:`estimate_json_size` for columns (Arrow string keys and members, NumPy sizes; ``row_bytes``
+    -1 where an item has no row), with the same results, without a Python call per item."""
+    n = _TEMPLATE_LEN + json_string_lengths(keys) + source_json_len + json_string_lengths(members)
+    n += pc.utf8_length(pc.cast(pa.array(sizes, pa.int64()), pa.string())).to_numpy().astype(np.int64)
+    if row_bytes is not None:
+        n += np.where(row_bytes >= 0, row_bytes + 1, 0)
+    return n  # type: ignore[no-any-return]
+
+
+def json_string_lengths(texts: Any) -> np.ndarray:
+    """:func:`_json_len` of every string of an Arrow column: its UTF-8 length plus two quotes, except for the
+    few that need escapes (quotes, backslashes, control characters), which are serialised one by one."""
+    n = pc.add(pc.binary_length(texts), 2).to_numpy(zero_copy_only=False).astype(np.int64)
+    escaped = pc.match_substring_regex(texts, r'[\x00-\x1f"\\]')
+    if isinstance(escaped, pa.ChunkedArray):
+        escaped = escaped.combine_chunks()
+    for i in pc.indices_nonzero(escaped).to_pylist():
+        n[i] = _json_len(texts[i].as_py())
+    return n
 
 
 _PLACEHOLDER = ImageInfo("JPEG", "jpg", 1000, 1000)

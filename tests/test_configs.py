@@ -105,12 +105,47 @@ def check_recipe_yaml(path: Path, out: Path, tmp: Path) -> None:
     assert all(v.shape[0] == 4 and v.shape[1] == 3 for v in images)
 
 
+def check_dask_slurm_yaml(path: Path, out: Path, tmp: Path) -> None:
+    """Its Slurm job options reach dask-jobqueue's sbatch script (no job is submitted: no Slurm here), and the
+    conversion it describes runs on a Dask LocalCluster with its inputs pointed at the sample."""
+    from pass_wds.convert import run
+    from pass_wds.executors import slurm_cluster
+
+    data = load_yaml(path)
+    cluster = slurm_cluster(from_dict(ConvertConfig, data, source=str(path)))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in (
+        "#SBATCH -p cpu",
+        "#SBATCH -A my-project",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --constraint=intel",
+    ):
+        assert line in script, script
+    assert "--nworkers 8" in script and "--nthreads 1" in script, script
+    local = {k: v for k, v in data.items() if not k.startswith("slurm_")}
+    local.update(
+        inputs=[str(SAMPLE / "PASS.{0..1}.tar")],
+        metadata=str(SAMPLE / "pass_metadata.csv"),
+        output=str(tmp / "dask"),
+        shard_size="400KB",
+        cluster="local",
+        workers=2,
+        progress=False,
+    )
+    run(from_dict(ConvertConfig, local, source=str(path)))
+    assert _totals(tmp / "dask") == SAMPLE_SAMPLES
+
+
 def _checker(rel: str) -> Callable[[Path, Path, Path], None] | None:
     named = {
         "sample.yaml": check_sample_yaml,
         "pass.yaml": check_pass_yaml,
         "loader.yaml": check_loader_yaml,
         "train_ssl.yaml": check_train_ssl_yaml,
+        "dask-slurm.yaml": check_dask_slurm_yaml,
     }
     if rel.startswith("recipes/") and rel.endswith(".yaml"):
         return check_recipe_yaml

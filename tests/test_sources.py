@@ -286,3 +286,20 @@ def test_csv_strings_are_escaped_as_json_dumps_does(tmp_path: Path) -> None:
     for r in rows:
         expected = json.dumps(r, ensure_ascii=False, separators=(",", ":"))[1:-1]
         assert md[r["hash"]] == expected
+
+
+def test_non_utf8_member_name_is_refused_not_fatal(tmp_path: Path) -> None:
+    """A member name that is not UTF-8 cannot be a key in UTF-8 JSON or the Arrow listing: it is refused as
+    unsafe-path (planning used to stop on it with a UnicodeEncodeError); the other members are listed."""
+    p = tmp_path / "PASS.0.tar"
+    with tarfile.open(p, "w", format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
+        for name in ("ok.jpeg", "bad\udcff.jpeg"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"abc"))
+    [spec] = sources.expand_inputs([str(p)])
+    listing = sources.list_tar(spec, 0)
+    assert [i.key for i in listing.items] == ["ok"]
+    assert [(r.reason, r.detail) for r in listing.rejections] == [
+        (sources.UNSAFE_PATH, "name is not valid UTF-8")
+    ]

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
+from pass_wds.executors import EngineError
 from pass_wds.format.errors import ShardError
 
 SOURCE_HELP = (
@@ -86,6 +87,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except FileNotFoundError as e:
         print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
         return 2
+    except EngineError as e:  # the cluster itself failed (not a task): one line, exit 1
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

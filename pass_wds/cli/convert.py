@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
+from pass_wds import executors
 from pass_wds.cli.common import add_storage_options
 from pass_wds.config import ConvertConfig, from_dict, load_yaml
 
@@ -46,7 +48,12 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-count", type=int, default=S, metavar="N", help="at most N samples per shard")
     p.add_argument("--seed", type=int, default=S, help="seed of the global shuffle (default: 0)")
     p.add_argument(
-        "-j", "--workers", type=int, default=S, metavar="N", help="parallel processes (default: 1)"
+        "-j",
+        "--workers",
+        type=int,
+        default=S,
+        metavar="N",
+        help="parallel processes (default: 1); with --cluster, Dask workers",
     )
     p.add_argument(
         "--validate",
@@ -99,6 +106,19 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         help="progress bar (default: on a terminal; plain log lines otherwise)",
     )
     p.add_argument(
+        "--scheduler",
+        default=S,
+        metavar="ADDRESS",
+        help="run the tasks on a running Dask cluster, e.g. tcp://host:8786 (needs pass-wds[dask])",
+    )
+    p.add_argument(
+        "--cluster",
+        default=S,
+        choices=("local", "slurm"),
+        help="start a Dask cluster: 'local' (--workers processes here) or 'slurm' (dask-jobqueue; the "
+        "slurm_* job options come from --config, see configs/dask-slurm.yaml)",
+    )
+    p.add_argument(
         "--shard-range",
         default=S,
         metavar="START:END",
@@ -135,6 +155,14 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
         for line in dry_run(cfg):
             print(line)
         return 0
+    if cfg.scheduler or cfg.cluster:
+        executors.check(cfg)  # one line when the dask extra is missing
+        import distributed  # noqa: F401  (its import sets its loggers' levels: quiet them after it)
+
+        # the client logs tracebacks when a scheduler or worker goes away; ours is the one line users act on
+        for name in list(logging.root.manager.loggerDict):
+            if name.split(".")[0] in ("distributed", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     summary = run(cfg)
     for line in summary.lines():
         print(line)

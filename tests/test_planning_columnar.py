@@ -1,0 +1,164 @@
+"""Planning with columns (issue 13): the Arrow/NumPy join, size estimate, plan and digest give exactly what
+the per-item Python version gave. The hashes below were recorded from that version (commit 282b191) on the
+same inputs; any change to a plan, a digest, a rejection or its order fails here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import fakedata as fd
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pass_wds import sources
+from pass_wds.config import ConvertConfig
+from pass_wds.convert import build_plan
+from pass_wds.convert import run as convert_run
+from pass_wds.format.tar import sample_bytes
+from pass_wds.planning import plan_shards
+from pass_wds.writing import estimate_json_size, estimate_json_sizes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _h(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def _plan_hash(plan: object) -> str:
+    return _h([list(plan.shards), plan.shard_bytes])  # type: ignore[attr-defined]
+
+
+def _items(n: int, seed: int = 1) -> tuple[list[str], list[int]]:
+    rng = np.random.default_rng(seed)
+    keys = [f"{i:032x}" for i in rng.permutation(n)]
+    sizes = [sample_bytes(int(s), 300) for s in rng.integers(20_000, 120_000, n)]
+    return keys, sizes
+
+
+def test_plans_pinned() -> None:
+    keys, sizes = _items(5000)
+    plan = plan_shards(keys, sizes, target_bytes=20_000_000, seed=3)
+    assert _plan_hash(plan) == "5daeb44dc1dea03f09262927a208da4efa5c375283c7a315e3dea8fa5f656a5f"
+    plan = plan_shards(keys, sizes, target_bytes=10**12, seed=0, max_count=64)
+    assert _plan_hash(plan) == "4c7ca870b55c180b142eb5d2f0a9154bff799b48cd1a3b10bcdfead5314577ce"
+    # non-ASCII keys (UTF-8 byte order must equal Python's code point order) and many equal sizes (ties)
+    keys = [f"k{i % 97}é{i}" if i % 3 else f"{i:05d}" for i in range(3000)]
+    sizes = [sample_bytes(1000 * (i % 7) + 5, 200) for i in range(3000)]
+    plan = plan_shards(keys, sizes, target_bytes=300_000, seed=11)
+    assert _plan_hash(plan) == "297de6d11e51f86aa5a408523ee051017499908937160d776f4d9d37aa4b7968"
+    assert plan_shards(pa.array(keys), np.asarray(sizes), target_bytes=300_000, seed=11).shards == plan.shards
+
+
+@pytest.fixture(scope="module")
+def listing_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[sources.Listing, sources.Metadata]:
+    d = tmp_path_factory.mktemp("listing-20k")
+    fd.make_listing(d, 20000, parts=4, seed=2)
+    raw = fd.read_listing(d / fd.LISTING_NAME)
+    md = sources.read_metadata(str(d / fd.METADATA_NAME))
+    names = sorted(set(raw.sources))
+    inputs = [sources.InputSpec("/x/" + n, "tar") for n in names]
+    index = {n: i for i, n in enumerate(names)}
+    items = [
+        sources.SourceItem(k, index[s], m, int(o), int(z))
+        for k, s, m, o, z in zip(raw.keys, raw.sources, raw.members, raw.offsets, raw.sizes, strict=True)
+    ]
+    # 1,000 metadata rows without an image, and one key listed twice (in another archive, another member)
+    items = [*items[:19000], sources.SourceItem(items[5].key, 3, f"other/{items[5].key}.jpg", 512, 1234)]
+    return sources.merge_listings(inputs, [sources.Listing.of(inputs, items)]), md
+
+
+def test_join_plan_digest_pinned(listing_20k: tuple[sources.Listing, sources.Metadata]) -> None:
+    listing, md = listing_20k
+    prep = build_plan(ConvertConfig(inputs=["x"], output="y", shard_size="64MB", seed=5), listing, md)
+    assert prep.digest == "8b91a4e4d7aa29f93f112a2558feb3d4c89896dff2eebdafba532e11b8001c33"
+    assert _plan_hash(prep.plan) == "7c193f68beceda22578a5331e22f0b8382953b52eb63e85169e74133bba15013"
+    assert len(prep.unmatched_metadata) == 1000 and len(prep.rejections) == 1
+    assert _h([r.to_json() for r in prep.rejections]) == (
+        "80a5b736aaae02f5837af5c084d0d365abd59ff90a92bdffbba4cba563db90ce"
+    )
+    assert _h(prep.unmatched_metadata) == "4739d429f7d623115fb9dfa934d51460499d998ab4ddc5ae2d03ec36a781a7f8"
+    cfg = ConvertConfig(
+        inputs=["x"], output="y", shard_size="64MB", seed=5, allow_missing_metadata=True, max_count=500
+    )
+    prep = build_plan(cfg, listing, None)
+    assert prep.digest == "6012a3a99d1bdeab501fd2b84b4b5e7833c185996b37ee3ff7c06a3571d3f99b"
+    assert _plan_hash(prep.plan) == "e148211c302b19b7d4873dced8192dfd9616f54bf1738c9f378eb3ae6e08ceab"
+
+
+def test_sample_conversion_pinned(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    convert_run(
+        ConvertConfig(
+            inputs=[str(REPO / "sample/PASS.{0..1}.tar")],
+            metadata=str(REPO / "sample/pass_metadata.csv"),
+            output=str(out),
+            shard_size="300KB",
+            seed=4,
+            progress=False,
+        )
+    )
+    index = json.loads((out / "index.json").read_text())
+    assert index["plan_digest"] == "25b24a6c8618050b65a9a5c7986c19db877002c801a89235ee88a2052310ea91"
+    assert _h([(e["url"], e["sha256"]) for e in index["shardlist"]]) == (
+        "2c8d4065515330638770818acf86dd5c839432f463ad5a96045c23a01dd37c06"
+    )
+    assert hashlib.sha256((out / "errors.jsonl").read_bytes()).hexdigest() == (
+        "6e6a59f8a7dfee211f18413b1c2bfda9bac52b094ac56d991bcd01c1956e5f52"
+    )
+
+
+def test_json_size_estimate_matches_per_item() -> None:
+    keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünï", "ctl\x01", ""]
+    members = [f"dir/{k}.jpeg" for k in keys]
+    sizes = np.array([0, 9, 10, 99, 100, 123456789, 5], dtype=np.int64)
+    rows = np.array([-1, 0, 5, 300, -1, 1, 2], dtype=np.int64)
+    got = estimate_json_sizes(pa.array(keys), np.full(len(keys), 12), pa.array(members), sizes, rows)
+    want = [
+        estimate_json_size(k, "PASS.0.tar", m, int(z), None if r < 0 else int(r))
+        for k, m, z, r in zip(keys, members, sizes, rows, strict=True)
+    ]
+    assert len(json.dumps("PASS.0.tar")) == 12
+    assert got.tolist() == want
+
+
+def test_metadata_duplicates_first_row_wins_and_digest(tmp_path: Path) -> None:
+    p = tmp_path / "m.jsonl"
+    rows = [{"hash": "a", "v": 1}, {"hash": "b", "v": 2}, {"hash": "a", "v": 3}, {"hash": "c", "v": "é"}]
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    md = sources.read_metadata(str(p))
+    assert list(md) == ["a", "b", "c"] and md.duplicate_rows == 1
+    assert md["a"] == '"hash":"a","v":1' and md["c"] == '"hash":"c","v":"é"'
+    assert md.rows_of(pa.array(["c", "z", "a"])).tolist() == [2, -1, 0]
+    q = tmp_path / "m2.jsonl"  # the same allowlist without the duplicate: the same digest
+    q.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:2] + rows[3:]), encoding="utf-8"
+    )
+    assert sources.read_metadata(str(q)).digest() == md.digest()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [
+            "b2",
+            "a1",
+            "é",
+            "a1",
+            "zz",
+            "Z9",
+            "a0",
+        ],  # one byte length (the NumPy path), a duplicate, non-ASCII
+        ["b", "a1", "é", "a", "zzz", "", "a"],  # mixed lengths (the Arrow path)
+        ["ab", "a\x01"],  # control bytes stay comparable
+    ],
+)
+def test_key_order_is_pythons_sorted(keys: list[str]) -> None:
+    from pass_wds.planning import key_order
+
+    want = sorted(range(len(keys)), key=keys.__getitem__)
+    assert key_order(keys).tolist() == want
+    assert key_order(pa.array(keys)).tolist() == want
