@@ -105,6 +105,8 @@ class ConvertConfig:
         return int(m.group(1)), int(m.group(2))
 
     def validate_values(self) -> None:
+        """Every option, checked before any input is read: a late refusal at PASS scale costs an hour."""
+        check_types(self, _CONVERT_TYPES)
         if not self.inputs:
             raise ConfigError("no inputs given (pass raw tars, globs, brace patterns or image folders)")
         if not self.output:
@@ -113,6 +115,10 @@ class ConvertConfig:
             parse_size(self.shard_size)
         except ConfigError as e:
             raise ConfigError(f"--shard-size: {e}") from None
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"--max-image-pixels must be >= 1, got {self.max_image_pixels}")
         if self.max_count is not None and self.max_count < 1:
             raise ConfigError(f"--max-count must be >= 1, got {self.max_count}")
         if self.workers < 1:
@@ -132,6 +138,53 @@ class ConvertConfig:
     @property
     def reencode(self) -> bool:
         return self.resize_max_side is not None or self.quality is not None
+
+
+_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", list: "a list", dict: "a mapping"}
+# option → accepted types (None: may be null); lists hold strings
+_CONVERT_TYPES: dict[str, tuple[Any, ...]] = {
+    "inputs": (list, str),
+    "metadata": (str, None),
+    "output": (str, None),
+    "key_column": (str,),
+    "name": (str,),
+    "shard_size": (str, int),
+    "max_count": (int, None),
+    "seed": (int,),
+    "workers": (int,),
+    "validate": (bool,),
+    "allow_missing_metadata": (bool,),
+    "overwrite": (bool,),
+    "resize_max_side": (int, None),
+    "quality": (int, None),
+    "creator_column": (str, None),
+    "storage_options": (dict,),
+    "max_image_pixels": (int,),
+    "progress": (bool, None),
+    "shard_range": (str, None),
+}
+
+
+def check_types(obj: Any, types: dict[str, tuple[Any, ...]]) -> None:
+    """A YAML value of the wrong type (``seed: abc``, ``validate: 'no'``) is a one-line error naming the option,
+    not a ``TypeError`` deep inside the run. ``bool`` is not an integer here (YAML turns ``yes`` into True)."""
+    for name, accepted in types.items():
+        value = getattr(obj, name)
+        ok = any(
+            (value is None)
+            if t is None
+            else (isinstance(value, t) and not (t is int and isinstance(value, bool)))
+            for t in accepted
+        )
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES.get(t, "null") if t is not None else "null" for t in accepted)
+            if list in accepted:
+                wanted = wanted.replace("a list", "a list of strings")
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ConfigError(f"--{name.replace('_', '-')} must be {wanted}, got {shown}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

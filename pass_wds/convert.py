@@ -8,9 +8,13 @@ manifest is written the state folder is removed, so a finished output holds only
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -170,6 +174,134 @@ def check_output_writable(output: str, storage_options: dict[str, Any] | None = 
         raise ConfigError(f"output is not writable: {output} ({probe} does not allow writing)")
 
 
+LOCK = "lock"  # _state/lock: flock'ed by every run into a local output
+
+
+class OutputLock:
+    """One writer per output: an exclusive ``flock`` on ``OUT/_state/lock`` for a full run, a shared one for
+    ``--shard-range`` tasks (Slurm array tasks write disjoint shards of one output side by side). A second run
+    is refused at once with one line, before it lists anything. The kernel releases the lock when the
+    process dies, so a killed run never blocks its rerun. Object stores have no such primitive: there a lock
+    *object* ``_state/lock.json`` (host, pid, token, heartbeat every 30 s) is best-effort: it is stale when
+    its heartbeat is over 2 minutes old or its process, on this host, is gone (see docs/security.md).
+
+    Folders made only to hold the lock are removed again unless the run claimed the output (:meth:`keep`).
+    """
+
+    HEARTBEAT, STALE = 30.0, 120.0
+
+    def __init__(self, cfg: ConvertConfig, *, shared: bool) -> None:
+        self.out = str(cfg.output)
+        self.so = cfg.storage_options
+        self.shared = shared
+        self._fd: int | None = None
+        self._created: list[str] = []
+        self._kept = False
+        self._remote: str | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _remote_record(self) -> bytes:
+        return json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "token": self._token, "time": time.time()}
+        ).encode()
+
+    def _remote_holder(self) -> dict[str, Any] | None:
+        """The live holder of the remote lock object, if any (None: absent, ours or stale)."""
+        assert self._remote is not None
+        held = _read_json(self._remote, self.so)
+        if held is None or held.get("token") == self._token:
+            return None
+        age = time.time() - float(held.get("time") or 0)
+        pid = held.get("pid")
+        dead_here = held.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+        return None if age > self.STALE or dead_here else held
+
+    def _enter_remote(self) -> None:
+        if self.shared:  # --shard-range tasks share an output by design; only full runs take the object lock
+            return
+        self._remote = storage.join(self.out, STATE, "lock.json")
+        self._token = os.urandom(8).hex()
+        for _ in range(
+            2
+        ):  # write, then read back: of two racing writers, the one that reads another's token loses
+            held = self._remote_holder()
+            if held is not None:
+                self._remote = None
+                raise ConfigError(
+                    f"output {storage.redact(self.out)} is in use by another make-shards run "
+                    f"(lock object _state/lock.json from {held.get('host')} pid {held.get('pid')}, "
+                    f"refreshed {time.time() - float(held.get('time') or 0):.0f}s ago; stale after "
+                    f"{self.STALE:.0f}s); wait for it to finish or choose another --output"
+                )
+            storage.write_bytes(self._remote, self._remote_record(), self.so)
+        self._beat = threading.Thread(target=self._heartbeat, name="pass-wds-lock", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT):
+            with contextlib.suppress(Exception):  # a missed beat only makes the lock look older
+                storage.write_bytes(str(self._remote), self._remote_record(), self.so)
+
+    def __enter__(self) -> OutputLock:
+        if not storage.is_local(self.out):
+            self._enter_remote()
+            return self
+        root = os.path.abspath(self.out.removeprefix("file://"))
+        state = os.path.join(root, STATE)
+        self._created = [d for d in (root, state) if not os.path.isdir(d)]
+        os.makedirs(state, exist_ok=True)
+        self._path = os.path.join(state, LOCK)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._release()
+            raise ConfigError(
+                f"output {self.out} is in use by another make-shards run (lock: {self._path}); "
+                "wait for it to finish or choose another --output"
+            ) from None
+        return self
+
+    def keep(self) -> None:
+        """The run has claimed the output: what it made stays."""
+        self._kept = True
+
+    def _release(self) -> None:
+        if self._remote is not None:
+            self._stop.set()
+            if self._beat is not None:
+                self._beat.join()
+            with contextlib.suppress(Exception):  # unreachable store: the lock goes stale on its own
+                held = _read_json(self._remote, self.so)
+                if held is not None and held.get("token") == self._token:
+                    storage.remove(self._remote, self.so)
+            self._remote = None
+        if self._fd is None:
+            return
+        if not self._kept and self._created:
+            with contextlib.suppress(OSError):
+                os.remove(self._path)
+            for d in reversed(self._created):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)  # only when empty
+        os.close(self._fd)
+        self._fd = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:
     if cfg.creator_column:
         if columns and cfg.creator_column not in columns:
@@ -198,7 +330,6 @@ def check_inputs(cfg: ConvertConfig) -> list[sources.InputSpec]:
     cfg.validate_values()
     executors.check(cfg)
     so = cfg.storage_options
-    inputs = sources.expand_inputs(cfg.inputs, so)
     if cfg.metadata is None and not cfg.allow_missing_metadata:
         raise ConfigError(
             "--metadata is required (it is the allowlist); pass --allow-missing-metadata to shard images without one"
@@ -206,6 +337,7 @@ def check_inputs(cfg: ConvertConfig) -> list[sources.InputSpec]:
     if cfg.metadata and not storage.exists(cfg.metadata, so):
         raise ConfigError(f"metadata not found: {storage.redact(cfg.metadata)}")
     check_output_writable(str(cfg.output), so)
+    inputs = sources.expand_inputs(cfg.inputs, so)  # exists/stat only: nothing is read yet
     return inputs
 
 
@@ -416,27 +548,32 @@ def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Su
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
     storage.remember_secrets(cfg.storage_options)
+    # every check that needs no listing comes first (listing PASS reads 187 GB); the output before the inputs
+    cfg.validate_values()
+    check_output_writable(str(cfg.output), cfg.storage_options)
+    foreign = check_output_owned(cfg)
     inputs = check_inputs(cfg)
-    with executors.create(cfg) as ex:
+    bounds = cfg.shard_bounds()
+    with OutputLock(cfg, shared=bounds is not None) as lock, executors.create(cfg) as ex:
         prep = prepare(cfg, ex, inputs)
         finished = _already_complete(cfg, prep)
         if finished is not None:
             return finished
-        bounds = cfg.shard_bounds()
         if bounds is not None and bounds[1] > len(prep.plan.shards):
             raise ConfigError(
                 f"--shard-range {cfg.shard_range} is outside the plan's {len(prep.plan.shards)} shards"
             )
-        _claim_output(cfg, prep, partial=bounds is not None)
+        _claim_output(cfg, prep, foreign, partial=bounds is not None)
+        lock.keep()
         results, kept = _write_all(cfg, prep, ex, progress, bounds)
-    resumed = {
-        "shards_resumed": len(kept),
-        "resumed_samples": sum(r.nsamples for r in kept),
-        "resumed_bytes": sum(r.filesize for r in kept),
-    }
-    if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
-        return Summary.of(str(cfg.output), results, started, partial=bounds, **resumed)
-    summary = _finish(cfg, prep, results, started)
+        resumed = {
+            "shards_resumed": len(kept),
+            "resumed_samples": sum(r.nsamples for r in kept),
+            "resumed_bytes": sum(r.filesize for r in kept),
+        }
+        if bounds is not None:  # one task of many: the run without --shard-range writes the manifest
+            return Summary.of(str(cfg.output), results, started, partial=bounds, **resumed)
+        summary = _finish(cfg, prep, results, started, foreign)
     for k, v in resumed.items():
         setattr(summary, k, v)
     return summary
@@ -502,13 +639,87 @@ def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) -> None:
+SIDE_FILES = frozenset(
+    {
+        manifest.INDEX,
+        manifest.STATS,
+        manifest.ERRORS,
+        manifest.ATTRIBUTION,
+        manifest.UNMATCHED,
+        croissant.CROISSANT,
+    }
+)
+_PROBE = ".pass-wds-probe"  # storage.check_writable's probe object
+
+
+def owned_entries(cfg: ConvertConfig) -> set[str]:
+    """Names directly in the output that an earlier pass-wds run wrote there, as that output itself lists them:
+    the shards and indexes of its manifest and of its ``_state/plan.json``, and the side files next to them.
+
+    Never a name pattern: a ``pass-backup.tar`` or someone's ``*.tmp-*`` file is not ours because of its name.
+    """
+    out, so = str(cfg.output), cfg.storage_options
+    owned = {STATE, _PROBE}
+    index = _read_json(storage.join(out, manifest.INDEX), so)
+    if (
+        index is not None
+        and isinstance(index.get("plan_digest"), str)
+        and isinstance(index.get("shardlist"), list)
+    ):
+        owned |= SIDE_FILES
+        for entry in index["shardlist"]:
+            if isinstance(entry, dict):
+                owned |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
+    plan = _read_json(_state_url(cfg, "plan.json"), so)
+    if plan is not None and isinstance(plan.get("plan_digest"), str):
+        owned |= SIDE_FILES
+        name, count = plan.get("name", cfg.name), plan.get("shards")
+        if isinstance(name, str) and isinstance(count, int) and 0 <= count <= 10_000_000:
+            owned |= {f(name, i) for i in range(count) for f in (manifest.shard_name, manifest.idx_name)}
+    return owned
+
+
+def check_output_owned(cfg: ConvertConfig) -> set[str]:
+    """Refuse an output folder holding anything pass-wds did not write (unless ``--overwrite``), before any
+    input is read; returns those foreign names (they are never deleted or rewritten)."""
+    out, so = str(cfg.output), cfg.storage_options
+    entries = storage.listdir(out, so)
+    if not entries:
+        return set()
+    owned = owned_entries(cfg)
+    foreign = {e for e in entries if e not in owned and storage.temp_of(e) not in owned}
+    if foreign and not cfg.overwrite:
+        shown = sorted(foreign)
+        names = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+        raise ConfigError(
+            f"output {storage.redact(out)} holds entries pass-wds did not write ({names}); "
+            "use a new or empty --output, or --overwrite to write next to them (they are left untouched)"
+        )
+    _refuse_collisions(cfg, foreign, SIDE_FILES | {STATE})
+    return foreign
+
+
+def _refuse_collisions(cfg: ConvertConfig, foreign: set[str], ours: set[str] | frozenset[str]) -> None:
+    """A foreign file under a name this run writes would be replaced: never, not even with ``--overwrite``."""
+    clash = sorted(foreign & ours)
+    if clash:
+        raise ConfigError(
+            f"output {storage.redact(str(cfg.output))} holds {', '.join(clash[:4])}, which pass-wds did not "
+            "write but would replace; move it away or choose another --output"
+        )
+
+
+def _claim_output(cfg: ConvertConfig, prep: Prepared, foreign: set[str], *, partial: bool = False) -> None:
     """Refuse to mix two different plans in one output (unless --overwrite); record ours.
 
     A partial run (``--shard-range``) may share the output with other tasks running at the same time, so it
-    leaves temporary files alone: the final run, alone, removes leftovers.
+    leaves temporary files alone: the final run, alone, removes leftovers (of its own files only).
     """
     out, so = str(cfg.output), cfg.storage_options
+    planned = {
+        f(cfg.name, i) for i in range(len(prep.plan.shards)) for f in (manifest.shard_name, manifest.idx_name)
+    }
+    _refuse_collisions(cfg, foreign, planned)
     previous = _read_json(_state_url(cfg, "plan.json"), so) or _read_json(
         storage.join(out, manifest.INDEX), so
     )
@@ -518,25 +729,30 @@ def _claim_output(cfg: ConvertConfig, prep: Prepared, *, partial: bool = False) 
                 f"output {storage.redact(out)} holds a different conversion (other inputs or options); "
                 "use a new --output, or --overwrite to replace it"
             )
-        _clear_output(cfg)
+        _clear_output(cfg, keep=foreign)
     storage.makedirs(out, so)
     if not partial:
-        storage.remove_temp_files(out, so)
+        # temp files of names the output itself lists (a crashed run's leftovers); a temp file named for one of
+        # our names in a folder that never held our output is someone else's
+        storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE}, keep=foreign)
     storage.write_bytes(
         _state_url(cfg, "plan.json"),
-        manifest.dumps({"plan_digest": prep.digest, "shards": len(prep.plan.shards)}),
+        manifest.dumps({"plan_digest": prep.digest, "name": cfg.name, "shards": len(prep.plan.shards)}),
         so,
     )
 
 
-def _clear_output(cfg: ConvertConfig) -> None:
+def _clear_output(cfg: ConvertConfig, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """``--overwrite``: remove what the earlier output itself lists (manifest, state), nothing else."""
     out, so = str(cfg.output), cfg.storage_options
-    ours = {manifest.INDEX, manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED}
-    ours.add(croissant.CROISSANT)
+    owned = owned_entries(cfg) - {STATE, _PROBE}
     for name in storage.listdir(out, so):
-        if name in ours or (name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx"))):
+        if name not in keep and (name in owned or storage.temp_of(name) in owned):
             storage.remove(storage.join(out, name), so)
-    storage.remove(storage.join(out, STATE), so, recursive=True)
+    state = storage.join(out, STATE)
+    for name in storage.listdir(state, so):
+        if name not in (LOCK, "lock.json"):  # the lock is held by this run
+            storage.remove(storage.join(state, name), so, recursive=True)
 
 
 def _done_result(cfg: ConvertConfig, prep: Prepared, index: int, listing: set[str]) -> ShardResult | None:
@@ -612,11 +828,17 @@ def _write_all(
     return [results[s] for s in sorted(results)], kept
 
 
-def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], started: float) -> Summary:
+def _finish(
+    cfg: ConvertConfig,
+    prep: Prepared,
+    results: list[ShardResult],
+    started: float,
+    foreign: set[str] | frozenset[str] = frozenset(),
+) -> Summary:
     out, so = str(cfg.output), cfg.storage_options
-    storage.remove_temp_files(
-        out, so
-    )  # a worker killed mid-shard leaves its temp file; its retry wrote the shard
+    # a worker killed mid-shard leaves its temp file; its retry wrote the shard. Only temp files of names this
+    # output lists are ours (never one that was there, foreign, before the run)
+    storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE, _PROBE}, keep=foreign)
     shard_rejections = [r for res in results for r in res.rejections]
     errors = [r.to_json() for r in prep.rejections] + shard_rejections
     storage.write_bytes(storage.join(out, manifest.ERRORS), manifest.jsonl(errors), so)
@@ -630,13 +852,6 @@ def _finish(cfg: ConvertConfig, prep: Prepared, results: list[ShardResult], star
     storage.write_bytes(
         storage.join(out, manifest.UNMATCHED), "".join(k + "\n" for k in prep.unmatched_metadata).encode(), so
     )
-    # Shards planned beyond this plan's count belong to an older, overwritten plan.
-    for name in storage.listdir(out, so):
-        if name.startswith(f"{cfg.name}-") and name.endswith((".tar", ".idx")):
-            stem = name[len(cfg.name) + 1 : -4]
-            if stem.isdigit() and int(stem) >= len(prep.plan.shards):
-                storage.remove(storage.join(out, name), so)
-
     summary = Summary.of(
         out,
         results,

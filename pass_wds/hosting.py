@@ -3,8 +3,9 @@
 ``upload`` copies shards, ``.idx`` files and the side files in parallel through :mod:`pass_wds.storage`
 (atomic: an interrupted upload never leaves a truncated object under a final name) and writes ``index.json``
 last, so a reader that sees the manifest sees a complete dataset. It is resumable: an object already present
-with the right size is skipped (S3 ETags are not content hashes for multipart uploads, so the sha256 from
-index.json is what ``verify=True`` checks, by reading the object back). Every uploaded shard is hashed while
+with the same sha256 is skipped (S3 ETags are not content hashes for multipart uploads, so an object of the
+right size is read back and hashed). Only what pass-wds wrote is ever replaced: a prefix holding foreign
+objects is refused unless ``overwrite``, and those objects are never touched. Every uploaded shard is hashed while
 it is sent and the upload is discarded if the bytes differ from index.json.
 """
 
@@ -113,14 +114,16 @@ def upload(
     *,
     workers: int = 8,
     storage_options: dict[str, Any] | None = None,
-    verify: bool = False,
+    verify: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> UploadReport:
     """Copy a finished local output to ``url`` (any fsspec store), ``index.json`` last; resumable.
 
-    Objects already at the destination with the right size are skipped; with ``verify`` they are also read
-    back and their sha256 compared (a mismatch is re-uploaded). A destination whose ``index.json`` belongs
+    Objects already at the destination with the same sha256 are skipped (read back and hashed; ``verify`` is
+    kept for compatibility and is always on). Objects that neither this output nor an earlier pass-wds
+    index.json at ``url`` names are foreign: they refuse the upload unless ``overwrite``, and are never
+    replaced or deleted. A destination whose ``index.json`` belongs
     to a different dataset is refused unless ``overwrite`` (then that manifest is removed first, so readers
     never see a mixture).
     """
@@ -134,8 +137,18 @@ def upload(
         current = storage.read_bytes(remote_index, so)
     except FileNotFoundError:
         current = None
+    old = _remote_manifest(current)
+    remote_owned = _listed(old)
+    foreign = sorted(
+        set(storage.listdir(url, so)) - remote_owned - {i.name for i in items} - {manifest.INDEX}
+    )
+    if foreign and not overwrite:
+        names = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise storage.StorageError(
+            f"{storage.redact(url)} holds objects pass-wds did not write ({names}); use an empty prefix, "
+            "or --overwrite to upload next to them (they are left untouched)"
+        )
     if current is not None and current != index_raw:
-        old = json.loads(current)
         if old.get("plan_digest") != index.get("plan_digest") and not overwrite:
             raise storage.StorageError(
                 f"{storage.redact(url)} already holds a different dataset (its index.json differs); "
@@ -150,11 +163,17 @@ def upload(
     def one(item: _Item) -> None:
         local = os.path.join(local_out, item.name)
         remote = storage.join(url, item.name)
-        if _already_there(item, local, remote, so, verify):
+        state = _remote_state(item, local, remote, so)
+        if state == "same":
             with lock:
                 report.skipped.append(item.name)
             bar(item.size)
             return
+        if state == "differs" and item.name not in remote_owned:
+            raise storage.StorageError(
+                f"{storage.redact(remote, so)} exists, differs from {item.name} and is not listed by a pass-wds "
+                "index.json there: it is not ours to replace; move it away or use another URL"
+            )
         _send(local, remote, so, item)
         with lock:
             report.uploaded.append(item.name)
@@ -174,22 +193,43 @@ def upload(
     return report
 
 
-def _already_there(item: _Item, local: str, remote: str, so: dict[str, Any], verify: bool) -> bool:
+def _remote_manifest(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) and data.get("__kind__") == manifest.KIND else {}
+
+
+def _listed(index: dict[str, Any]) -> set[str]:
+    """Names an earlier pass-wds upload's own index.json lists (plus its side files): only these may be
+    replaced; everything else under the prefix belongs to someone else."""
+    if not index:
+        return set()
+    out = set(SIDE_FILES) | {manifest.INDEX}
+    for entry in index.get("shardlist") or []:
+        if isinstance(entry, dict):
+            out |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
+    return out
+
+
+def _remote_state(item: _Item, local: str, remote: str, so: dict[str, Any]) -> str:
+    """``absent``, ``same`` (sha256 equal: skipped) or ``differs``. Content, never size alone, decides:
+    shards of equal size are common (the planner balances bytes). S3 ETags are no content hash for multipart
+    uploads, so an object of the right size is read back and hashed."""
     try:
         size = storage.file_size(remote, so)
     except FileNotFoundError:
-        return False
+        return "absent"
     if size != item.size:
-        return False
-    if not verify:
-        return True
+        return "differs"
     expected = item.sha256 or _sha256_local(local)
     if _sha256_remote(remote, so) == expected:
-        return True
-    log.warning(
-        "%s has the right size but a different sha256; uploading it again", storage.redact(remote, so)
-    )
-    return False
+        return "same"
+    log.warning("%s has the right size but a different sha256", storage.redact(remote, so))
+    return "differs"
 
 
 def _send(local: str, remote: str, so: dict[str, Any], item: _Item) -> None:

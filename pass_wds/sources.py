@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -213,10 +214,29 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
     )
 
 
+_COMPRESSION_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+
 def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
-    """Scan one uncompressed tar's headers; regular members become items, others rejections."""
+    """Scan one uncompressed tar's headers; regular members become items, others rejections.
+
+    An archive that cannot be read as a tar at all (compressed, empty, not a regular file, damaged at its
+    first header) is one ``corrupt`` or ``not-a-regular-file`` rejection: one bad input of ten must not
+    end a run that the other nine can finish.
+    """
     items: list[SourceItem] = []
     rejections: list[Rejection] = []
+    if storage.is_local(spec.url):
+        path = spec.url.removeprefix("file://")
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open; a device never ends
+                rejections.append(Rejection("", spec.name, "", NOT_REGULAR, "input is not a regular file"))
+                return Listing.of([spec], items, rejections)
     total = storage.file_size(spec.url, storage_options)
     with storage.open_read(spec.url, storage_options) as f:
         if storage.is_local(spec.url):
@@ -227,9 +247,15 @@ def list_tar(spec: InputSpec, source_index: int, storage_options: dict[str, Any]
                 _admit_member(items, rejections, spec, source_index, entry)
         except TarDamaged as e:
             if not items and not rejections:
-                raise ConfigError(f"not a readable tar archive: {storage.redact(spec.url)} ({e})") from None
-            # a damaged archive: keep what was listed before the damage, report the rest
-            rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
+                f.seek(0)
+                magic = f.read(6)
+                kind = next((k for m, k in _COMPRESSION_MAGIC.items() if magic.startswith(m)), None)
+                detail = f"{kind}-compressed, not a tar (decompress it first)" if kind else str(e)
+                rejections.append(
+                    Rejection("", spec.name, "", CORRUPT, f"not a readable tar archive: {detail}")
+                )
+            else:  # a damaged archive: keep what was listed before the damage, report the rest
+                rejections.append(Rejection("", spec.name, "", CORRUPT, f"tar damaged after this point: {e}"))
     return Listing.of([spec], items, rejections)
 
 

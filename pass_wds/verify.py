@@ -83,12 +83,11 @@ def check_shard(
 
 
 def _first_difference(idx: ShardIndex, layout: ShardIndex) -> int | None:
+    """The first sample where the ``.idx`` and the tar's headers disagree (one may be shorter)."""
     for i, (key, members) in enumerate(zip(idx.keys, idx.members, strict=False)):
-        if i >= len(layout):  # the tar holds fewer samples than the .idx (a damaged or replaced shard)
+        if i >= len(layout) or members != layout.members[i] or (idx.named and key != layout.keys[i]):
             return i
-        if members != layout.members[i] or (idx.named and key != layout.keys[i]):
-            return i
-    return None
+    return None if len(idx) == len(layout) else min(len(idx), len(layout))
 
 
 def _describe(idx: ShardIndex, i: int) -> str:

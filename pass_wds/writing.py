@@ -204,6 +204,27 @@ def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes,
     return out.getvalue(), im.size[0], im.size[1]
 
 
+def _reencode_or_reject(data: bytes, opts: WriteOptions) -> tuple[bytes, int, int]:
+    """:func:`reencode`, where a decoder error is a ``corrupt`` rejection: without ``--validate`` this is the
+    first full decode, so a truncated or damaged image shows only here."""
+    with _pixel_limit(opts.max_image_pixels):
+        try:
+            return reencode(data, max_side=opts.resize_max_side, quality=opts.quality or 95)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise Rejected(reasons.BOMB, str(e)) from None
+        except MemoryError:
+            raise Rejected(reasons.BOMB, "too large to decode") from None
+        except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
+            raise Rejected(
+                reasons.CORRUPT, f"re-encoding failed: {type(e).__name__}: {_one_line(e)}"
+            ) from None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 # ------------------------------------------------------------------------------------------------ json
 
 
@@ -411,16 +432,33 @@ class _Prefetcher:
             reader = self._readers[url] = storage.RangeReader(url, self._so)
         return reader
 
-    def _read(self, item: TaskItem) -> bytes:
-        if not item.from_tar:
-            return storage.read_bytes(item.url, self._so)
-        return self._reader(item.url).read(item.offset, item.size)
+    def _open(self, item: TaskItem) -> None:
+        """Open an archive's reader here, not racing in the threads (an archive that cannot be opened
+        fails each of its items in :meth:`_read`)."""
+        if item.from_tar:
+            with contextlib.suppress(OSError):
+                self._reader(item.url)
 
-    def __iter__(self) -> Iterator[tuple[TaskItem, bytes]]:
+    def _read(self, item: TaskItem) -> bytes | Rejected:
+        """The item's bytes, or a ``read-error`` rejection when this one input cannot be read (permission
+        denied, gone since it was listed, cut short, an I/O error): the other items can still be written.
+        Losing the store itself (connection, retries exhausted) is not one item's fault and ends the task."""
+        try:
+            if not item.from_tar:
+                return storage.read_bytes(item.url, self._so)
+            return self._reader(item.url).read(item.offset, item.size)
+        except (ConnectionError, TimeoutError):
+            raise
+        except OSError as e:
+            if isinstance(e, PermissionError) and not storage.is_local(item.url):
+                raise  # a store refusing us (expired credentials) refuses every item: not this item's fault
+            return Rejected(reasons.READ_ERROR, storage.redact(_one_line(e), self._so))
+
+    def __iter__(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
         if all(item.from_tar and storage.is_local(item.url) for item in self._items):
             yield from self._iter_local()
             return
-        pending: deque[tuple[TaskItem, Future[bytes]]] = deque()
+        pending: deque[tuple[TaskItem, Future[bytes | Rejected]]] = deque()
         in_flight = 0
         nxt = 0
         while nxt < len(self._items) or pending:
@@ -428,8 +466,7 @@ class _Prefetcher:
                 not pending or in_flight + self._items[nxt].size <= self._window
             ):
                 item = self._items[nxt]
-                if item.from_tar:
-                    self._reader(item.url)  # opened here, not racing in the threads
+                self._open(item)
                 pending.append((item, self._pool.submit(self._read, item)))
                 in_flight += item.size
                 nxt += 1
@@ -437,7 +474,7 @@ class _Prefetcher:
             in_flight -= item.size
             yield item, fut.result()
 
-    def _iter_local(self) -> Iterator[tuple[TaskItem, bytes]]:
+    def _iter_local(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
         """Local archives need no threads: the kernel reads ahead what ``POSIX_FADV_WILLNEED`` names, and
         each image is then one ``pread`` (from the page cache, once the listing has just streamed the archive)."""
         items = self._items
@@ -445,7 +482,8 @@ class _Prefetcher:
         for i, item in enumerate(items):
             while ahead < len(items) and (ahead <= i or in_flight < self._window):
                 nxt = items[ahead]
-                self._reader(nxt.url).advise(nxt.offset, nxt.size)
+                with contextlib.suppress(OSError):
+                    self._reader(nxt.url).advise(nxt.offset, nxt.size)
                 in_flight += nxt.size
                 ahead += 1
             in_flight -= item.size
@@ -474,19 +512,22 @@ def write_shard(task: ShardTask) -> ShardResult:
         with storage.atomic_write(task.url, opts.storage_options) as f:
             tw = TarWriter(f)
             for item, data in reader:
-                input_bytes += len(data)
                 try:
+                    if isinstance(data, Rejected):
+                        raise data
+                    input_bytes += len(data)
                     info = inspect_image(
                         data, validate=opts.validate, max_pixels=opts.max_image_pixels, reencode=opts.reencode
                     )
+                    prov = provenance(item, info, data)
+                    if opts.reencode:
+                        data, w, h = _reencode_or_reject(data, opts)
                 except Rejected as r:
                     rejections.append(
                         sources.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()
                     )
                     continue
-                prov = provenance(item, info, data)
                 if opts.reencode:
-                    data, w, h = reencode(data, max_side=opts.resize_max_side, quality=opts.quality or 95)
                     prov.update(width=w, height=h, format="JPEG", bytes=len(data))
                     prov[CHECKSUM] = image_checksum(data)
                     prov.update(

@@ -63,12 +63,44 @@ def test_verify_reuploads_a_corrupt_object_of_the_same_size(local_out: Path, s3:
     checks = verify.verify(url, so)  # remote verify names the bad shard
     assert [c.url.rsplit("/", 1)[1] for c in checks if not c.ok] == [shard]
 
+    # equal sizes are common (the planner balances bytes): an object is skipped only when its sha256 matches
     plain = hosting.upload(str(local_out), url, storage_options=so)
-    assert plain.uploaded == [] and s3.get(f"pass/{shard}") == bytes(bad)  # size alone cannot see it
-    fixed = hosting.upload(str(local_out), url, storage_options=so, verify=True)
-    assert fixed.uploaded == [shard, "index.json"]
+    assert plain.uploaded == [shard, "index.json"]
     assert s3.get(f"pass/{shard}") == good
     assert all(c.ok for c in verify.verify(url, so))
+
+
+def test_upload_into_a_foreign_prefix(local_out: Path, s3: Bucket) -> None:
+    """A bucket prefix is only changed where pass-wds wrote it: foreign objects refuse the upload (unless
+    --overwrite) and are never deleted or replaced."""
+    so = s3.storage_options
+    url = f"{s3.url}/mixed"
+    s3.put("mixed/notes.txt", b"mine")
+    s3.put("mixed/sub/keep.jpg", b"x")
+    with pytest.raises(storage.StorageError, match=r"did not write \(notes\.txt, sub\)"):
+        hosting.upload(str(local_out), url, storage_options=so)
+    assert s3.keys("mixed/") == ["mixed/notes.txt", "mixed/sub/keep.jpg"]
+    r = subprocess.run(
+        [*PASS_WDS, "upload", str(local_out), url, "--storage-options", json.dumps(so)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "notes.txt" in r.stderr
+    report = hosting.upload(str(local_out), url, storage_options=so, overwrite=True)
+    assert report.uploaded[-1] == "index.json"
+    assert s3.get("mixed/notes.txt") == b"mine" and s3.get("mixed/sub/keep.jpg") == b"x"
+    again = hosting.upload(str(local_out), url, storage_options=so, overwrite=True)
+    assert again.uploaded == []  # its own earlier upload is not foreign
+
+
+def test_upload_never_replaces_a_foreign_object_under_our_name(local_out: Path, s3: Bucket) -> None:
+    so = s3.storage_options
+    url = f"{s3.url}/clash"
+    shard = manifest.load_index(str(local_out))["shardlist"][0]["url"]
+    s3.put(f"clash/{shard}", b"somebody else's archive")
+    with pytest.raises(storage.StorageError, match=shard):
+        hosting.upload(str(local_out), url, storage_options=so, overwrite=True)
+    assert s3.get(f"clash/{shard}") == b"somebody else's archive"
 
 
 def test_interrupted_upload_publishes_no_manifest(local_out: Path, s3: Bucket, tmp_path: Path) -> None:

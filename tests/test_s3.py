@@ -110,9 +110,9 @@ def test_killed_writer_leaves_no_object(s3: Bucket, tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert s3.keys() == []
-    storage.write_bytes(f"{s3.url}/out/pass-000001.tar.tmp-abc", b"leftover", s3.storage_options)
+    storage.write_bytes(f"{s3.url}/out/pass-000001.tar.tmp-0123456789ab", b"leftover", s3.storage_options)
     removed = storage.remove_temp_files(f"{s3.url}/out", s3.storage_options)
-    assert sorted(removed) == ["pass-000000.tar (incomplete upload)", "pass-000001.tar.tmp-abc"]
+    assert sorted(removed) == ["pass-000000.tar (incomplete upload)", "pass-000001.tar.tmp-0123456789ab"]
     assert s3.open_uploads() == []
     assert s3.keys() == []
 

@@ -241,13 +241,17 @@ def test_bad_checksum_midway_is_reported_not_silent(tmp_path: Path) -> None:
     assert "checksum" in listing.rejections[0].detail
 
 
-def test_not_a_tar_is_a_config_error(tmp_path: Path) -> None:
+def test_not_a_tar_is_one_rejection(tmp_path: Path) -> None:
+    """One unreadable archive of ten is reported, not the end of a run the other nine can finish."""
     for name, data in [("empty.tar", b""), ("text.tar", b"hello world\n" * 100)]:
         p = tmp_path / name
         p.write_bytes(data)
         [spec] = sources.expand_inputs([str(p)])
-        with pytest.raises(ConfigError, match="not a readable tar archive"):
-            sources.list_tar(spec, 0)
+        listing = sources.list_tar(spec, 0)
+        assert not listing.items
+        [r] = listing.rejections
+        assert (r.source, r.reason) == (name, reason.CORRUPT)
+        assert r.detail.startswith("not a readable tar archive")
 
 
 def test_sparse_members_are_refused(tmp_path: Path) -> None:

@@ -24,8 +24,12 @@ def test_local_atomic_write_and_ranges(tmp_path: Path) -> None:
         assert f.read(5) == data[10:15] and f.read() == data[15:60_010]
     with storage.open_stream(f"file://{target}", 99_990) as f:
         assert f.read() == data[99_990:]
-    (tmp_path / "sub" / f"c.bin{storage.TMP_MARK}dead").write_bytes(b"x")
-    assert storage.remove_temp_files(str(tmp_path / "sub")) == [f"c.bin{storage.TMP_MARK}dead"]
+    (tmp_path / "sub" / f"c.bin{storage.TMP_MARK}0123456789ab").write_bytes(b"x")
+    (tmp_path / "sub" / f"d.bin{storage.TMP_MARK}0123456789ab").write_bytes(b"not ours")
+    (tmp_path / "sub" / f"notes{storage.TMP_MARK}draft").write_bytes(b"not a temp file of ours")
+    removed = storage.remove_temp_files(str(tmp_path / "sub"), names={"c.bin"})
+    assert removed == [f"c.bin{storage.TMP_MARK}0123456789ab"]
+    assert (tmp_path / "sub" / f"d.bin{storage.TMP_MARK}0123456789ab").exists()
     with pytest.raises(storage.StorageNotFoundError, match="not found"):
         storage.read_bytes(str(tmp_path / "missing.bin"))
     with pytest.raises(ValueError):

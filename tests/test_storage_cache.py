@@ -140,3 +140,20 @@ def test_one_download_per_node_for_concurrent_processes(http_server: HttpServer,
     assert len({r[0] for r in results}) == 1
     assert len(http_server.gets("ds/pass-000007.tar")) == 1  # one download for the whole node
     assert not [n for n in os.listdir(cache_dir) if ".tmp-" in n]
+
+
+def test_eviction_never_touches_files_the_cache_did_not_write(
+    http_server: HttpServer, tmp_path: Path
+) -> None:
+    """A cache pointed at a folder with the user's files evicts only its own entries (issue 9, item 1)."""
+    (http_server.root / "s.tar").write_bytes(b"s" * 5000)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    mine = {"notes.txt": b"n" * 9000, "draft.tmp-1": b"d" * 9000, "0123456789abcdef": b"x" * 9000}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (0, 0))  # the oldest files in the folder, and old "temp files"
+    cache = ShardCache(str(folder), max_bytes=1000)
+    cache.get(f"{http_server.url}/s.tar")
+    for name, data in mine.items():
+        assert (folder / name).read_bytes() == data, name

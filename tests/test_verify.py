@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,19 @@ def test_verify_cli_starts_without_torch(out: Path) -> None:
             [sys.executable, "-c", code2, str(out)], capture_output=True, text=True, timeout=60
         )
         assert res.returncode == 0, res.stderr
+
+
+def test_a_shard_shorter_than_its_idx_is_reported_not_a_traceback(out: Path, tmp_path: Path) -> None:
+    """A valid tar with fewer samples than its .idx lists (a shard cut down and re-closed)."""
+    broken = _copy(out, tmp_path)
+    entry = manifest.load_index(str(broken))["shardlist"][0]
+    shard = broken / entry["url"]
+    with tarfile.open(shard) as src:
+        first = src.getmembers()[:2]  # one sample: image + json
+        data = [(m, src.extractfile(m).read()) for m in first]  # type: ignore[union-attr]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as dst:
+        for m, payload in data:
+            dst.addfile(m, io.BytesIO(payload))
+    res = subprocess.run([*PASS_WDS, "verify", str(broken)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert entry["url"] in res.stdout and "does not match the tar's headers" in res.stdout, res.stdout

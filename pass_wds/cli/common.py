@@ -4,8 +4,10 @@ user's mistake is one line and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -80,7 +82,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (ConfigError, ShardError, storage.StorageError) as e:
         print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
         return 2
@@ -90,6 +96,35 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except EngineError as e:  # the cluster itself failed (not a task): one line, exit 1
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the machine, not the program: a full disk, a read-only or failing device
+        print(f"{parser.prog}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system error: what failed, where, and what to do about a full disk."""
+    where = f": {storage.redact(str(e.filename))}" if e.filename else ""
+    text = f"{e.strerror or e}{where}"
+    if e.errno in _OUT_OF_SPACE:
+        text += "; temporary files were removed: free some space and rerun the same command to resume"
+    return text
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as ``cat`` does (exit 128 + SIGPIPE).
+
+    stdout is pointed at /dev/null so that the interpreter's final flush does not complain a second time.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured in a test): nothing to flush into
+        pass
+    return 141

@@ -20,13 +20,20 @@ def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="copy a finished local output to S3 or another fsspec store (resumable)",
         description="Copy a finished local make-shards output to URL in parallel: shards, .idx files, "
         "stats.json, errors.jsonl, attribution.csv, then index.json last. Objects already present with the "
-        "right size are skipped; --verify also reads them back and compares sha256.",
+        "same sha256 are skipped (read back and hashed); objects pass-wds did not write refuse the upload "
+        "unless --overwrite, and are never replaced.",
     )
     p.add_argument("local_out", help="local output folder (contains index.json)")
     p.add_argument("url", help="destination, e.g. s3://bucket/pass-wds/v1")
     p.add_argument("-j", "--workers", type=int, default=8, help="parallel uploads (default: 8)")
-    p.add_argument("--verify", action="store_true", help="read back existing objects and compare sha256")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at URL")
+    p.add_argument(
+        "--verify", action="store_true", help="(always on) existing objects are compared by sha256"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different pass-wds dataset at URL, or upload next to foreign objects (never replaced)",
+    )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )

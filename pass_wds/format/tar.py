@@ -7,6 +7,7 @@ ustar, GNU long names and base-256 numbers, and pax headers.
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,13 +104,27 @@ class TarEntry:
         return _TYPE_NAMES.get(self.type, f"type {self.type!r}")
 
 
+_OCTAL = re.compile(rb"[0-7]+")
+MAX_EXTENDED_HEADER = 1 << 20  # a GNU long name or pax header claiming more is damage, not a name
+_MAX_MEMBER = 1 << 48  # 256 TiB: larger sizes are lies (and would overflow seeks), whatever the encoding
+
+
 def _tar_number(field: bytes) -> int:
-    """A numeric header field: NUL/space-terminated octal, or GNU base-256 (first byte 0x80 or 0xff)."""
-    if field[:1] in (b"\x80", b"\xff"):
-        n = int.from_bytes(field[1:], "big")
-        return n - (256 ** (len(field) - 1)) if field[0] == 0xFF else n
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    """A numeric header field: NUL/space-terminated octal, or GNU base-256 (first byte 0x80).
+
+    Strict on purpose: signs, underscores, non-octal digits and negative base-256 numbers (first byte 0xff)
+    raise ``ValueError``, because a negative size would send the read offset backwards onto the same header.
+    """
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":
+        raise ValueError("negative number")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    if not _OCTAL.fullmatch(text):
+        raise ValueError(f"not an octal number: {text[:16]!r}")
+    return int(text, 8)
 
 
 def header_size(header: bytes) -> int:
@@ -122,18 +137,33 @@ def _tar_name(field: bytes) -> str:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
-    """``"<length> <key>=<value>\\n"`` records of a pax extended header."""
+    """``"<length> <key>=<value>\\n"`` records of a pax extended header; ``ValueError`` when one lies.
+
+    The length counts the whole record, its own digits and the newline included, so it must end inside the
+    header, right on a newline: anything else means the rest cannot be trusted.
+    """
     out: dict[str, str] = {}
-    pos = 0
-    while pos < len(data) and data[pos : pos + 1] != b"\0":
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        if length <= 0:
-            raise ValueError("bad pax record length")
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+    pos, n = 0, len(data)
+    while pos < n and data[pos] != 0:
+        space = data.find(b" ", pos, pos + 21)
+        digits = data[pos:space] if space > pos else b""
+        if not digits.isdigit():
+            raise ValueError(f"bad pax record length at byte {pos}")
+        end = pos + int(digits)
+        if end <= space + 1 or end > n or data[end - 1] != 0x0A:
+            raise ValueError(f"pax record length at byte {pos} does not match its record")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq or not key:
+            raise ValueError(f"pax record at byte {pos} has no key=value")
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        pos = end
     return out
+
+
+def _pax_size(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 15:
+        raise ValueError(f"bad pax size {value[:20]!r}")
+    return int(value)
 
 
 class TarScanner:
@@ -213,11 +243,15 @@ class TarScanner:
                     if stored != signed:
                         raise ValueError("bad checksum")
                 size = _tar_number(hdr[124:136])
+                if size > _MAX_MEMBER:
+                    raise ValueError(f"size {size} is not plausible")
             except ValueError as e:
                 raise TarDamaged(f"bad header at byte {pos}: {e}") from None
             type_ = hdr[156:157]
             data = pos + BLOCK
             if type_ in (b"L", b"K", b"x", b"g"):  # headers that describe the next member
+                if size > MAX_EXTENDED_HEADER:
+                    raise TarDamaged(f"extended header at byte {pos} claims {size} bytes (at most 1 MiB)")
                 body = read(data, size)
                 if len(body) < size:
                     raise TarDamaged(f"extended header cut off at byte {pos}")
@@ -231,7 +265,7 @@ class TarScanner:
                     (pax if type_ == b"x" else global_pax).update(records)
                 pos = data + padded(size)
                 continue
-            attrs = global_pax | pax
+            attrs = {k: v for k, v in (global_pax | pax).items() if v}  # an empty value unsets a keyword
             if long_name is not None:
                 name = long_name
             elif "path" in attrs:
@@ -241,7 +275,12 @@ class TarScanner:
                 if hdr[257:263] == b"ustar\0" and hdr[345] != 0:  # POSIX ustar splits long names in two
                     name = _tar_name(hdr[345:500]) + "/" + name
             if "size" in attrs:
-                size = int(attrs["size"])
+                try:
+                    size = _pax_size(attrs["size"])
+                except ValueError as e:
+                    raise TarDamaged(f"bad pax header before byte {pos}: {e}") from None
+            if not name or "\0" in name:
+                raise TarDamaged(f"member at byte {pos} has an empty name or one with a NUL byte")
             sparse = type_ == b"S" or any(k.startswith("GNU.sparse") for k in attrs)
             if type_ == b"\0" and name.endswith("/"):  # old (V7) tars mark directories by the trailing slash
                 type_ = b"5"

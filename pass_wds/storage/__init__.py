@@ -38,6 +38,7 @@ from pass_wds.storage.fs import (
     read_text,
     remove,
     remove_temp_files,
+    temp_of,
     write_bytes,
 )
 from pass_wds.storage.stream import RangeReader, RetryPolicy, is_transient, open_stream
@@ -85,6 +86,7 @@ __all__ = [
     "get_logger",
     "remove",
     "remove_temp_files",
+    "temp_of",
     "translate_error",
     "write_bytes",
 ]

@@ -29,6 +29,9 @@ from pass_wds import storage
 _LOCK = ".lock"
 _TMP = storage.TMP_MARK
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# the names entry_path and _download create: nothing else in the folder is the cache's to evict or delete
+_ENTRY = re.compile(r"[0-9a-f]{16}-[A-Za-z0-9._-]{1,80}")
+_TEMP = re.compile(r"(?P<entry>.+)" + re.escape(_TMP) + r"(?P<pid>\d+)-[0-9a-f]{8}")
 
 
 @dataclass
@@ -133,8 +136,8 @@ class ShardCache:
         out = []
         with os.scandir(self.directory) as it:
             for e in it:
-                if e.name.endswith(_LOCK) or _TMP in e.name or e.name.startswith("."):
-                    continue
+                if e.name.endswith(_LOCK) or _TMP in e.name or not _ENTRY.fullmatch(e.name):
+                    continue  # a lock, a download in progress, or a file the cache did not write
                 with contextlib.suppress(FileNotFoundError):
                     st = e.stat()
                     out.append((st.st_mtime_ns, st.st_size, e.path))
@@ -175,9 +178,10 @@ class ShardCache:
     def _remove_dead_temp_files(self) -> None:
         with os.scandir(self.directory) as it:
             for e in it:
-                if _TMP not in e.name:
+                m = _TEMP.fullmatch(e.name)
+                if m is None or not _ENTRY.fullmatch(m["entry"]):
                     continue
-                pid = e.name.rsplit(_TMP, 1)[1].split("-", 1)[0]
+                pid = m["pid"]
                 try:
                     dead = (
                         pid.isdigit() and not _alive(int(pid)) or time.time() - e.stat().st_mtime > 24 * 3600

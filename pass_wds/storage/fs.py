@@ -7,7 +7,7 @@ import contextlib
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import IO, Any
 
 import fsspec
@@ -230,21 +230,43 @@ def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = 
         f.write(data)
 
 
-def remove_temp_files(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def temp_of(name: str) -> str | None:
+    """The final name an atomic write's temp file ``<name>.tmp-<12 hex>`` stands for, else None."""
+    base, mark, tag = name.rpartition(TMP_MARK)
+    if mark and base and len(tag) == 12 and all(c in "0123456789abcdef" for c in tag):
+        return base
+    return None
+
+
+def remove_temp_files(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    names: Collection[str] | None = None,
+    keep: Collection[str] = (),
+) -> list[str]:
     """Delete leftovers of interrupted atomic writes directly under ``url``; return their names.
 
-    On S3 this also aborts incomplete multipart uploads (invisible, but billed) of objects directly under
-    ``url`` that were started before this call: call it before starting writers, not while they run.
+    With ``names``, only temp files of those final names (what the caller itself writes) are touched: a
+    ``*.tmp-*`` file of someone else in the same folder is not ours to delete; entries in ``keep`` (found
+    there before the caller wrote anything) are never removed. On S3 this also aborts
+    incomplete multipart uploads (invisible, but billed) of objects directly under ``url`` (of ``names`` only,
+    when given) that were started before this call: call it before starting writers, not while they run.
     """
-    removed = [n for n in listdir(url, storage_options) if TMP_MARK in n]
+    removed = [
+        n
+        for n in listdir(url, storage_options)
+        if (base := temp_of(n)) is not None and (names is None or base in names) and n not in keep
+    ]
     for name in removed:
         remove(join(url, name), storage_options)
     if _protocol(url) in ("s3", "s3a"):
-        removed += _abort_stale_uploads(url, storage_options)
+        removed += _abort_stale_uploads(url, storage_options, names)
     return removed
 
 
-def _abort_stale_uploads(url: str, storage_options: dict[str, Any] | None) -> list[str]:
+def _abort_stale_uploads(
+    url: str, storage_options: dict[str, Any] | None, names: Collection[str] | None = None
+) -> list[str]:
     import datetime
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -258,6 +280,8 @@ def _abort_stale_uploads(url: str, storage_options: dict[str, Any] | None) -> li
             key = up["Key"]
             initiated = up.get("Initiated")
             if "/" in key[len(prefix) :] or (initiated is not None and initiated > started):
+                continue
+            if names is not None and key[len(prefix) :] not in names:
                 continue
             fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up["UploadId"])  # type: ignore[attr-defined]
             aborted.append(f"{posixpath.basename(key)} (incomplete upload)")

@@ -485,7 +485,7 @@ class RangeReader:
         failures = 0
         while True:
             try:
-                return bytes(self._fs.cat_file(self._path, start=offset, end=offset + size))
+                data = bytes(self._fs.cat_file(self._path, start=offset, end=offset + size))
             except Exception as exc:
                 failures += 1
                 if not is_transient(exc) or failures >= self._policy.attempts:
@@ -494,6 +494,16 @@ class RangeReader:
                         raise
                     raise translated from None
                 time.sleep(self._policy.delay(failures, rng))
+                continue
+            if len(data) > size:
+                # a server that ignores Range sends the whole object for every image: reading a 20 GB archive
+                # once per image is not a fallback, it is a hang; one line says what to do instead
+                raise StorageError(
+                    f"{redact(self.url, self._so)}: the server ignores HTTP Range requests (sent {len(data)} "
+                    f"bytes for a {size}-byte range); images inside an archive are read by byte range: "
+                    "download the archive and convert the local copy"
+                )
+            return data
 
     def close(self) -> None:
         if self._fd is not None:
