@@ -5,7 +5,8 @@ Pipelines (each a torch DataLoader with ``W`` worker processes, batch ``--batch-
 * ``pass-wds``   ``make_loader(index.json, recipe=…)``; recipes: ``decode`` (full-size RGB decode only: the CPU
                  floor), ``eval``, ``simclr`` (worker side: uint8 views, colour left for the device stage),
                  ``simclr-cpu`` (CPU-only end to end: fused colour in the workers + normalise), ``dino``
-                 (worker side: 2 global + 8 local crops);
+                 (worker side: 2 global + 8 local crops); ``eval-nocheck`` (eval without the per-sample crc32
+                 check, ``verify_samples=False``: its cost, measured in the same run);
 * ``webdataset`` ``wds.WebDataset(urls, shardshuffle=…).shuffle(1000).decode("pil").to_tuple("jpg", "__key__")
                  .map_tuple(transform, identity)`` as webdataset's README suggests, torchvision transforms;
 * ``imagefolder`` torchvision ``ImageFolder`` over the extracted JPEG files, same transforms;
@@ -81,13 +82,15 @@ OURS_RECIPES = (
     "decode", "decode-fast", "eval", "simclr", "simclr-fast", "simclr-cpu", "simclr-cpu-fast", "simclr-device",
     "dino",
 )  # fmt: skip
+# eval-nocheck: eval with verify_samples=False, to measure the per-sample checksum check in the same run
+EXTRA_RECIPES = ("eval-nocheck",)
 BASELINE_RECIPES = ("decode", "eval", "simclr", "dino")
 BASELINES = ("webdataset", "imagefolder", "litdata", "dali")
 BASELINE_SUPPORTS = {"dali": ("decode", "eval", "simclr")}  # the others run every baseline recipe
 # which baseline recipe each of our recipes is compared with
 BASELINE_OF = {
-    "decode": "decode", "decode-fast": "decode", "eval": "eval", "simclr": "simclr", "simclr-fast": "simclr",
-    "simclr-cpu": "simclr", "simclr-cpu-fast": "simclr", "simclr-device": "simclr", "dino": "dino",
+    "decode": "decode", "decode-fast": "decode", "eval": "eval", "eval-nocheck": "eval", "simclr": "simclr",
+    "simclr-fast": "simclr", "simclr-cpu": "simclr", "simclr-cpu-fast": "simclr", "simclr-device": "simclr", "dino": "dino",
 }  # fmt: skip
 
 
@@ -268,6 +271,7 @@ def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> It
     from pass_wds.bench import decode_only
 
     device = None
+    verify = recipe != "eval-nocheck"
     if recipe in ("decode", "decode-fast"):
         rec: Any = CallableRecipe(decode_only if recipe == "decode" else decode_only_fast)
     elif recipe in ("simclr-cpu", "simclr-cpu-fast"):
@@ -278,8 +282,15 @@ def ours(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> It
     elif recipe == "simclr-device":
         rec, device = load_recipe("simclr", decode="device"), "cpu"
     else:
-        rec = load_recipe(recipe)
-    return make_loader(data["index"], batch_size=batch_size, recipe=rec, num_workers=workers, device=device)
+        rec = load_recipe(recipe.removesuffix("-nocheck"))
+    return make_loader(
+        data["index"],
+        batch_size=batch_size,
+        recipe=rec,
+        num_workers=workers,
+        device=device,
+        verify_samples=verify,
+    )
 
 
 def webdataset_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
@@ -669,7 +680,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--recipes", default=",".join(OURS_RECIPES))
+    ap.add_argument(
+        "--recipes",
+        default=",".join(OURS_RECIPES),
+        help=f"comma-separated, of {', '.join(OURS_RECIPES + EXTRA_RECIPES)}",
+    )
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the RSS check (0: skip)")
     ap.add_argument("--no-s3", action="store_true")

@@ -54,6 +54,7 @@ class BenchConfig:
     profile_samples: int = 128
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
+    allow_external_urls: bool = False
 
 
 @dataclass
@@ -93,6 +94,21 @@ class BenchResult:
         return dataclasses.asdict(self)
 
 
+def _public_config(cfg: BenchConfig) -> dict[str, Any]:
+    """The configuration as printed and written to ``--json``: source redacted, storage options left out."""
+    from pass_wds import storage
+
+    config = dataclasses.asdict(cfg)
+    config.pop("storage_options", None)
+    src = cfg.source
+    config["source"] = (
+        storage.redact(src, cfg.storage_options)
+        if isinstance(src, str)
+        else [storage.redact(s, cfg.storage_options) for s in src]
+    )
+    return config
+
+
 def _resolve_recipe(name: str, colour: str | None, decode: str | None = None) -> Any:
     from pass_wds.augment import CallableRecipe, load_recipe
     from pass_wds.config import ConfigError
@@ -129,7 +145,7 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
-    shards = resolve_source(cfg.source, so)
+    shards = resolve_source(cfg.source, so, allow_external_urls=cfg.allow_external_urls)
     counts = tuple(s.nsamples for s in shards)
     offsets = shard_offsets(counts)
     cache = IndexCache(shards, so)
@@ -145,13 +161,22 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
         t0 = time.perf_counter()
         samples = [s for _, s in read_samples(gids, offsets, cache, so)]
         stages = {"read (tar via .idx)": _stage(time.perf_counter() - t0, n)}
-        images = [m for m in (image_member(s) for s in samples) if m is not None]
-        if not images:
+        pairs = [(s, m) for s in samples if (m := image_member(s)) is not None]
+        if not pairs:
             return stages, mean_bytes, n
         t0 = time.perf_counter()
-        for _, data in images:
-            decode_tensor(data)
-        stages["decode (full, RGB)"] = _stage(time.perf_counter() - t0, len(images))
+        decodable = []
+        for s, (ext, data) in pairs:
+            try:
+                decode_tensor(data)
+            except Exception:  # a corrupt sample is substituted by the loader; the profile leaves it out
+                continue
+            decodable.append((s, (ext, data)))
+        stages["decode (full, RGB)"] = _stage(time.perf_counter() - t0, len(pairs))
+        if not decodable:
+            return stages, mean_bytes, n
+        images = [m for _, m in decodable]
+        good = [s for s, _ in decodable]
         if recipe is None:
             return stages, mean_bytes, n
         rng = np.random.default_rng(cfg.seed)
@@ -163,7 +188,6 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
             out["json"] = {}
             outs.append(out)
         stages["worker side (recipe)"] = _stage(time.perf_counter() - t0, len(images))
-        good = [s for s in samples if image_member(s) is not None]
         for s in good:
             sample_json(s)
         bs = min(cfg.batch_size, len(outs))
@@ -193,7 +217,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     from pass_wds.loading import make_loader
 
     if cfg.device and torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
-        return BenchResult(dataclasses.asdict(cfg), 0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, skipped="no CUDA device")
+        return BenchResult(_public_config(cfg), 0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, skipped="no CUDA device")
     recipe = _resolve_recipe(cfg.recipe, cfg.colour, cfg.decode)
     loader = make_loader(
         cfg.source,
@@ -203,6 +227,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         seed=cfg.seed,
         device=cfg.device if recipe is not None else None,
         storage_options=cfg.storage_options or None,
+        allow_external_urls=cfg.allow_external_urls,
         pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
         prefetch_factor=PREFETCH_FACTOR,
     )
@@ -230,7 +255,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     stages, mean_bytes, profiled = profile_stages(cfg, recipe)
     ips = images / seconds if seconds > 0 else 0.0
     return BenchResult(
-        config=dataclasses.asdict(cfg),
+        config=_public_config(cfg),
         images=images,
         seconds=seconds,
         images_per_s=ips,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import socket
 import sys
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 from pass_wds import __version__, executors, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.format import croissant, manifest, reasons
+from pass_wds.storage.errors import get_logger
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
@@ -40,7 +40,7 @@ from pass_wds.writing import (
     write_shard,
 )
 
-log = logging.getLogger("pass_wds.make_shards")
+log = get_logger("pass_wds.make_shards")
 
 STATE = "_state"
 CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
@@ -547,6 +547,7 @@ _DIGEST_BATCH = 1 << 18
 def run(cfg: ConvertConfig, *, progress: Callable[..., Any] | None = None) -> Summary:
     """Convert inputs to shards as configured; returns a summary. Raises ConfigError for bad arguments."""
     started = time.monotonic()
+    storage.remember_secrets(cfg.storage_options)
     # every check that needs no listing comes first (listing PASS reads 187 GB); the output before the inputs
     cfg.validate_values()
     check_output_writable(str(cfg.output), cfg.storage_options)

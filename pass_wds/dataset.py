@@ -24,7 +24,7 @@ import braceexpand
 from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
-from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, parse_idx
+from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
 from pass_wds.format.manifest import INDEX, KIND, ShardInfo, read_index_json
 
 SHARD_EXTENSIONS = (".tar", ".tgz", ".tar.gz")
@@ -72,7 +72,7 @@ def _is_shard(url: str) -> bool:
 
 
 def _is_gzip(url: str, storage_options: dict[str, Any] | None) -> bool:
-    if url.endswith((".tgz", ".gz")):
+    if is_gzip_name(url):
         return True
     with storage.open_stream(url, 0, 2, storage_options) as f:
         return f.read(2) == b"\x1f\x8b"
@@ -144,13 +144,26 @@ def _folder(url: str, storage_options: dict[str, Any] | None) -> tuple[str | Non
     raise SourceError(f"{storage.redact(url)} has no {INDEX} and no shards (found: {shown}); {EXPECTED}")
 
 
+def read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
+    """A ``.idx`` file, parsed; a file that is not one is a ShardError that does not quote it."""
+    try:
+        raw = storage.read_bytes(url, storage_options)
+    except (OSError, FileNotFoundError) as e:
+        raise ShardError(f"{url}: cannot read index: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShardError(f"{url}: not a DALI .idx file (not text)") from None
+    return parse_idx(text, url)
+
+
 def _shard_info(url: str, storage_options: dict[str, Any] | None, counts: bool) -> ShardInfo:
-    compressed = url.endswith((".tgz", ".gz"))
-    idx_url = idx_url_for(url)
-    if not compressed and storage.exists(idx_url, storage_options):
+    compressed = is_gzip_name(url)
+    idx_url = idx_url_for(url)  # None for a signed URL: no other object's URL can be derived from it
+    if not compressed and idx_url is not None and storage.exists(idx_url, storage_options):
         if not counts:
             return ShardInfo(url, 0, idx_url)
-        index = parse_idx(storage.read_text(idx_url, storage_options), idx_url)
+        index = read_idx(idx_url, storage_options)
         return ShardInfo(url, len(index), idx_url)
     if not storage.exists(url, storage_options):
         raise SourceError(f"shard not found: {storage.redact(url)}")
@@ -177,11 +190,13 @@ def resolve(
     *,
     counts: bool = True,
     threads: int = 16,
+    allow_external_urls: bool = False,
 ) -> Dataset:
     """Resolve a source into shards with sample counts (``counts=False``: URLs only, no per-shard reads).
 
     A single folder or ``index.json`` keeps its manifest (``Dataset.manifest``); shards are looked up in
-    parallel threads (object-store latency).
+    parallel threads (object-store latency). A manifest is validated, and may only name shards inside its own
+    folder unless ``allow_external_urls`` (see docs/security.md).
     """
     items = [source] if isinstance(source, str) else [str(s) for s in source]
     if not items:
@@ -197,7 +212,7 @@ def resolve(
         if path.endswith(".json"):
             if not storage.exists(item, storage_options):
                 raise SourceError(f"{storage.redact(item)} not found; {EXPECTED}")
-            shards.extend(read_index_json(item, storage_options))
+            shards.extend(read_index_json(item, storage_options, allow_external_urls=allow_external_urls))
             index_url = item if single else None
         elif _GLOB.search(path) and not http:  # HTTP cannot list, so cannot glob
             shard_urls.extend(_glob(item, storage_options))
@@ -206,7 +221,9 @@ def resolve(
         else:
             found_index, found = _folder(item.rstrip("/") or item, storage_options)
             if found_index is not None:
-                shards.extend(read_index_json(found_index, storage_options))
+                shards.extend(
+                    read_index_json(found_index, storage_options, allow_external_urls=allow_external_urls)
+                )
                 index_url = found_index if single else None
             shard_urls.extend(found)
     if shard_urls:

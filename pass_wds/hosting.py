@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import re
@@ -29,8 +28,9 @@ from typing import Any
 from pass_wds import storage
 from pass_wds.format import manifest
 from pass_wds.format.croissant import CROISSANT
+from pass_wds.storage.errors import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED, CROISSANT)
 _PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
@@ -62,18 +62,16 @@ def _local_index(local_out: str) -> tuple[dict[str, Any], bytes]:
         raise storage.StorageNotFoundError(
             f"no {manifest.INDEX} in {local_out} (not a finished pass-wds output; run make-shards first)"
         ) from None
-    index = json.loads(raw)
-    if index.get("__kind__") != manifest.KIND:
-        raise storage.StorageError(f"{path} is not a {manifest.KIND} manifest")
-    return index, raw
+    return manifest.parse_index(raw, path, require_filesize=True), raw
 
 
 def _plan(local_out: str, index: dict[str, Any]) -> list[_Item]:
     items: list[_Item] = []
-    for entry in index["shardlist"]:
+    for i, entry in enumerate(index["shardlist"]):
         rel = str(entry["url"])
-        if "://" in rel or rel.startswith("/") or ".." in rel.split("/"):
-            raise storage.StorageError(f"index.json lists a non-relative shard URL {storage.redact(rel)!r}")
+        manifest.check_entry_url(rel, f"shardlist[{i}].url", local_out)  # upload only what lies inside
+        if entry.get("idx"):
+            manifest.check_entry_url(entry["idx"], f"shardlist[{i}].idx", local_out)
         path = os.path.join(local_out, rel)
         size = os.path.getsize(path) if os.path.isfile(path) else -1
         if size != entry.get("filesize"):
@@ -288,6 +286,7 @@ def urls(
     base: str | None = None,
     brace: bool = False,
     storage_options: dict[str, Any] | None = None,
+    allow_external_urls: bool = False,
 ) -> list[str]:
     """Absolute shard URLs of an output (folder/URL or its index.json), in shard order.
 
@@ -297,7 +296,7 @@ def urls(
     """
     from pass_wds.dataset import resolve as resolve_source
 
-    ds = resolve_source(source, storage_options, counts=False)
+    ds = resolve_source(source, storage_options, counts=False, allow_external_urls=allow_external_urls)
     if ds.manifest is not None and ds.folder is not None:
         folder = base or ds.folder
         out = [resolve(folder, str(e["url"])) for e in ds.manifest["shardlist"]]

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import posixpath
 import re
@@ -30,6 +31,7 @@ from pass_wds import storage
 from pass_wds.config import ConfigError
 from pass_wds.format.keys import is_unsafe, key_of
 from pass_wds.format.reasons import CORRUPT, DUPLICATE_KEY, NOT_REGULAR, UNSAFE_PATH
+from pass_wds.format.samples import RESERVED_FIELDS
 from pass_wds.format.tar import TarDamaged, TarEntry, scan_tar
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -46,7 +48,8 @@ class InputSpec:
     @property
     def name(self) -> str:
         """Location-independent name recorded in provenance (so outputs do not depend on where inputs lie)."""
-        return posixpath.basename(self.url.rstrip("/")) or self.url
+        path = storage.without_query(self.url).rstrip("/")  # a presigned URL's signature is not its name
+        return posixpath.basename(path) or storage.redact(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,9 @@ def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | Non
                 try:
                     found = fs.exists(path)
                 except (OSError, ValueError) as e:
-                    raise ConfigError(f"cannot access input {storage.redact(expanded)}: {e}") from None
+                    raise ConfigError(
+                        f"cannot access input {storage.redact(expanded)}: {storage.redact(str(e), storage_options)}"
+                    ) from None
                 if not found:
                     raise ConfigError(f"input not found: {storage.redact(expanded)}")
                 matches = [path]
@@ -196,7 +201,7 @@ def _protocol(url: str) -> str | None:
 def _classify(fs: Any, path: str, url: str) -> InputSpec:
     if fs.isdir(path):
         return InputSpec(url, "dir")
-    lower = path.lower()
+    lower = storage.without_query(url).lower()
     if lower.endswith(_COMPRESSED_TAR):
         raise ConfigError(
             f"compressed tar input is not supported (raw images must be read by offset): {storage.redact(url)}; "
@@ -384,6 +389,7 @@ class Metadata(Mapping[str, str]):
     def __init__(self, columns: list[str] | None = None) -> None:
         self.columns: list[str] = list(columns or [])
         self.duplicate_rows = 0
+        self.first_duplicate: tuple[str, int] | None = None  # (key, 1-based row) of the first repeated key
         self._spill: IO[bytes] = tempfile.TemporaryFile(prefix="pass-wds-metadata-")  # noqa: SIM115 (closed in __del__)
         self._written = 0
         self._key_chunks: list[pa.Array] = []
@@ -400,7 +406,7 @@ class Metadata(Mapping[str, str]):
 
     # building
     def add(self, key: Any, body: str) -> None:
-        """Add a row; the first row of a key wins, later ones are counted as duplicates (in :meth:`finish`)."""
+        """Add a row; repeated keys are counted in :meth:`finish` (and refused by :func:`read_metadata`)."""
         if key is None:  # a row without a key can never match an image
             return
         self._pending_keys.append(str(key))
@@ -446,7 +452,9 @@ class Metadata(Mapping[str, str]):
         first = _first_index(keys)
         keep = np.flatnonzero(first == np.arange(len(sizes), dtype=first.dtype))
         self.duplicate_rows = len(sizes) - len(keep)
-        if self.duplicate_rows:
+        if self.duplicate_rows:  # refused by read_metadata, naming the first one
+            dup = int(np.flatnonzero(first != np.arange(len(sizes), dtype=first.dtype))[0])
+            self.first_duplicate = (str(keys[dup].as_py()), dup + 1)
             keys, sizes, starts = keys.take(keep), sizes[keep], starts[keep]
             self._contiguous = False
         self._keys = keys
@@ -523,25 +531,129 @@ class Metadata(Mapping[str, str]):
             self._spill.close()
 
 
+MAX_FIELD_BYTES = 1 << 20
+"""Largest metadata cell accepted: a bigger one is almost always an unbalanced quote that swallowed the rest
+of the file, so it is refused with its line rather than turned into one enormous caption."""
+
+
 def read_metadata(
     url: str, key_column: str = "hash", storage_options: dict[str, Any] | None = None
 ) -> Metadata:
-    """Read CSV/TSV, JSON Lines, JSON or Parquet metadata keyed by ``key_column``."""
-    lower = url.lower().removesuffix(".gz")
+    """Read CSV/TSV, JSON Lines, JSON or Parquet metadata keyed by ``key_column``.
+
+    Read as a person meant it: a UTF-8 byte-order mark is ignored, NaN and infinities become null (every
+    sample JSON is standard JSON), and what cannot be resolved without guessing — a key on two rows, a
+    column name used twice, a column named like pass-wds's own fields, text that is not UTF-8, a runaway
+    field — is a :class:`ConfigError` naming the file and, where there is one, the line.
+    """
+    lower = storage.without_query(url).lower().removesuffix(".gz")
+    shown = storage.redact(url)
     try:
         if not storage.exists(url, storage_options):
-            raise ConfigError(f"metadata not found: {storage.redact(url)}")
+            raise ConfigError(f"metadata not found: {shown}")
         if lower.endswith((".parquet", ".pq")):
-            return _read_parquet(url, key_column, storage_options)
-        if lower.endswith((".jsonl", ".ndjson")):
-            return _read_jsonl(url, key_column, storage_options)
-        if lower.endswith(".json"):
-            return _read_json(url, key_column, storage_options)
-        return _read_csv(url, key_column, storage_options, delimiter="\t" if lower.endswith(".tsv") else ",")
+            md = _read_parquet(url, key_column, storage_options)
+        elif lower.endswith((".jsonl", ".ndjson")):
+            md = _read_jsonl(url, key_column, storage_options)
+        elif lower.endswith(".json"):
+            md = _read_json(url, key_column, storage_options)
+        else:
+            md = _read_csv(
+                url, key_column, storage_options, delimiter="\t" if lower.endswith(".tsv") else ","
+            )
     except ConfigError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read metadata {storage.redact(url)}: {_first_line(e)}") from None
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"cannot read metadata {shown}: {_first_line(e)}") from None
+    if md.first_duplicate is not None:
+        key, row = md.first_duplicate
+        raise ConfigError(
+            f"metadata {shown}: key {key!r} appears again in row {row} ({md.duplicate_rows} rows repeat a key); "
+            "each key must have exactly one row"
+        )
+    return md
+
+
+def _check_columns(url: str, columns: Iterable[str], where: str = "") -> None:
+    """A column name used twice, or one pass-wds writes itself, would silently lose one of the values."""
+    seen: set[str] = set()
+    for c in columns:
+        if c in seen:
+            raise ConfigError(
+                f"metadata {storage.redact(url)}{where}: column {c!r} appears twice; rename one"
+            )
+        if c in RESERVED_FIELDS:
+            raise ConfigError(
+                f"metadata {storage.redact(url)}{where}: column {c!r} is reserved for pass-wds's own fields "
+                "in the sample JSON; rename it"
+            )
+        seen.add(c)
+
+
+def _lines(raw: IO[bytes], url: str) -> Iterator[str]:
+    """Decoded lines of a text file (a byte-order mark dropped); bytes that are not UTF-8 are a
+    :class:`ConfigError` naming the line."""
+    for lineno, line in enumerate(raw, 1):
+        try:
+            text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"metadata {storage.redact(url)} line {lineno} is not UTF-8 text (byte {line[e.start]:#04x}); "
+                "save the file as UTF-8"
+            ) from None
+        yield text
+
+
+@contextlib.contextmanager
+def _field_limit(n: int) -> Iterator[None]:
+    old = csv.field_size_limit(n)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_rows(url: str, storage_options: dict[str, Any] | None, delimiter: str) -> Iterator[list[str]]:
+    """Rows of a CSV parsed by Python's csv module, each problem a ConfigError naming the line it starts on.
+
+    Only the header goes through here, and the whole file only once Arrow has refused it: Arrow's errors do not
+    say where, and a user needs a line number to fix the file.
+    """
+    with storage.open_read(url, storage_options) as raw, _field_limit(MAX_FIELD_BYTES):
+        reader = csv.reader(_lines(raw, url), delimiter=delimiter)
+        width = None
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                detail = (
+                    f"a field is larger than {MAX_FIELD_BYTES >> 20} MiB (an unbalanced quote?)"
+                    if "field larger" in str(e)
+                    else str(e)
+                )
+                raise ConfigError(f"metadata {storage.redact(url)} line {start}: {detail}") from None
+            if width is None:
+                width = len(row)
+            elif row and len(row) != width:
+                raise ConfigError(
+                    f"metadata {storage.redact(url)} line {start}: {len(row)} fields, the header has {width}"
+                )
+            yield row
+
+
+def _csv_problem(
+    url: str, storage_options: dict[str, Any] | None, delimiter: str, error: Exception
+) -> ConfigError:
+    """The ConfigError for a CSV that Arrow refused: re-read in Python to find the line (error path only)."""
+    try:
+        for _ in _csv_rows(url, storage_options, delimiter):
+            pass
+    except ConfigError as located:
+        return located
+    return ConfigError(f"cannot read metadata {storage.redact(url)}: {_first_line(error)}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -555,7 +667,42 @@ def _missing_key(url: str, key_column: str, columns: list[str]) -> ConfigError:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Compact JSON of a row; NaN and infinities (Parquet floats) become null, so strict parsers read it."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _unique_names(url: str, where: str) -> Any:
+    """``object_pairs_hook`` refusing a name used twice in one JSON object (json.loads keeps the last)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        d = dict(pairs)
+        if len(d) != len(pairs):
+            names = [k for k, _ in pairs]
+            dup = next(k for k in names if names.count(k) > 1)
+            raise ConfigError(
+                f"metadata {storage.redact(url)} {where}: name {dup!r} appears twice in one object"
+            )
+        return d
+
+    return hook
+
+
+def _null_constant(_name: str) -> None:
+    """``parse_constant``: NaN, Infinity and -Infinity are not JSON; they become null."""
+    return None
 
 
 def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None, delimiter: str) -> Metadata:
@@ -563,29 +710,31 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    with storage.open_read(url, storage_options) as raw:
-        header_line = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        columns = next(csv.reader(header_line, delimiter=delimiter), None)
+    columns = next(_csv_rows(url, storage_options, delimiter), None)
     if not columns:
         raise ConfigError(f"metadata {storage.redact(url)} is empty (no header row)")
+    _check_columns(url, columns)
     if key_column not in columns:
         raise _missing_key(url, key_column, columns)
 
     def batches() -> Iterator[pa.RecordBatch]:
         """Stream the file (twice in all): the whole table is never held in memory."""
-        with storage.open_read(url, storage_options) as raw:
-            reader = pacsv.open_csv(
-                raw,
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in columns},
-                    null_values=[""],  # only empty cells are null: "NA", "null", "NaN" are text
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-                read_options=pacsv.ReadOptions(block_size=8 << 20),
-            )
-            yield from reader
+        try:
+            with storage.open_read(url, storage_options) as raw:
+                reader = pacsv.open_csv(
+                    raw,
+                    parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={c: pa.string() for c in columns},
+                        null_values=[""],  # only empty cells are null: "NA", "null", "NaN" are text
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=True,
+                    ),
+                    read_options=pacsv.ReadOptions(block_size=8 << 20),
+                )
+                yield from reader
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+            raise _csv_problem(url, storage_options, delimiter, e) from None
 
     # Pass 1. A column is numeric when every non-empty cell is a JSON number: then its text goes out verbatim,
     # so numbers stay numbers with no float round trip; anything else (leading zeros, NaN, dates) stays text.
@@ -595,6 +744,8 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
         for i in range(len(columns)):
             cells = batch.column(i).drop_null()
             seen[i] = seen[i] or len(cells) > 0
+            if len(cells) and pc.max(pc.binary_length(cells)).as_py() > MAX_FIELD_BYTES:
+                raise _csv_problem(url, storage_options, delimiter, ValueError("field too large"))
             if (
                 numeric[i]
                 and len(cells)
@@ -641,11 +792,15 @@ def _json_strings(cells: Any) -> Any:
 def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
     md = Metadata()
     with storage.open_read(url, storage_options) as raw:
-        for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), 1):
+        for lineno, line in enumerate(_lines(raw, url), 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(
+                    line,
+                    parse_constant=_null_constant,
+                    object_pairs_hook=_unique_names(url, f"line {lineno}"),
+                )
             except json.JSONDecodeError as e:
                 raise ConfigError(
                     f"metadata {storage.redact(url)} line {lineno} is not JSON: {e.msg}"
@@ -657,11 +812,21 @@ def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | Non
 
 
 def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+    raw = storage.read_bytes(url, storage_options)
     try:
-        data = json.loads(storage.read_bytes(url, storage_options))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"metadata {storage.redact(url)} line {line} is not UTF-8 text; save the file as UTF-8"
+        ) from None
+    try:
+        data = json.loads(
+            text, parse_constant=_null_constant, object_pairs_hook=_unique_names(url, "(an object)")
+        )
     except json.JSONDecodeError as e:
         raise ConfigError(
-            f"metadata {storage.redact(url)} is not valid JSON: {e.msg} (line {e.lineno})"
+            f"metadata {storage.redact(url)} line {e.lineno} is not valid JSON: {e.msg}"
         ) from None
     if isinstance(data, dict) and key_column not in data:
         # {key: {column: value}} mapping form
@@ -686,6 +851,8 @@ def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str)
         raise ConfigError(f"metadata {storage.redact(url)} {where} is not a JSON object")
     if key_column not in row:
         raise _missing_key(url, key_column, list(row))
+    if not RESERVED_FIELDS.isdisjoint(row):
+        _check_columns(url, row, f" {where}")
     if not md.columns:
         md.columns = list(row)
     md.add(row[key_column], _dump(row)[1:-1])
@@ -697,6 +864,7 @@ def _read_parquet(url: str, key_column: str, storage_options: dict[str, Any] | N
     with storage.open_read(url, storage_options) as raw:
         pf = pq.ParquetFile(raw)
         names = pf.schema_arrow.names
+        _check_columns(url, names)
         if key_column not in names:
             raise _missing_key(url, key_column, names)
         md = Metadata(list(names))

@@ -121,10 +121,11 @@ def verify(
     *,
     workers: int = 4,
     on_shard: Callable[[ShardCheck], None] | None = None,
+    allow_external_urls: bool = False,
 ) -> list[ShardCheck]:
     """Check every shard of a source against ``index.json`` (or, for shards without one, their tar structure
     and ``.idx``); return the checks (bad ones have ``ok=False``)."""
-    ds = resolve(out, storage_options, counts=False)
+    ds = resolve(out, storage_options, counts=False, allow_external_urls=allow_external_urls)
     checks: list[ShardCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for check in pool.map(lambda e: check_shard("", e, storage_options), _entries(ds)):
@@ -152,9 +153,11 @@ def _entries(ds: Dataset) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------- inspect
 
 
-def summarize(out: str | list[str], storage_options: dict[str, Any] | None = None) -> str:
+def summarize(
+    out: str | list[str], storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+) -> str:
     """A human summary: shards, samples, bytes, balance, rejected inputs by reason."""
-    ds = resolve(out, storage_options)
+    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
     index = ds.manifest or {}
     sizes = [
         s.filesize if s.filesize is not None else storage.file_size(s.url, storage_options) for s in ds.shards
@@ -190,12 +193,16 @@ def summarize(out: str | list[str], storage_options: dict[str, Any] | None = Non
 
 
 def find_sample(
-    out: str | list[str], key: str, storage_options: dict[str, Any] | None = None
+    out: str | list[str],
+    key: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
 ) -> dict[str, Any] | None:
     """Find a sample by its key or by its original file name (``abc.jpeg``, or the member path): keys are
     cleaned file-name stems, so the name maps to its key without reading any sample. Returns its JSON."""
     wanted = {key, safe_key(key_of(key))}
-    ds = resolve(out, storage_options)
+    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
     for shard in ds.shards:
         layout = load_layout(shard, storage_options)
         for sample_key, members in zip(layout.keys, layout.members, strict=True):

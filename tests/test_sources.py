@@ -84,11 +84,12 @@ def test_unreadable_metadata(tmp_path: Path) -> None:
         sources.read_metadata(str(bad))
 
 
-def test_duplicate_metadata_rows_first_wins(tmp_path: Path) -> None:
+def test_duplicate_metadata_rows_are_refused(tmp_path: Path) -> None:
+    """Which of two rows a person meant cannot be guessed (issue 9): the key and row are named instead."""
     p = tmp_path / "m.csv"
     _write_csv(p, [{"hash": "a", "v": "1"}, {"hash": "a", "v": "2"}])
-    md = sources.read_metadata(str(p))
-    assert _row(md, "a")["v"] == 1 and md.duplicate_rows == 1
+    with pytest.raises(ConfigError, match=r"key 'a' appears again in row 2"):
+        sources.read_metadata(str(p))
 
 
 def _tar_with_everything(path: Path) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import tarfile
 import warnings
+import zlib
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,7 @@ def test_shard_bytes_header_fields_and_idx(tmp_path: Path) -> None:
         "height": 20,
         "format": "PNG",
         "bytes": len(_png()),
+        "crc32": f"{zlib.crc32(_png()):08x}",
     }
     idx = parse_idx((tmp_path / "s.idx").read_text())  # the loader's reader of the format
     assert idx.keys == ["a", "b"]
@@ -161,7 +163,7 @@ def test_json_size_estimate_is_exact_for_four_digit_sizes(key: str, member: str,
     from pass_wds.writing import ImageInfo, estimate_json_size, provenance, sample_json
 
     item = TaskItem(key, "u", "PASS.0.tar", member, 0, 12345, True, row)
-    actual = len(sample_json(row, provenance(item, ImageInfo("JPEG", "jpg", 1000, 2000), 12345)))
+    actual = len(sample_json(row, provenance(item, ImageInfo("JPEG", "jpg", 1000, 2000), bytes(12345))))
     row_bytes = len(row.encode()) if row is not None else None
     assert estimate_json_size(key, "PASS.0.tar", member, 12345, row_bytes) == actual
 

@@ -46,6 +46,7 @@ def _json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
+    storage.remember_secrets(value)  # nothing this process prints or logs may show them
     return value
 
 
@@ -58,6 +59,16 @@ def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.S
         metavar="JSON",
         help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
         "(standard AWS environment variables and profiles work without it)",
+    )
+
+
+def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
+    """``--allow-external-urls``: trust an index.json that names shards outside its own folder."""
+    p.add_argument(
+        "--allow-external-urls",
+        action="store_true",
+        help="trust an index.json that lists absolute shard URLs or paths outside its own folder "
+        "(refused by default; see docs/security.md)",
     )
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_source, add_storage_options, source_arg
+from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -20,7 +20,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not check.ok:
             print(f"BAD {storage.redact(check.url)}: {'; '.join(check.problems)}", flush=True)
 
-    checks = verify.verify(source_arg(args.output), so, workers=args.workers, on_shard=report)
+    checks = verify.verify(
+        source_arg(args.output),
+        so,
+        workers=args.workers,
+        on_shard=report,
+        allow_external_urls=args.allow_external_urls,
+    )
     bad = [c for c in checks if not c.ok]
     if bad:
         print(f"{len(bad)} of {len(checks)} shards failed verification", file=sys.stderr)
@@ -39,13 +45,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     so = getattr(args, "storage_options", {})
     if args.sample:
-        meta = verify.find_sample(source_arg(args.output), args.sample, so)
+        meta = verify.find_sample(
+            source_arg(args.output), args.sample, so, allow_external_urls=args.allow_external_urls
+        )
         if meta is None:
             print(f"no sample with key or file name {args.sample!r}", file=sys.stderr)
             return 1
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return 0
-    print(verify.summarize(source_arg(args.output), so))
+    print(verify.summarize(source_arg(args.output), so, allow_external_urls=args.allow_external_urls))
     return 0
 
 
@@ -59,6 +67,7 @@ def register(sub: Any) -> None:
     add_source(p, "output")
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
     add_storage_options(p)
+    add_allow_external_urls(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -73,4 +82,5 @@ def register(sub: Any) -> None:
         help="print the JSON metadata of the sample with this key or original file name (abc.jpeg)",
     )
     add_storage_options(p)
+    add_allow_external_urls(p)
     p.set_defaults(func=cmd_inspect)

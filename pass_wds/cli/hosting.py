@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_source, add_storage_options, source_arg
+from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
 
 
 def register(sub: Any) -> None:
@@ -75,6 +75,7 @@ def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
     p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
     add_storage_options(p, default={})
+    add_allow_external_urls(p)
     p.set_defaults(func=cmd_urls)
     return p
 
@@ -83,7 +84,11 @@ def cmd_urls(args: argparse.Namespace) -> int:
     from pass_wds.hosting import urls
 
     for u in urls(
-        source_arg(args.source), base=args.base, brace=args.brace, storage_options=args.storage_options
+        source_arg(args.source),
+        base=args.base,
+        brace=args.brace,
+        storage_options=args.storage_options,
+        allow_external_urls=args.allow_external_urls,
     ):
         print(u)
     return 0

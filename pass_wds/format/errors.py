@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pass_wds.storage.errors import redact
+
 
 class ShardError(ValueError):
-    """A shard, its index or the shard list is unusable; the message names the file and the problem."""
+    """A shard, its index or the shard list is unusable; the message names the file and the problem.
+
+    The message is redacted when the error is made (shard URLs may carry a password or a signature), so no
+    caller can forget to."""
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        super().__init__(redact(str(message)), *args)

@@ -11,6 +11,8 @@ import numpy as np
 
 from pass_wds.format.errors import ShardError
 from pass_wds.format.keys import group_by_key, split_key
+from pass_wds.storage.errors import redact
+from pass_wds.storage.urls import has_query, without_query
 
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -57,13 +59,17 @@ def group_samples(entries: Iterable[tuple[str, int, int]]) -> ShardIndex:
 
 
 def parse_idx(text: str, source: str = "<idx>") -> ShardIndex:
-    """Parse a DALI ``.idx`` v1.2 file: ``v1.2 N`` then per sample ``ext offset size [name]`` groups."""
+    """Parse a DALI ``.idx`` v1.2 file: ``v1.2 N`` then per sample ``ext offset size [name]`` groups.
+
+    Errors describe a bad line but never quote it: a hostile manifest may point ``idx`` at any file.
+    """
+    source = redact(source)
     lines = text.splitlines()
     if not lines:
         raise ShardError(f"{source}: empty index file")
     head = lines[0].split()
     if len(head) != 2 or head[0] != "v1.2" or not head[1].isdigit():
-        raise ShardError(f"{source}: not a DALI v1.2 index (first line {lines[0][:40]!r})")
+        raise ShardError(f"{source}: not a DALI v1.2 index (the first line is not 'v1.2 <count>')")
     n = int(head[1])
     body = [ln for ln in lines[1:] if ln.strip()]
     if len(body) != n:
@@ -77,7 +83,9 @@ def parse_idx(text: str, source: str = "<idx>") -> ShardIndex:
         # Groups of 4 (ext offset size name) or of 3 (ext offset size): in 4-groups token 4 is an extension.
         width = 3 if n_tok % 4 else 4 if n_tok % 3 or not tok[4].isdigit() else 3
         if not tok or n_tok % width:
-            raise ShardError(f"{source}: sample line {i + 2} is malformed: {line[:80]!r}")
+            raise ShardError(
+                f"{source}: sample line {i + 2} is malformed ({n_tok} fields, not groups of 3 or 4)"
+            )
         try:
             ms = tuple([Member(tok[j], int(tok[j + 1]), int(tok[j + 2])) for j in range(0, n_tok, width)])
         except ValueError:
@@ -93,8 +101,16 @@ def idx_text(lines: list[str]) -> bytes:
     return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode("ascii")
 
 
-def idx_url_for(url: str) -> str:
+def idx_url_for(url: str) -> str | None:
+    """The ``.idx`` beside a shard, or None for a signed URL (its signature covers the shard alone, so no
+    other object's URL can be derived from it)."""
+    if has_query(url):
+        return None
     for suffix in _TAR_SUFFIXES:
         if url.endswith(suffix):
             return url[: -len(suffix)] + ".idx"
     return url + ".idx"
+
+
+def is_gzip_name(url: str) -> bool:
+    return without_query(url).endswith((".tgz", ".gz"))

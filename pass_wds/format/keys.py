@@ -12,6 +12,9 @@ T = TypeVar("T")
 
 MAX_KEY_LEN = 64
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CLEANED = re.compile(r"_[0-9a-f]{12}")
+"""The suffix every cleaned key ends with; a real key that ends like it is cleaned too, so the two sets of
+keys can never meet (before, ``a b.jpeg`` and a file named like its cleaned form got the same key)."""
 
 
 def key_of(member: str) -> str:
@@ -32,10 +35,12 @@ def safe_key(key: str) -> str:
     """A sample key that webdataset, wids, DALI and GNU tar all split the same way.
 
     Keys of ASCII letters, digits, ``_`` and ``-`` up to 64 characters are kept as they are (all PASS hashes);
-    anything else (dots, spaces, non-ASCII, very long names) is made safe and suffixed with a hash of the
-    original, so two different keys can never collide. The original is kept in the sample's JSON.
+    anything else (dots, spaces, non-ASCII, very long names) is made safe and suffixed with ``_`` and 12 hex
+    digits of a hash of the original, so two different keys can never collide. A key that already ends
+    like that is cleaned as well: no real key can equal another input's cleaned key. The original is kept
+    in the sample's JSON.
     """
-    if len(key) <= MAX_KEY_LEN and _SAFE_KEY.fullmatch(key):
+    if len(key) <= MAX_KEY_LEN and _SAFE_KEY.fullmatch(key) and not _CLEANED.search(key[-13:]):
         return key
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", key.encode("ascii", "replace").decode("ascii")).strip("_")
     digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]

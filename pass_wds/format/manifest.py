@@ -11,13 +11,16 @@ import csv
 import io
 import json
 import posixpath
+import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pass_wds import storage
 from pass_wds.format.errors import ShardError
-from pass_wds.format.idx import ShardIndex, idx_url_for
+from pass_wds.format.idx import ShardIndex, idx_url_for, is_gzip_name
+from pass_wds.format.keys import is_unsafe
 
 INDEX = "index.json"
 STATS = "stats.json"
@@ -107,21 +110,133 @@ def attribution_csv(columns: list[str], rows: Iterable[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def load_index(out: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    url = out if out.endswith(".json") else storage.join(out, INDEX)
+class ManifestError(ShardError):
+    """An ``index.json`` that is malformed or points outside its dataset; the message names the field."""
+
+
+MAX_SHARD_SAMPLES = 10_000_000
+"""More samples than any tar shard holds; a larger count is a lie that would cost gigabytes of planning arrays."""
+MIN_SAMPLE_BYTES = 512
+"""A sample takes at least one tar header, so a shard of ``filesize`` bytes holds at most filesize/512 samples."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_ALLOW_HINT = "pass allow_external_urls=True (--allow-external-urls) only if this manifest is trusted"
+
+
+def parse_index(raw: bytes, url: str, *, require_filesize: bool = False) -> dict[str, Any]:
+    """Decode and validate an ``index.json`` (its content is never quoted back: it may not be a manifest)."""
+    where = storage.redact(url)
     try:
-        data = json.loads(storage.read_bytes(url, storage_options))
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ManifestError(f"{where}: not JSON (expected a {KIND} index.json)") from None
+    validate_index(data, where, require_filesize=require_filesize)
+    return data  # type: ignore[no-any-return]
+
+
+def validate_index(data: Any, where: str, *, require_filesize: bool = False) -> None:
+    """Kind, required fields, types and counts that fit the sizes — every reader calls this before using a
+    manifest, so a bad one is a :class:`ManifestError` naming the field, never a KeyError or a huge allocation."""
+
+    def bad(field: str, problem: str) -> ManifestError:
+        return ManifestError(f"{where}: {field} {problem}")
+
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: not a JSON object (expected a {KIND} index.json)")
+    if data.get("__kind__") != KIND:
+        raise bad("__kind__", f"must be {KIND!r} (not a pass-wds/wids shard index)")
+    shardlist = data.get("shardlist")
+    if not isinstance(shardlist, list):
+        raise bad("shardlist", "must be a list of shard entries")
+    for i, entry in enumerate(shardlist):
+        f = f"shardlist[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(f, "must be an object with url and nsamples")
+        if not isinstance(entry.get("url"), str) or not entry["url"]:
+            raise bad(f"{f}.url", "must be a non-empty string")
+        n = entry.get("nsamples")
+        if type(n) is not int or n < 0:
+            raise bad(f"{f}.nsamples", "must be a whole number >= 0")
+        if n > MAX_SHARD_SAMPLES:
+            raise bad(
+                f"{f}.nsamples", f"is {n:,}: more than a tar shard holds (at most {MAX_SHARD_SAMPLES:,})"
+            )
+        size = entry.get("filesize")
+        if size is None and require_filesize:
+            raise bad(f"{f}.filesize", "is required")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise bad(f"{f}.filesize", "must be a whole number >= 0")
+            if n * MIN_SAMPLE_BYTES > size:
+                raise bad(
+                    f"{f}.nsamples", f"({n:,}) cannot fit in filesize {size:,} (a sample takes >= 512 bytes)"
+                )
+        sha = entry.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise bad(f"{f}.sha256", "must be 64 lowercase hex digits")
+        idx = entry.get("idx")
+        if idx is not None and not (isinstance(idx, str) and idx):
+            raise bad(f"{f}.idx", "must be a non-empty string")
+    if "totals" in data and not isinstance(data["totals"], dict):
+        raise bad("totals", "must be an object")
+
+
+def is_external(ref: str) -> bool:
+    """An absolute path, a URL with a scheme (``file:``, ``s3:``, ``http:`` …) or a network path."""
+    return ref.startswith(("/", "\\")) or bool(_SCHEME.match(ref))
+
+
+def check_entry_url(ref: str, field: str, where: str, *, allow_external: bool = False) -> None:
+    """A shard or ``.idx`` named in a manifest must stay inside the manifest's folder: relative, without a
+    ``..`` component (also percent-encoded), unless the caller trusts the manifest (``allow_external``)."""
+    if is_external(ref):
+        if not allow_external:
+            raise ManifestError(
+                f"{where}: {field} is an absolute path or URL outside the dataset folder; {_ALLOW_HINT}"
+            )
+        return
+    if is_unsafe(ref) or is_unsafe(urllib.parse.unquote(ref)):
+        raise ManifestError(f"{where}: {field} leaves the dataset folder ('..'); {_ALLOW_HINT}")
+
+
+def resolve_entry(base: str, ref: str, field: str, where: str, *, allow_external: bool = False) -> str:
+    """The URL of a shard or ``.idx`` listed as ``ref`` in a manifest whose folder is ``base`` (checked)."""
+    check_entry_url(ref, field, where, allow_external=allow_external)
+    if is_external(ref):
+        return ref
+    if storage.is_local(base) and not base.startswith("file://"):
+        return posixpath.normpath(posixpath.join(base, ref)) if base else ref
+    return posixpath.join(base.rstrip("/"), ref)
+
+
+def is_index_url(url: str) -> bool:
+    return storage.without_query(url).endswith(".json")
+
+
+def load_index(
+    out: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+) -> dict[str, Any]:
+    """The validated manifest of a pass-wds output (folder/URL or its index.json): every entry has url,
+    nsamples and filesize, and every shard and ``.idx`` it names lies inside the output's folder unless
+    ``allow_external_urls``."""
+    url = out if is_index_url(out) else storage.join(out, INDEX)
+    try:
+        raw = storage.read_bytes(url, storage_options)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
         ) from None
-    if data.get("__kind__") != KIND:
-        raise ValueError(f"{storage.redact(url)} is not a {KIND} manifest")
-    return data  # type: ignore[no-any-return]
+    data = parse_index(raw, url, require_filesize=True)
+    where = storage.redact(url)
+    for i, entry in enumerate(data["shardlist"]):
+        check_entry_url(entry["url"], f"shardlist[{i}].url", where, allow_external=allow_external_urls)
+        if entry.get("idx"):
+            check_entry_url(entry["idx"], f"shardlist[{i}].idx", where, allow_external=allow_external_urls)
+    return data
 
 
 def output_dir(out: str) -> str:
-    return out.rsplit("/", 1)[0] if out.endswith(".json") else out
+    return _dirname(storage.without_query(out)) if is_index_url(out) else out
 
 
 @dataclass
@@ -137,46 +252,41 @@ class ShardInfo:
     index: ShardIndex | None = field(default=None, repr=False)
 
 
-def _join_relative(base_dir: str, url: str) -> str:
-    if "://" in url or url.startswith("/"):
-        return url
-    if storage.is_local(base_dir) and not base_dir.startswith("file://"):
-        return posixpath.normpath(posixpath.join(base_dir, url)) if base_dir else url
-    return posixpath.join(base_dir.rstrip("/"), url)
-
-
 def _dirname(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else ""
 
 
-def read_index_json(url: str, storage_options: dict[str, Any] | None = None) -> list[ShardInfo]:
-    """Shards of a wids ``index.json`` (URLs relative to its folder); ``nsamples`` is required."""
+def read_index_json(
+    url: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+) -> list[ShardInfo]:
+    """Shards of a wids ``index.json`` (validated; URLs relative to its folder and kept inside it unless
+    ``allow_external_urls``); ``nsamples`` is required."""
+    where = storage.redact(url)
     try:
-        data = json.loads(storage.read_bytes(url, storage_options))
+        raw = storage.read_bytes(url, storage_options)
     except (OSError, FileNotFoundError) as e:
-        raise ShardError(f"{url}: cannot read shard index: {e}") from None
-    except ValueError as e:
-        raise ShardError(f"{url}: not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("shardlist"), list):
-        raise ShardError(f"{url}: no 'shardlist' list (expected a wids-shard-index-v1 file)")
-    base = _dirname(url)
+        raise ShardError(
+            f"{where}: cannot read shard index: {storage.redact(str(e), storage_options)}"
+        ) from None
+    data = parse_index(raw, url)
+    base = _dirname(storage.without_query(url))
     shards = []
     for i, entry in enumerate(data["shardlist"]):
-        if not isinstance(entry, dict) or "url" not in entry or "nsamples" not in entry:
-            raise ShardError(f"{url}: shardlist[{i}] needs 'url' and 'nsamples'")
-        shard_url = _join_relative(base, str(entry["url"]))
+        ext = allow_external_urls
+        shard_url = resolve_entry(base, entry["url"], f"shardlist[{i}].url", where, allow_external=ext)
         idx = entry.get("idx")
-        idx_url = _join_relative(base, str(idx)) if idx else idx_url_for(shard_url)
-        nsamples = int(entry["nsamples"])
-        if nsamples < 0:
-            raise ShardError(f"{url}: shardlist[{i}] has negative nsamples")
+        idx_url = (
+            resolve_entry(base, idx, f"shardlist[{i}].idx", where, allow_external=ext)
+            if idx
+            else idx_url_for(shard_url)
+        )
         shards.append(
             ShardInfo(
                 shard_url,
-                nsamples,
+                entry["nsamples"],
                 idx_url,
-                compressed=shard_url.endswith((".tgz", ".gz")),
-                filesize=int(entry["filesize"]) if entry.get("filesize") is not None else None,
+                compressed=is_gzip_name(shard_url),
+                filesize=entry.get("filesize"),
                 sha256=entry.get("sha256"),
             )
         )

@@ -1,6 +1,9 @@
-"""What a sample holds: the image extensions written and read, and the provenance field of its JSON."""
+"""What a sample holds: the image formats written and read, and the provenance field of its JSON."""
 
 from __future__ import annotations
+
+import zlib
+from typing import Any
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -14,12 +17,40 @@ EXTENSIONS = {
     "AVIF": "avif",
     "HEIF": "heic",
     "PPM": "ppm",
-    "ICO": "ico",
 }
+"""The one list of image formats (Pillow's name → the extension written). make-shards keeps exactly these
+(the rest is rejected as ``unsupported-format`` unless re-encoded to JPEG) and the loader reads exactly
+these, so no written sample is skipped at every epoch."""
+
+EXTENSION_ALIASES = frozenset({"jpeg", "tiff", "pgm", "pbm"})
+"""Other names of the same formats, as other tools write them in foreign shards."""
 
 
 PROVENANCE = "_provenance"
+RESERVED_FIELDS = frozenset({PROVENANCE})
+CHECKSUM = "crc32"
+"""Field of ``_provenance``: CRC-32 of the stored image bytes as 8 hex digits (written by make-shards)."""
 
-IMAGE_EXTS = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm", "jp2", "avif", "heic"}
-)
+
+def image_checksum(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def checksum_problem(image: bytes, meta: dict[str, Any]) -> str | None:
+    """Why ``image`` is not the image make-shards stored for this sample JSON, or None. Samples without a
+    recorded checksum (foreign shards, older outputs) pass."""
+    prov = meta.get(PROVENANCE)
+    if not isinstance(prov, dict):
+        return None
+    expected = prov.get(CHECKSUM)
+    if isinstance(prov.get("bytes"), int) and prov["bytes"] != len(image):
+        return f"image is {len(image)} bytes, make-shards stored {prov['bytes']}"
+    if isinstance(expected, str) and image_checksum(image) != expected:
+        return f"image bytes do not match the crc32 recorded by make-shards ({expected})"
+    return None
+
+
+"""Top-level names of the sample JSON that pass-wds writes itself; a metadata column may not use them."""
+
+IMAGE_EXTS = frozenset(EXTENSIONS.values()) | EXTENSION_ALIASES
+"""Member extensions the loader decodes as the image of a sample."""

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +34,9 @@ from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, Plan
 from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.stream import IndexCache
 from pass_wds.storage.cache import ShardCache
+from pass_wds.storage.errors import get_logger, remember_secrets
 
-log = logging.getLogger("pass_wds.loading")
+log = get_logger("pass_wds.loading")
 STATE_VERSION = 1
 
 
@@ -60,7 +60,9 @@ class LoaderConfig:
     segment_samples: int = 256
     epoch_samples: int | None = None
     on_error: str = "substitute"
+    verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
     storage_options: dict[str, Any] = field(default_factory=dict)
+    allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -163,8 +165,13 @@ class Loader:
 
     def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
         self.config = config
+        remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
-        self.shards: list[ShardInfo] = resolve_source(config.source, config.storage_options or None)  # type: ignore[arg-type]
+        self.shards: list[ShardInfo] = resolve_source(
+            config.source,  # type: ignore[arg-type]
+            config.storage_options or None,
+            allow_external_urls=config.allow_external_urls,
+        )
         if recipe is None and config.decode is not None:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
@@ -273,6 +280,7 @@ class Loader:
             rank=self.rank,
             recipe=self.recipe,
             on_error=self.config.on_error,
+            verify_samples=self.config.verify_samples,
             storage_options=self.config.storage_options or None,
             shard_cache=(
                 ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes))
@@ -465,6 +473,9 @@ def make_loader(
     ``decode`` (an option) overrides the recipe's: ``accurate``, ``fast``, or ``device`` (needs ``device``).
     ``options``: any other :class:`LoaderConfig` field (``num_workers``, ``seed``, ``epoch_samples``,
     ``cache_dir``, ``device``, …); their defaults and validation live there, once.
+    ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
+    own folder (refused by default: a manifest from elsewhere could make the loader read local files);
+    ``verify_samples=False`` skips the per-sample crc32 check.
     """
     if options.get("storage_options") is None:
         options.pop("storage_options", None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
-from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.format.samples import IMAGE_EXTS, checksum_problem
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -30,15 +29,27 @@ from pass_wds.loading.plan import (
 )
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
+from pass_wds.storage.errors import get_logger, redact
 
-log = logging.getLogger("pass_wds.loading")
+log = get_logger("pass_wds.loading")
 
 Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
 _AUG_TAG = 0xA06
 
 
+_WARNED_CORRUPT: set[str] = set()  # shards this process has warned about
+
+
+class CorruptSample(ValueError):
+    """The image bytes differ from what make-shards stored (its recorded crc32 or size): silent corruption
+    on a disk, in a cache or in transit."""
+
+
 class SampleError(RuntimeError):
-    """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen."""
+    """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen (message redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass
@@ -52,6 +63,7 @@ class EpochJob:
     rank: int
     recipe: Recipe | None = None
     on_error: str = "substitute"
+    verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
     shard_cache: ShardCache | None = None
     cache: IndexCache | None = field(default=None, repr=False)
@@ -151,15 +163,28 @@ def sample_json(sample: Sample) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def apply_recipe(recipe: Recipe, sample: Sample, rng: np.random.Generator) -> dict[str, Any]:
-    """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy)."""
+def check_sample(image: bytes, meta: dict[str, Any]) -> None:
+    """Raise :class:`CorruptSample` when the image is not the one make-shards stored for this JSON."""
+    problem = checksum_problem(image, meta)
+    if problem is not None:
+        raise CorruptSample(problem)
+
+
+def apply_recipe(
+    recipe: Recipe, sample: Sample, rng: np.random.Generator, verify: bool = False
+) -> dict[str, Any]:
+    """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy).
+    With ``verify``, the image is first checked against the checksum in its JSON."""
     found = image_member(sample)
     if found is None:
         members = ", ".join(k for k in sample if not k.startswith("__")) or "none"
         raise ValueError(f"no image member (members: {members})")
+    meta = sample_json(sample)
+    if verify:
+        check_sample(found[1], meta)
     per_sample = getattr(recipe, "worker_sample", recipe)  # a Recipe may defer work to finish_batch
     out = per_sample(found[1], found[0], rng)
-    out["json"] = sample_json(sample)
+    out["json"] = meta
     return out
 
 
@@ -207,10 +232,14 @@ def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
     return torch.stack(tensors, out=out)
 
 
-def collate_raw(samples: list[Sample], stats: dict[str, Any] | None = None) -> dict[str, Any]:
+def collate_raw(
+    samples: list[Sample], stats: dict[str, Any] | None = None, job: EpochJob | None = None
+) -> dict[str, Any]:
     """Undecoded batch: keys, urls, parsed json, and one list of bytes (or None) per member extension.
 
     A ``.json`` member that does not parse becomes ``{}`` (its bytes stay under ``"json_raw"``) and is counted.
+    With ``job.verify_samples``, an image that fails its checksum raises (``on_error="raise"``) or is counted
+    and warned (there is no decode to substitute for); it stays in the batch.
     """
     batch: dict[str, Any] = {
         "__key__": [s["__key__"] for s in samples],
@@ -228,6 +257,16 @@ def collate_raw(samples: list[Sample], stats: dict[str, Any] | None = None) -> d
             batch.setdefault("json_raw", [x.get("json") for x in samples])
             if stats is not None:
                 _count(stats, s, "bad-json", str(e), action="kept with json {}")
+            continue
+        found = image_member(s) if job is not None and job.verify_samples else None
+        if found is not None:
+            try:
+                check_sample(found[1], metas[-1])
+            except CorruptSample as e:
+                if job is not None and job.on_error == "raise":
+                    raise SampleError(f"sample {s['__key__']!r} of {s['__url__']}: {e}") from None
+                if stats is not None:
+                    _count_corrupt(stats, s, e, action="kept (undecoded batches are not substituted)")
     batch["json"] = metas
     return batch
 
@@ -251,20 +290,23 @@ def batch_stream(
             continue
         samples = [s for _, s in chunk]
         if job.recipe is None:
-            yield _with_stats(collate_raw(samples, stats), stats)
+            yield _with_stats(collate_raw(samples, stats, job), stats)
             chunk = []
             continue
         outs: list[dict[str, Any] | None] = []
         for q, s in chunk:
             try:
-                outs.append(apply_recipe(job.recipe, s, _rng(job, plan_index, q, 0)))
+                outs.append(apply_recipe(job.recipe, s, _rng(job, plan_index, q, 0), job.verify_samples))
             except Exception as e:  # any failure of decode/augment is a bad sample
                 if job.on_error == "raise":
                     raise SampleError(
                         f"sample {s['__key__']!r} of {s['__url__']}: {type(e).__name__}: {e}"
                     ) from e
                 outs.append(None)
-                _count(stats, s, type(e).__name__, str(e))
+                if isinstance(e, CorruptSample):
+                    _count_corrupt(stats, s, e)
+                else:
+                    _count(stats, s, type(e).__name__, str(e))
         qs = [q for q, _ in chunk]
         chunk = []
         good = [j for j, o in enumerate(outs) if o is not None]
@@ -294,15 +336,48 @@ def _finish_batch(job: EpochJob, batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _count(
-    stats: dict[str, Any], sample: Sample, reason: str, detail: str, action: str = "substituting"
+    stats: dict[str, Any],
+    sample: Sample,
+    reason: str,
+    detail: str,
+    action: str = "substituting",
 ) -> None:
     stats["errors"] = stats.get("errors", 0) + 1
     stats.setdefault("bad", []).append(
-        {"key": sample["__key__"], "url": sample["__url__"], "reason": reason, "detail": detail[:200]}
+        {
+            "key": sample["__key__"],
+            "url": redact(sample["__url__"]),
+            "reason": reason,
+            "detail": redact(detail[:200]),
+        }
     )
-    log.warning(
-        "bad sample %r in %s (%s: %s); %s", sample["__key__"], sample["__url__"], reason, detail[:200], action
-    )
+    if reason != "checksum-mismatch":  # warned once per shard by _count_corrupt
+        log.warning(
+            "bad sample %r in %s (%s: %s); %s",
+            sample["__key__"],
+            sample["__url__"],
+            reason,
+            detail[:200],
+            action,
+        )
+
+
+def _count_corrupt(
+    stats: dict[str, Any], sample: Sample, e: CorruptSample, action: str = "substituting"
+) -> None:
+    """Count a sample that failed its checksum; warn once per shard and process (a damaged shard has many)."""
+    url = sample["__url__"]
+    _count(stats, sample, "checksum-mismatch", str(e), action=action)
+    if url not in _WARNED_CORRUPT:
+        _WARNED_CORRUPT.add(url)
+        log.warning(
+            "shard %s has corrupt samples (checksum (crc32) mismatch, first: %r: %s); %s; further corrupt "
+            "samples of this shard are counted in loader.stats, not logged",
+            url,
+            sample["__key__"],
+            e,
+            action,
+        )
 
 
 def _substitute(

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pass_wds import storage
-from pass_wds.dataset import expand_urls, resolve, scan_tar
+from pass_wds.dataset import expand_urls, read_idx, resolve, scan_tar
 from pass_wds.format.errors import ShardError
-from pass_wds.format.idx import ShardIndex, parse_idx
+from pass_wds.format.idx import ShardIndex
 from pass_wds.format.manifest import ShardInfo
 
 __all__ = ["expand_urls", "load_shard_index", "resolve_source", "scan_tar"]
@@ -25,18 +24,19 @@ def load_shard_index(shard: ShardInfo, storage_options: dict[str, Any] | None = 
         return shard.index
     if shard.idx_url is None:
         return scan_tar(shard.url, storage_options, shard.compressed)
-    try:
-        text = storage.read_text(shard.idx_url, storage_options)
-    except (OSError, FileNotFoundError) as e:
-        raise ShardError(f"{shard.idx_url}: cannot read index: {e}") from None
-    index = parse_idx(text, shard.idx_url)
+    index = read_idx(shard.idx_url, storage_options)
     if len(index) != shard.nsamples:
         raise ShardError(f"{shard.idx_url}: {len(index)} samples, but the shard list says {shard.nsamples}")
     return index
 
 
 def resolve_source(
-    source: str | Sequence[str], storage_options: dict[str, Any] | None = None, threads: int = 16
+    source: str | Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    threads: int = 16,
+    *,
+    allow_external_urls: bool = False,
 ) -> list[ShardInfo]:
-    """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`)."""
-    return resolve(source, storage_options, threads=threads).shards
+    """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`); an
+    ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``."""
+    return resolve(source, storage_options, threads=threads, allow_external_urls=allow_external_urls).shards

@@ -20,7 +20,9 @@ from pass_wds.storage.errors import (
     StorageError,
     StorageNotFoundError,
     StoragePermissionError,
+    get_logger,
     redact,
+    remember_secrets,
     translate_error,
 )
 from pass_wds.storage.fs import (
@@ -40,7 +42,16 @@ from pass_wds.storage.fs import (
     write_bytes,
 )
 from pass_wds.storage.stream import RangeReader, RetryPolicy, is_transient, open_stream
-from pass_wds.storage.urls import endpoint, get_fs, is_local, is_object_store, join, protocol
+from pass_wds.storage.urls import (
+    endpoint,
+    get_fs,
+    has_query,
+    is_local,
+    is_object_store,
+    join,
+    protocol,
+    without_query,
+)
 
 __all__ = [
     "TMP_MARK",
@@ -69,6 +80,10 @@ __all__ = [
     "read_bytes",
     "read_text",
     "redact",
+    "without_query",
+    "has_query",
+    "remember_secrets",
+    "get_logger",
     "remove",
     "remove_temp_files",
     "temp_of",

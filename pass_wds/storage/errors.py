@@ -4,6 +4,7 @@ and signed-URL parameters from every message pass-wds prints or writes."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -39,11 +40,29 @@ _SECRET_PARAM = re.compile(
     r"access_token|id_token|token|api[_-]?key|secret|password|policy|key-pair-id)=([^&\s,'\"<>]+)"
 )
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
-_SECRET_OPTION = re.compile(r"(?i)(secret|token|password|passwd|credential|^key$|access_key|api_key|sas)")
+_SECRET_OPTION = re.compile(
+    r"(?i)(secret|token|password|passwd|credential|^key$|access_key|api[_-]?key|sas|auth|cookie|signature)"
+)
+_AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}")
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECURITY_TOKEN")
 
 
+_REMEMBERED: set[str] = set()
+
+
+def remember_secrets(storage_options: Mapping[str, Any] | None) -> None:
+    """Redact the secret values of these storage options from every later message and log line of this
+    process (and of worker processes forked from it), also where the options are not at hand."""
+    _REMEMBERED.update(_option_secrets(storage_options))
+
+
 def _secret_values(storage_options: Mapping[str, Any] | None) -> list[str]:
+    out = _option_secrets(storage_options) + list(_REMEMBERED)
+    out += [v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
+    return sorted(set(out), key=len, reverse=True)
+
+
+def _option_secrets(storage_options: Mapping[str, Any] | None) -> list[str]:
     out: list[str] = []
 
     def walk(obj: Any, secret: bool) -> None:
@@ -57,8 +76,7 @@ def _secret_values(storage_options: Mapping[str, Any] | None) -> list[str]:
             out.append(obj)
 
     walk(storage_options or {}, False)
-    out += [v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
-    return sorted(set(out), key=len, reverse=True)
+    return out
 
 
 def redact(text: str, storage_options: Mapping[str, Any] | None = None) -> str:
@@ -66,9 +84,32 @@ def redact(text: str, storage_options: Mapping[str, Any] | None = None) -> str:
     from ``storage_options`` and the AWS environment."""
     text = _USERINFO.sub(r"\1***@", str(text))
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} ***", text)
     for value in _secret_values(storage_options):
         text = text.replace(value, "***")
     return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Passes every record of a pass-wds logger through :func:`redact` (its arguments may hold URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_FILTER = _RedactingFilter()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """``logging.getLogger`` for pass-wds modules: no line they log can carry a credential."""
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
 
 
 def _first_line(exc: BaseException) -> str:

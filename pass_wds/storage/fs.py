@@ -4,7 +4,6 @@ temp name + ``os.replace``; object stores: the upload is discarded, multipart ab
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import posixpath
 import uuid
@@ -19,6 +18,7 @@ from pass_wds.storage.errors import (
     _bucket,
     _client_error_code,
     _guard,
+    get_logger,
     redact,
 )
 from pass_wds.storage.stream import open_stream
@@ -26,7 +26,7 @@ from pass_wds.storage.urls import HTTP as _HTTP
 from pass_wds.storage.urls import get_fs, is_local, is_object_store, join
 from pass_wds.storage.urls import protocol as _protocol
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TMP_MARK = ".tmp-"
 # stores whose writers upload on close and can abandon an unfinished upload (discard): nothing is visible

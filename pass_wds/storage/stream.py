@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import errno
 import io
-import logging
 import os
 import random
 import re
@@ -25,6 +24,7 @@ from pass_wds.storage.errors import (
     _client_error_code,
     _first_line,
     _guard,
+    get_logger,
     redact,
     translate_error,
 )
@@ -32,7 +32,7 @@ from pass_wds.storage.urls import HTTP as _HTTP
 from pass_wds.storage.urls import get_fs, is_local
 from pass_wds.storage.urls import protocol as _protocol
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

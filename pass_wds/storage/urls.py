@@ -26,6 +26,18 @@ def is_object_store(url: str) -> bool:
     return protocol(url) in OBJECT_STORES
 
 
+def without_query(url: str) -> str:
+    """An HTTP(S) URL without its query string and fragment: the path that names the object. A presigned
+    URL's signature is no part of its file name, extension or folder."""
+    if url.startswith(("http://", "https://")):
+        return url.split("#", 1)[0].split("?", 1)[0]
+    return url
+
+
+def has_query(url: str) -> bool:
+    return without_query(url) != url
+
+
 def join(base: str, *names: str) -> str:
     """Join path components onto a URL or local path without breaking the scheme."""
     if is_local(base) and not base.startswith("file://"):
