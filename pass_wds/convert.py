@@ -529,7 +529,7 @@ def plan_digest(
             s = e
 
     def parts() -> Iterator[str | bytes]:
-        yield "pass-wds-shards-v1"
+        yield "pass-wds-shards-v2"  # v2: sample JSON carries _provenance.crc32 (a v1 output is not resumed)
         yield json.dumps(output_options(cfg), sort_keys=True)
         yield json.dumps(attr)
         yield md.digest() if md is not None else ""

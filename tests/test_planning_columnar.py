@@ -2,7 +2,9 @@
 the per-item Python version gave. The hashes below were recorded from that version (commit 282b191) on the
 same inputs; any change to a plan, a digest, a rejection or its order fails here. Re-pinned (issue 9) when
 the sample JSON gained ``_provenance.crc32``: 17 more bytes per JSON change the metadata plan, its digest and
-the sample conversion's shards; the plan without metadata, rejections and unmatched rows did not change."""
+the sample conversion's shards; the plan without metadata, rejections and unmatched rows did not change.
+The digests were re-pinned once more when the digest's format tag became ``pass-wds-shards-v2`` (so an output
+written before the crc32 field is never resumed into one with it)."""
 
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def listing_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[sources.Listi
 def test_join_plan_digest_pinned(listing_20k: tuple[sources.Listing, sources.Metadata]) -> None:
     listing, md = listing_20k
     prep = build_plan(ConvertConfig(inputs=["x"], output="y", shard_size="64MB", seed=5), listing, md)
-    assert prep.digest == "4e970dacaffd23101c37db9322fea2af5ecbc8c71ba640e907f9add088a25220"
+    assert prep.digest == "8c4521422e64a20f16bf975fc67b8cb65a315ae2131944e4107d3220beb1ac3f"
     assert _plan_hash(prep.plan) == "7b6805330840cd11339e7af782c09f53de177f71602a3ad098348fa8521dba24"
     assert len(prep.unmatched_metadata) == 1000 and len(prep.rejections) == 1
     assert _h([r.to_json() for r in prep.rejections]) == (
@@ -87,7 +89,7 @@ def test_join_plan_digest_pinned(listing_20k: tuple[sources.Listing, sources.Met
         inputs=["x"], output="y", shard_size="64MB", seed=5, allow_missing_metadata=True, max_count=500
     )
     prep = build_plan(cfg, listing, None)
-    assert prep.digest == "6012a3a99d1bdeab501fd2b84b4b5e7833c185996b37ee3ff7c06a3571d3f99b"
+    assert prep.digest == "35ea19db75e3b14dc30db365b018e4f71c01a73cd2bf0cb8678b3f71c6117f2c"
     assert _plan_hash(prep.plan) == "e148211c302b19b7d4873dced8192dfd9616f54bf1738c9f378eb3ae6e08ceab"
 
 
@@ -104,7 +106,7 @@ def test_sample_conversion_pinned(tmp_path: Path) -> None:
         )
     )
     index = json.loads((out / "index.json").read_text())
-    assert index["plan_digest"] == "0150bc6492a76dfeeeb7321bdd964f32a9586f7791b608f512615aa0984d1b47"
+    assert index["plan_digest"] == "b9fb5d800c83fd5ab92a21dcc436e633e25b2b0e980dda13de39b7276593c34f"
     assert _h([(e["url"], e["sha256"]) for e in index["shardlist"]]) == (
         "7e9702ea0849f71724e9e8036efdc008e341fa9a3114d67b9754f3d540330887"
     )
