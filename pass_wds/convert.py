@@ -214,7 +214,11 @@ class OutputLock:
             return None
         age = time.time() - float(held.get("time") or 0)
         pid = held.get("pid")
-        dead_here = held.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+        dead_here = (
+            held.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+            and not storage.process_alive(pid)
+        )
         return None if age > self.STALE or dead_here else held
 
     def _enter_remote(self) -> None:
@@ -290,16 +294,6 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self._release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _creator_column(cfg: ConvertConfig, columns: list[str]) -> str | None:

@@ -345,7 +345,7 @@ class SourceImage:
                 resized = pixels
             else:
                 resized = _resize(pixels[:, iy0:iy1, ix0:ix1], (oh, ow), c.interpolation)
-            out.append(_orient_and_flip(resized, self.orientation, c.flip))
+            out.append(orient_and_flip(resized, self.orientation, c.flip))
         return out
 
     def full(self) -> torch.Tensor:
@@ -400,28 +400,27 @@ def _box_to_stored(
     return x0, y0, x1, y1
 
 
-def _orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Tensor:
-    """Apply the EXIF transpose (as PIL does) and an optional left-right flip to a small CHW tensor.
+def orient_and_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Tensor:
+    """Apply the EXIF transpose (as PIL does) and an optional left-right flip to the last two (H, W) dims, so
+    one definition serves a CHW view in the worker and an NCHW group on the device.
 
     The result may be a strided view (e.g. channels-last); ``torch.stack`` at collation makes the batch
     contiguous in the same copy, so making each view contiguous here would only add a pass."""
     if orientation == 2:
-        x = x.flip(2)
+        x = x.flip(-1)
     elif orientation == 3:
-        x = x.flip(1, 2)
+        x = x.flip(-2, -1)
     elif orientation == 4:
-        x = x.flip(1)
+        x = x.flip(-2)
     elif orientation == 5:
-        x = x.transpose(1, 2)
+        x = x.transpose(-2, -1)
     elif orientation == 6:
-        x = torch.rot90(x, -1, dims=(1, 2))
+        x = torch.rot90(x, -1, dims=(-2, -1))
     elif orientation == 7:
-        x = x.transpose(1, 2).flip(1, 2)
+        x = x.transpose(-2, -1).flip(-2, -1)
     elif orientation == 8:
-        x = torch.rot90(x, 1, dims=(1, 2))
-    if flip:
-        x = x.flip(2)
-    return x
+        x = torch.rot90(x, 1, dims=(-2, -1))
+    return x.flip(-1) if flip else x
 
 
 def _resize(region: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:

@@ -36,6 +36,7 @@ from pass_wds.decoding import (
     DecodeOptions,
     _box_to_stored,
     open_image,
+    orient_and_flip,
 )
 
 try:
@@ -162,26 +163,6 @@ def _decode_all(enc: EncodedBatch, device: torch.device) -> list[torch.Tensor | 
     return out
 
 
-def _orient_flip(x: torch.Tensor, orientation: int, flip: bool) -> torch.Tensor:
-    """EXIF transpose then optional mirror of an N x C x H x W batch (``decoding._orient_and_flip`` for
-    batches)."""
-    if orientation == 2:
-        x = x.flip(3)
-    elif orientation == 3:
-        x = x.flip(2, 3)
-    elif orientation == 4:
-        x = x.flip(2)
-    elif orientation == 5:
-        x = x.transpose(2, 3)
-    elif orientation == 6:
-        x = torch.rot90(x, -1, dims=(2, 3))
-    elif orientation == 7:
-        x = x.transpose(2, 3).flip(2, 3)
-    elif orientation == 8:
-        x = torch.rot90(x, 1, dims=(2, 3))
-    return x.flip(3) if flip else x
-
-
 def _chunks(images: list[tuple[int, torch.Tensor]], budget: int) -> list[list[tuple[int, torch.Tensor]]]:
     """Consecutive groups whose padded size (count x max height x max width) stays within ``budget``."""
     groups: list[list[tuple[int, torch.Tensor]]] = []
@@ -266,5 +247,5 @@ def decode_views(
             for o, f in {(int(o), bool(f)) for o, f in zip(orient.tolist(), flips.tolist(), strict=True)}:
                 sel = ((orient == o) & (flips == f)).nonzero().flatten()
                 part = crops if len(sel) == len(group) else crops[sel.to(dev)]
-                out[v].index_copy_(0, rows[sel].to(dev), _orient_flip(part, o, f))
+                out[v].index_copy_(0, rows[sel].to(dev), orient_and_flip(part, o, f))
     return out, bad

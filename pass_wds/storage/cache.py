@@ -184,20 +184,12 @@ class ShardCache:
                 pid = m["pid"]
                 try:
                     dead = (
-                        pid.isdigit() and not _alive(int(pid)) or time.time() - e.stat().st_mtime > 24 * 3600
+                        pid.isdigit()
+                        and not storage.process_alive(int(pid))
+                        or time.time() - e.stat().st_mtime > 24 * 3600
                     )
                 except FileNotFoundError:  # its download finished (renamed into place) since the scan
                     continue
                 if dead:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(e.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -286,3 +286,14 @@ def _abort_stale_uploads(
             fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up["UploadId"])  # type: ignore[attr-defined]
             aborted.append(f"{posixpath.basename(key)} (incomplete upload)")
         return aborted
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a lock or temp file of a dead one is stale)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
