@@ -72,13 +72,24 @@ class Rejection:
     detail: str = ""
 
     def to_json(self) -> dict[str, str]:
+        """The ``errors.jsonl`` record; names that are not UTF-8 are shown with ``\\xNN`` escapes (a rejected
+        archive member may carry any bytes, and the file must stay valid UTF-8 JSON)."""
         return {
-            "key": self.key,
-            "source": self.source,
-            "member": self.member,
+            "key": printable(self.key),
+            "source": printable(self.source),
+            "member": printable(self.member),
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": printable(self.detail),
         }
+
+
+def printable(text: str) -> str:
+    """``text`` with the surrogate escapes of undecodable bytes turned into visible ``\\xNN`` sequences."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass

@@ -186,3 +186,24 @@ def test_listing_helper_accounts_for_every_member(tmp_path: Path) -> None:
     listing = sources.list_tar(sources.InputSpec(str(p), "tar"), 0)
     assert [i.member for i in listing.items] == ["good1.jpg"]
     assert [r.reason for r in listing.rejections] == [CORRUPT]
+
+
+@pytest.mark.parametrize("name", [b"/etc/\xff\xfe.jpeg", b"../\xff.jpeg", b"PASS_dataset/\xff\xfe.jpeg"])
+def test_undecodable_member_names_are_reported_in_valid_utf8(tmp_path: Path, name: bytes) -> None:
+    """Found by the fuzz test: a rejected member whose name is not UTF-8 (unsafe or not) crashed the run while
+    errors.jsonl was written. It is a rejection shown with \\xNN escapes, and errors.jsonl stays UTF-8 JSON."""
+    good = _member("PASS_dataset/ok.jpeg", _good_jpeg())
+    bad = (
+        _patch(_member("x", _good_jpeg())[: tar.BLOCK], 0, name.ljust(100, b"\0"))
+        + _member("x", _good_jpeg())[tar.BLOCK :]
+    )
+    (tmp_path / "PASS.0.tar").write_bytes(good + bad + bytes(1024))
+    out = tmp_path / "out"
+    rc = make_shards_main(
+        [str(tmp_path / "PASS.0.tar"), "--output", str(out), "--allow-missing-metadata", "--no-progress"]
+    )
+    assert rc == 0
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [e["reason"] for e in errors] == ["unsafe-path"]
+    assert "\\xff" in errors[0]["member"]
+    assert json.loads((out / "index.json").read_text(encoding="utf-8"))["totals"]["samples"] == 1
