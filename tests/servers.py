@@ -62,7 +62,8 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 class MotoServer:
-    """``python -m moto.server`` as a child process; ``kill()`` is SIGKILL, ``start()`` reuses the port.
+    """moto's S3 server as a child process (``tests/strict_moto.py``: moto, refusing a body cut short of its
+    Content-Length as real S3 does); ``kill()`` is SIGKILL, ``start()`` reuses the port.
 
     moto keeps its state in memory, so a restarted server is empty (buckets must be recreated).
     """
@@ -78,7 +79,14 @@ class MotoServer:
     def start(self) -> MotoServer:
         env = {**os.environ, **CREDS}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [
+                sys.executable,
+                str(Path(__file__).with_name("strict_moto.py")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

@@ -213,3 +213,37 @@ def test_check_writable_and_restarted_server(moto_factory: object, aws_env: None
     bucket.client.create_bucket(Bucket=bucket.bucket)
     storage.write_bytes(bucket.url + "/a", b"2", bucket.storage_options)
     assert storage.read_bytes(bucket.url + "/a", bucket.storage_options) == b"2"
+
+
+def test_the_test_server_refuses_an_upload_cut_short_as_s3_does(s3: Bucket) -> None:
+    """The fault tests rely on this: a PUT whose connection dies before Content-Length bytes leaves no object
+    (real S3: IncompleteBody). moto's own development server would store the truncated body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", s3.server.port), timeout=10) as sock:
+        head = (
+            f"PUT /{s3.bucket}/cut.tar HTTP/1.1\r\nHost: 127.0.0.1:{s3.server.port}\r\n"
+            "Content-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"x" * 1000)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert b" 400 " in reply.split(b"\r\n", 1)[0] and b"IncompleteBody" in reply
+    assert s3.keys() == []
+
+
+def test_the_test_server_refuses_a_payload_that_does_not_match_its_declared_crc32(s3: Bucket) -> None:
+    """The other half of what S3 checks (BadDigest); a matching checksum is stored as usual."""
+    import base64
+    import zlib
+
+    from botocore.exceptions import ClientError
+
+    data = b"shard bytes" * 100
+    good = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError, match="BadDigest"):
+        s3.client.put_object(Bucket=s3.bucket, Key="bad.tar", Body=data, ChecksumCRC32="AAAAAA==")
+    s3.client.put_object(Bucket=s3.bucket, Key="good.tar", Body=data, ChecksumCRC32=good)
+    assert s3.keys() == ["good.tar"] and s3.get("good.tar") == data
