@@ -85,11 +85,9 @@ class Rejection:
 
 def printable(text: str) -> str:
     """``text`` with the surrogate escapes of undecodable bytes turned into visible ``\\xNN`` sequences."""
-    try:
-        text.encode("utf-8")
+    if _is_utf8(text):
         return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
