@@ -28,9 +28,12 @@ def test_idx_lines_written_are_parsed_back() -> None:
 def test_sample_json_built_is_parsed_back() -> None:
     prov = provenance("k", "PASS.0.tar", "d/k.jpeg", width=3, height=2, format="JPEG", data=b"xyz")
     raw = build_sample_json('"hash":"k","n":1,"t":"é\\n"', prov)
-    assert raw == json.dumps(
-        {"hash": "k", "n": 1, "t": "é\n", PROVENANCE: prov}, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    assert (
+        raw
+        == json.dumps(
+            {"hash": "k", "n": 1, "t": "é\n", PROVENANCE: prov}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+    )
     assert parse_sample_json(raw) == {"hash": "k", "n": 1, "t": "é\n", PROVENANCE: prov}
     assert list(prov) == ["key", "source", "member", "width", "height", "format", "bytes", "crc32"]
     again = provenance("k", "s", "m", width=1, height=1, format="JPEG", data=b"", original=(9, 8, "PNG"))
