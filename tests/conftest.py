@@ -24,6 +24,7 @@ QUICK_MODULES = {
     "test_decoding",
     "test_loading",
     "test_planning",
+    "test_shuffle_quality",
     "test_sources",
     "test_storage",
     "test_storage_cache",
