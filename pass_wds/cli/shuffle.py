@@ -4,10 +4,9 @@ when run). Computed from the epoch plan and the shards' ``.idx`` sizes; no image
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from pass_wds.cli.common import add_allow_external_urls, add_storage_options, source_arg
+from pass_wds.cli.common import add_allow_external_urls, add_storage_options, print_result, source_arg
 
 # The loader options that change the plan, as (flag, LoaderConfig field, type, help).
 PLAN_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
@@ -63,12 +62,7 @@ def _cmd_shuffle_report(args: argparse.Namespace) -> int:
     cfg = from_dict(LoaderConfig, options, source=args.config or "pass-wds shuffle-report")
     loader = cfg.build()
     report = loader.shuffle_report(epoch=args.epoch, group_by=args.group_by)
-    for line in report.lines():
-        print(line, flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
+    print_result(report, args.json)
     return 0
 
 
