@@ -26,6 +26,7 @@ QUICK_MODULES = {
     "test_loading",
     "test_pins",
     "test_planning",
+    "test_shuffle_quality",
     "test_sources",
     "test_storage",
     "test_storage_cache",
