@@ -164,14 +164,14 @@ def _shard_info(url: str, storage_options: dict[str, Any] | None, counts: bool) 
         if not counts:
             return ShardInfo(url, 0, idx_url)
         index = read_idx(idx_url, storage_options)
-        return ShardInfo(url, len(index), idx_url)
+        return ShardInfo(url, len(index), idx_url, layout=index.digest())
     if not storage.exists(url, storage_options):
         raise SourceError(f"shard not found: {storage.redact(url)}")
     if not counts:
         return ShardInfo(url, 0, None, compressed=compressed)
     compressed = compressed or _is_gzip(url, storage_options)
     index = scan_tar(url, storage_options, compressed)
-    return ShardInfo(url, len(index), None, compressed=compressed, index=index)
+    return ShardInfo(url, len(index), None, compressed=compressed, index=index, layout=index.digest())
 
 
 def _read_manifest(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ QUICK_MODULES = {
     "test_augment",
     "test_decoding",
     "test_loading",
+    "test_loading_state",
     "test_planning",
     "test_sources",
     "test_storage",
