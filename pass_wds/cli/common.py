@@ -72,6 +72,16 @@ def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_allow_raw_archives(p: argparse.ArgumentParser) -> None:
+    """``--allow-raw-archives``: read shards that look like raw image archives (refused by default)."""
+    p.add_argument(
+        "--allow-raw-archives",
+        action="store_true",
+        help="read tar files that look like raw image archives (lone images under folders, no sample JSON) "
+        "as shards; without it they are refused, since PASS's own tars are not the dataset (run make-shards)",
+    )
+
+
 def print_result(result: Any, json_path: str | None) -> None:
     """Print a result's ``lines()`` (flushed one by one) and, with ``--json FILE``, write its ``to_dict()``."""
     for line in result.lines():
