@@ -25,6 +25,7 @@ from typing import IO, Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pass_wds import jpeg, storage
+from pass_wds.errors import first_line
 from pass_wds.format import reasons
 from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
@@ -213,13 +214,8 @@ def _reencode_or_reject(data: bytes, opts: WriteOptions) -> tuple[bytes, int, in
             raise Rejected(reasons.BOMB, "too large to decode") from None
         except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
             raise Rejected(
-                reasons.CORRUPT, f"re-encoding failed: {type(e).__name__}: {_one_line(e)}"
+                reasons.CORRUPT, f"re-encoding failed: {type(e).__name__}: {first_line(e)}"
             ) from None
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 class TarWriter:
@@ -367,7 +363,7 @@ class _Prefetcher:
         except OSError as e:
             if isinstance(e, PermissionError) and not storage.is_local(item.url):
                 raise  # a store refusing us (expired credentials) refuses every item: not this item's fault
-            return Rejected(reasons.READ_ERROR, storage.redact(_one_line(e), self._so))
+            return Rejected(reasons.READ_ERROR, storage.redact(first_line(e), self._so))
 
     def __iter__(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
         if all(item.from_tar and storage.is_local(item.url) for item in self._items):

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from pass_wds import jpeg
+from pass_wds.errors import PassWdsError
 from pass_wds.format import reasons
 
 try:  # libjpeg-turbo through its TurboJPEG API, bundled in the wheel: no Pillow parse, any M/8 DCT scale.
@@ -86,7 +87,7 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class DecodeError(Exception):
+class DecodeError(PassWdsError):
     """An image could not be decoded; ``reason`` is a word of :mod:`pass_wds.format.reasons`, ``detail`` the
     underlying message."""
 
