@@ -55,6 +55,7 @@ class BenchConfig:
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False
+    allow_raw_archives: bool = False
 
 
 @dataclass
@@ -140,12 +141,15 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     import torch
 
     from pass_wds.decoding import decode_tensor
+    from pass_wds.format.samples import parse_sample_json
     from pass_wds.loading import IndexCache, resolve_source
-    from pass_wds.loading.pipeline import collate, image_member, sample_json
+    from pass_wds.loading.pipeline import collate, image_member
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
-    shards = resolve_source(cfg.source, so, allow_external_urls=cfg.allow_external_urls)
+    shards = resolve_source(
+        cfg.source, so, allow_external_urls=cfg.allow_external_urls, allow_raw_archives=cfg.allow_raw_archives
+    )
     counts = tuple(s.nsamples for s in shards)
     offsets = shard_offsets(counts)
     cache = IndexCache(shards, so)
@@ -189,7 +193,7 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
             outs.append(out)
         stages["worker side (recipe)"] = _stage(time.perf_counter() - t0, len(images))
         for s in good:
-            sample_json(s)
+            parse_sample_json(s.get("json"))
         bs = min(cfg.batch_size, len(outs))
         finish = getattr(recipe, "finish_batch", lambda b: b)
         t0 = time.perf_counter()
@@ -228,6 +232,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         device=cfg.device if recipe is not None else None,
         storage_options=cfg.storage_options or None,
         allow_external_urls=cfg.allow_external_urls,
+        allow_raw_archives=cfg.allow_raw_archives,
         pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
         prefetch_factor=PREFETCH_FACTOR,
     )

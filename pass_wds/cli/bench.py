@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any
 
-from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
+from pass_wds.cli.common import (
+    add_allow_external_urls,
+    add_allow_raw_archives,
+    add_source,
+    add_storage_options,
+    print_result,
+    source_arg,
+)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -32,16 +38,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         storage_options=getattr(args, "storage_options", {}) or {},
         allow_external_urls=args.allow_external_urls,
+        allow_raw_archives=args.allow_raw_archives,
     )
     # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
     logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
     result = run_bench(cfg)
-    for line in result.lines():
-        print(line, flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
+    print_result(result, args.json)
     return 0
 
 
@@ -81,4 +83,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_storage_options(p)
     add_allow_external_urls(p)
+    add_allow_raw_archives(p)
     p.set_defaults(func=_cmd_bench)

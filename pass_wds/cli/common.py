@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
-from pass_wds.executors import EngineError
+from pass_wds.convert.executors import EngineError
 from pass_wds.format.errors import ShardError
 
 SOURCE_HELP = (
@@ -70,6 +70,26 @@ def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
         help="trust an index.json that lists absolute shard URLs or paths outside its own folder "
         "(refused by default; see docs/security.md)",
     )
+
+
+def add_allow_raw_archives(p: argparse.ArgumentParser) -> None:
+    """``--allow-raw-archives``: read shards that look like raw image archives (refused by default)."""
+    p.add_argument(
+        "--allow-raw-archives",
+        action="store_true",
+        help="read tar files that look like raw image archives (lone images under folders, no sample JSON) "
+        "as shards; without it they are refused, since PASS's own tars are not the dataset (run make-shards)",
+    )
+
+
+def print_result(result: Any, json_path: str | None) -> None:
+    """Print a result's ``lines()`` (flushed one by one) and, with ``--json FILE``, write its ``to_dict()``."""
+    for line in result.lines():
+        print(line, flush=True)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -145,7 +145,9 @@ class Arena:
         return t.device.type == "cpu" and t.untyped_storage().data_ptr() == self.buffer.data_ptr()
 
     def ref(self, t: torch.Tensor, lease: _Lease) -> _ArenaView:
-        return _ArenaView(lease, t.dtype, t.storage_offset() * t.element_size(), tuple(t.shape), t.stride())
+        return _ArenaView(
+            lease, t.dtype, int(t.storage_offset()) * t.element_size(), tuple(t.shape), t.stride()
+        )
 
 
 class ArenaWriter:

@@ -32,8 +32,9 @@ from pass_wds.loading.pipeline import (
     write_epoch_state,
 )
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
+from pass_wds.loading.quality import ShuffleReport, plan_report
 from pass_wds.loading.shards import resolve_source
-from pass_wds.loading.stream import IndexCache
+from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import get_logger, remember_secrets
 
@@ -67,6 +68,7 @@ class LoaderConfig:
     verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
+    allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -178,6 +180,7 @@ class Loader:
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
+            allow_raw_archives=config.allow_raw_archives,
         )
         if recipe is None and config.decode is not None:
             raise ConfigError(
@@ -426,6 +429,60 @@ class Loader:
             return stage(batch, device, generator=rng)  # type: ignore[no-any-return]
         return stage(batch, device)  # type: ignore[no-any-return]
 
+    # ----- shuffle quality -----------------------------------------------------------------------------
+
+    def shuffle_report(
+        self,
+        *,
+        epoch: int | None = None,
+        world_size: int | None = None,
+        num_workers: int | None = None,
+        group_by: str | None = None,
+    ) -> ShuffleReport:
+        """How well epoch ``epoch`` (default: the current one) and the next mix, against a uniform shuffle
+        (:mod:`pass_wds.loading.quality`), for this loader's topology or another one. Reads only the shards'
+        ``.idx`` files (for sample sizes), no image bytes; ``group_by="json:FIELD"`` also reads each sample's
+        JSON member to group by that field."""
+        ws = self.world_size if world_size is None else world_size
+        readers = self.readers if num_workers is None else max(1, num_workers)
+        if ws < 1:
+            raise ConfigError(f"world_size must be >= 1, got {ws}")
+        labels = []
+        if group_by is not None:
+            labels.append(self._labels(group_by))
+        sizes, footprint = self._cache.footprints()
+        planner = EpochPlanner(self.params, (lambda g: sizes[g]) if self.params.shuffle else None)
+        p = self.params
+        settings = {
+            "seed": p.seed,
+            "segment_samples": p.segment_samples,
+            "shuffle_buffer_bytes": p.shuffle_buffer_bytes,
+            "remainder": p.remainder,
+        }
+        if not p.shuffle:
+            settings["shuffle"] = False
+        if p.epoch_samples is not None:
+            settings["epoch_samples"] = p.epoch_samples
+        return plan_report(
+            planner,
+            ws,
+            readers,
+            epoch=self.epoch if epoch is None else epoch,
+            footprint=footprint,
+            settings=settings,
+            groups=labels,
+        )
+
+    def _labels(self, group_by: str) -> tuple[str, np.ndarray, list[str]]:
+        """``(name, label code per global sample id, label names)`` for ``group_by``."""
+        kind, _, name = group_by.partition(":")
+        if kind != "json" or not name:
+            raise ConfigError(f"group_by must be 'json:FIELD', got {group_by!r}")
+        values = json_field(self.shards, name, self.config.storage_options or None)
+        names = sorted(set(values), key=str)
+        code = {v: i for i, v in enumerate(names)}
+        return f"json:{name}", np.array([code[v] for v in values], dtype=np.int64), [str(v) for v in names]
+
     # ----- checkpointing -----------------------------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -490,7 +547,9 @@ def make_loader(
     ``cache_dir``, ``device``, …); their defaults and validation live there, once.
     ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
     own folder (refused by default: a manifest from elsewhere could make the loader read local files);
-    ``verify_samples=False`` skips the per-sample crc32 check.
+    ``verify_samples=False`` skips the per-sample crc32 check; ``allow_raw_archives=True`` reads shards that
+    look like raw image archives (lone images under folders, no sample JSON: PASS's own tars are refused
+    without it, as they are not the dataset).
     """
     if options.get("storage_options") is None:
         options.pop("storage_options", None)
