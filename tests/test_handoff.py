@@ -17,16 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
 from conftest import find_image  # noqa: E402
 from shardkit import TinyRecipe, write_shards  # noqa: E402
+from test_loading_recipes import PHOTOS  # noqa: E402
 
 from pass_wds.augment import load_recipe  # noqa: E402
 from pass_wds.loading import make_loader  # noqa: E402
 from pass_wds.loading.handoff import BatchArenas, _Lease  # noqa: E402
-
-PHOTOS = [
-    "img2dataset__123_456.jpg", "img2dataset__208_495.jpg", "img2dataset__321_421.jpg", "img2dataset__389_535.jpg",
-    "img2dataset__416_264.jpg", "img2dataset__456_123.jpg", "gradio__lion.jpg", "gradio__cheetah1.jpg",
-    "max-srenh__food.png", "exifsamples__Nikon_D70.jpg", "exifsamples__Canon_40D.jpg", "ljt__testorig.jpg",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
