@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from pass_wds import __version__
-from pass_wds.cli import bench, convert, dataset, fetch, hosting, preview
+from pass_wds.cli import bench, convert, dataset, fetch, hosting, preview, shuffle
 from pass_wds.cli.common import Parser, run
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pass-wds {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (fetch, convert, dataset, hosting, preview, bench):
+    for module in (fetch, convert, dataset, hosting, preview, bench, shuffle):
         module.register(sub)
     return parser
 

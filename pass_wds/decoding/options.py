@@ -20,7 +20,8 @@ JPEG_MODES = ("accurate", "fast")
 
 
 class DecodeError(Exception):
-    """An image could not be decoded; ``reason`` is a short category, ``detail`` the underlying message."""
+    """An image could not be decoded; ``reason`` is a word of :mod:`pass_wds.format.reasons`, ``detail`` the
+    underlying message."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -28,6 +28,7 @@ from pass_wds.imaging.probe import (
     inspect_image,
     load_all,
     reencode,
+    rejection,
     sniff_header,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "orient_pil",
     "read_orientation",
     "reencode",
+    "rejection",
     "scan",
     "sniff_header",
     "swaps_axes",

@@ -32,6 +32,7 @@ __all__ = [
     "inspect_image",
     "load_all",
     "reencode",
+    "rejection",
     "sniff_header",
 ]
 
@@ -112,15 +113,25 @@ def inspect_image(data: bytes, *, validate: bool, max_pixels: int, reencode: boo
             raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
         if validate:
             load_all(im, data, fmt)
-    except Rejected:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise Rejected(reasons.BOMB, str(e)) from None
-    except UnidentifiedImageError:
-        raise Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify") from None
-    except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
-        raise Rejected(reasons.CORRUPT, f"{type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise rejection(e) from None
     return ImageInfo(fmt, EXTENSIONS.get(fmt, "jpg"), width, height)
+
+
+def rejection(e: Exception, doing: str = "") -> Rejected:
+    """The errors.jsonl verdict on what Pillow raised while opening or decoding an image: a bomb (also when
+    memory ran out), not an image, or else corrupt (truncated or damaged data, decoder errors all mean
+    unusable); ``doing`` prefixes the detail (e.g. ``"re-encoding failed: "``)."""
+    if isinstance(e, Rejected):
+        return e
+    if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return Rejected(reasons.BOMB, str(e))
+    if isinstance(e, MemoryError):
+        return Rejected(reasons.BOMB, "too large to decode")
+    if isinstance(e, UnidentifiedImageError):
+        return Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify")
+    lines = str(e).strip().splitlines()
+    return Rejected(reasons.CORRUPT, f"{doing}{type(e).__name__}: {lines[0] if lines else type(e).__name__}")
 
 
 def sniff_header(data: bytes) -> tuple[str, int, int] | None:
