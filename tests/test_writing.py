@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pass_wds.convert.writing import ShardTask, TarWriter, TaskItem, WriteOptions, write_shard
 from pass_wds.format import keys, reasons
 from pass_wds.format.idx import parse_idx
 from pass_wds.format.tar import MTIME
 from pass_wds.imaging import Rejected, inspect_image, reencode
-from pass_wds.writing import ShardTask, TarWriter, TaskItem, WriteOptions, write_shard
 
 
 def _jpeg(w: int = 64, h: int = 48, **save: object) -> bytes:

@@ -29,15 +29,23 @@ from pass_wds.loading.pipeline import (
     SampleError,
     write_epoch_state,
 )
-from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
+from pass_wds.loading.plan import (
+    EpochPlanner,
+    Generation,
+    GenerationPlan,
+    HistoryError,
+    PlanParams,
+    shard_offsets,
+)
 from pass_wds.loading.quality import ShuffleReport, plan_report
 from pass_wds.loading.shards import resolve_source
+from pass_wds.loading.state import STATE_VERSION, LoaderState, StateError, parse_state
 from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import get_logger, remember_secrets
+from pass_wds.storage.urls import without_query
 
 log = get_logger("pass_wds.loading")
-STATE_VERSION = 1
 
 
 DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
@@ -63,6 +71,7 @@ class LoaderConfig:
     verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
+    allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -173,6 +182,7 @@ class Loader:
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
+            allow_raw_archives=config.allow_raw_archives,
         )
         if recipe is None and config.decode is not None:
             raise ConfigError(
@@ -241,10 +251,13 @@ class Loader:
     def _generation_plans(self, history: tuple[Generation, ...]) -> list[GenerationPlan]:
         key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
         if self._plans is None or self._plans[0] != key:
-            offsets = shard_offsets(self.params.counts)
-            sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
-            self._plans = (key, EpochPlanner(self.params, sizes).generations(self.epoch, history))
+            self._plans = (key, self._plan(self.epoch, history))
         return self._plans[1]
+
+    def _plan(self, epoch: int, history: tuple[Generation, ...]) -> list[GenerationPlan]:
+        offsets = shard_offsets(self.params.counts)
+        sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
+        return EpochPlanner(self.params, sizes).generations(epoch, history)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
@@ -470,10 +483,14 @@ class Loader:
     # ----- checkpointing -----------------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """Identifies the data and every setting that changes the sample order."""
+        """Identifies the data (shard names, counts and content: the manifest's sha256, else the layout read
+        from the ``.idx`` or a header scan, else the size) and every setting that changes the sample order."""
         p = self.params
         desc = {
-            "shards": [[s.url.rsplit("/", 1)[-1], s.nsamples] for s in self.shards],
+            "shards": [
+                [without_query(s.url).rsplit("/", 1)[-1], s.nsamples, s.sha256 or s.layout or s.filesize]
+                for s in self.shards
+            ],
             "params": [
                 p.seed,
                 p.batch_size,
@@ -487,31 +504,54 @@ class Loader:
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
-        """Small and identical on every rank: epoch, delivered batches per generation, fingerprint."""
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "seed": self.params.seed,
-            "batch_size": self.params.batch_size,
-            "fingerprint": self.fingerprint(),
-            "generations": [[g.world_size, g.num_workers, g.batches] for g in self._history],
-        }
+        """Small and identical on every rank: epoch, delivered batches per generation, fingerprint (the schema:
+        :mod:`pass_wds.loading.state`)."""
+        return LoaderState(
+            version=STATE_VERSION,
+            epoch=self.epoch,
+            seed=self.params.seed,
+            batch_size=self.params.batch_size,
+            fingerprint=self.fingerprint(),
+            generations=tuple(self._history),
+        ).to_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported loader state version {state.get('version')!r}")
-        if state["fingerprint"] != self.fingerprint():
-            raise ValueError(
-                "loader state belongs to different shards or settings (seed, batch_size, remainder, shuffle, "
-                f"segment_samples, shuffle_buffer_bytes, epoch_samples): {state['fingerprint']} != {self.fingerprint()}"
+        """Continue from ``state``. Every field is checked first (:func:`~pass_wds.loading.state.parse_state`)
+        and the whole history is planned before anything is changed, so a refused state (a
+        :class:`~pass_wds.loading.state.StateError`, one line naming the field) leaves the loader as it was."""
+        parsed = parse_state(state)
+        if parsed.fingerprint != self.fingerprint():
+            raise StateError(
+                f"loader state field 'fingerprint' ({parsed.fingerprint}) belongs to different shards or settings "
+                f"than this loader ({self.fingerprint()}): shard names, counts or content, seed, batch_size, "
+                "remainder, shuffle, segment_samples, shuffle_buffer_bytes or epoch_samples"
             )
-        self.epoch = int(state["epoch"])
-        self._history = [Generation(int(a), int(b), int(c)) for a, b, c in state["generations"]]
+        for name, mine in (("seed", self.params.seed), ("batch_size", self.params.batch_size)):
+            if getattr(parsed, name) != mine:
+                raise StateError(
+                    f"loader state field '{name}' is {getattr(parsed, name)}, this loader's is {mine}"
+                )
+        history = parsed.generations
+        plans: list[GenerationPlan] | None = None
+        if history:
+            try:
+                plans = self._plan(parsed.epoch, history)
+            except HistoryError as e:
+                raise StateError(
+                    f"loader state field 'generations[{e.index}][2]' is {e.batches}, but that part of the epoch "
+                    f"has only {e.batches_per_rank} batches per rank"
+                ) from None
+            if history[-1].batches > plans[-1].batches_per_rank:
+                raise StateError(
+                    f"loader state field 'generations[{len(history) - 1}][2]' is {history[-1].batches}, more "
+                    f"batches than its epoch has ({plans[-1].batches_per_rank} per rank)"
+                )
+        self.epoch = parsed.epoch
+        self._history = list(history)
         self._plans = None
-        if self._history:
-            plans = self._generation_plans(tuple(self._history))
-            if self._history[-1].batches > plans[-1].batches_per_rank:
-                raise ValueError("loader state has more batches than its epoch")
+        if plans is not None:
+            key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
+            self._plans = (key, plans)
 
 
 def make_loader(
@@ -531,7 +571,9 @@ def make_loader(
     ``cache_dir``, ``device``, …); their defaults and validation live there, once.
     ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
     own folder (refused by default: a manifest from elsewhere could make the loader read local files);
-    ``verify_samples=False`` skips the per-sample crc32 check.
+    ``verify_samples=False`` skips the per-sample crc32 check; ``allow_raw_archives=True`` reads shards that
+    look like raw image archives (lone images under folders, no sample JSON: PASS's own tars are refused
+    without it, as they are not the dataset).
     """
     if options.get("storage_options") is None:
         options.pop("storage_options", None)
