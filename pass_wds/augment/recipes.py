@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ __all__ = [
     "CallableRecipe",
     "Recipe",
     "RecipeConfig",
+    "RecipeLike",
     "ViewConfig",
     "builtin_config",
     "load_recipe",
@@ -186,6 +187,33 @@ def builtin_config(name: str) -> RecipeConfig:
         raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
     path = RECIPE_DIR / f"{name}.yaml"
     return RecipeConfig.from_mapping(load_yaml(path), source=str(path))
+
+
+@runtime_checkable
+class RecipeLike(Protocol):
+    """What the loader asks of a recipe; :class:`Recipe` (a config) and :class:`CallableRecipe` (your
+    function) are its two kinds, and :func:`load_recipe` turns anything else into one of them.
+
+    In the workers, each sample is ``recipe(data, ext, rng)`` → a dict of tensors, deterministic given
+    ``rng``; in the training process, ``device_stage`` finishes each collated batch on the device. Optional
+    hooks the loader uses when present: ``worker_sample`` (called per sample instead of ``__call__``),
+    ``finish_batch`` (per collated batch, in the worker) and ``decode_on_device``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(
+        self, data: bytes, ext: str = "jpg", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]: ...
+
+    def device_stage(
+        self,
+        batch: dict[str, Any],
+        device: torch.device | str = "cpu",
+        *,
+        generator: np.random.Generator | int | None = None,
+        normalize_output: bool = True,
+    ) -> dict[str, Any]: ...
 
 
 class Recipe:

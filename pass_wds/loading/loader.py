@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pass_wds.augment import load_recipe
+from pass_wds.augment import RecipeLike, load_recipe
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
@@ -27,7 +27,6 @@ from pass_wds.loading.pipeline import (
     EpochJob,
     LiveBatches,
     PlannedBatches,
-    Recipe,
     SampleError,
     write_epoch_state,
 )
@@ -129,7 +128,7 @@ class LoaderConfig:
         parse_size(self.shuffle_buffer_bytes)
         parse_size(self.cache_bytes)
 
-    def build(self, recipe: str | Recipe | None = None) -> Loader:
+    def build(self, recipe: str | RecipeLike | Callable[..., Any] | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
         self.validate_values()
         return Loader(self, recipe if recipe is not None else self.recipe)
@@ -180,7 +179,9 @@ class Loader:
     ``set_epoch(e)`` selects an epoch explicitly (a no-op for the current one, so a resumed position stays).
     """
 
-    def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
+    def __init__(
+        self, config: LoaderConfig, recipe: str | RecipeLike | Callable[..., Any] | None = None
+    ) -> None:
         self.config = config
         remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
@@ -194,7 +195,7 @@ class Loader:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
             )
-        self.recipe = None if recipe is None else load_recipe(recipe, decode=config.decode)
+        self.recipe: RecipeLike | None = None if recipe is None else load_recipe(recipe, decode=config.decode)
         self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
         if self.decode_on_device and not config.device:
             raise ConfigError(
@@ -572,7 +573,7 @@ def make_loader(
     source: str | Sequence[str],
     *,
     batch_size: int,
-    recipe: str | Recipe | None = None,
+    recipe: str | RecipeLike | Callable[..., Any] | None = None,
     **options: Any,
 ) -> Loader:
     """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pass_wds.augment.recipes import RecipeLike
 from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
@@ -34,11 +35,12 @@ from pass_wds.storage.errors import get_logger, redact
 
 log = get_logger("pass_wds.loading")
 
-Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+SampleFn = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+"""The least a reader needs to decode: a per-sample function; every :class:`RecipeLike` is one."""
 _AUG_TAG = 0xA06
 
 
-_WARNED_CORRUPT: set[str] = set()  # shards this process has warned about
+_WARNED = "__warned_shards__"  # key of a reader's stats: shards it has warned about (never sent with a batch)
 
 
 class CorruptSample(ValueError):
@@ -70,7 +72,7 @@ class EpochJob:
     epoch: int
     history: tuple[Generation, ...]
     rank: int
-    recipe: Recipe | None = None
+    recipe: RecipeLike | SampleFn | None = None
     on_error: str = "substitute"
     verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
@@ -173,7 +175,7 @@ def check_sample(image: bytes, meta: dict[str, Any]) -> None:
 
 
 def apply_recipe(
-    recipe: Recipe, sample: Sample, rng: np.random.Generator, verify: bool = False
+    recipe: RecipeLike | SampleFn, sample: Sample, rng: np.random.Generator, verify: bool = False
 ) -> dict[str, Any]:
     """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy).
     With ``verify``, the image is first checked against the checksum in its JSON."""
@@ -398,11 +400,13 @@ def _count_failure(stats: dict[str, Any], sample: Sample, e: BaseException) -> N
 def _count_corrupt(
     stats: dict[str, Any], sample: Sample, e: CorruptSample, action: str = "substituting"
 ) -> None:
-    """Count a sample that failed its checksum; warn once per shard and process (a damaged shard has many)."""
+    """Count a sample that failed its checksum; warn once per shard and reader (a damaged shard has many).
+    The reader's stats remember which shards it warned about: no process-wide state."""
     url = sample["__url__"]
     _count(stats, sample, reasons.CHECKSUM_MISMATCH, str(e), action=action)
-    if url not in _WARNED_CORRUPT:
-        _WARNED_CORRUPT.add(url)
+    warned: set[str] = stats.setdefault(_WARNED, set())
+    if url not in warned:
+        warned.add(url)
         log.warning(
             "shard %s has corrupt samples (checksum (crc32) mismatch, first: %r: %s); %s; further corrupt "
             "samples of this shard are counted in loader.stats, not logged",
@@ -444,7 +448,7 @@ def _substitute(
 
 
 def _with_stats(batch: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    batch["__stats__"] = dict(stats)
+    batch["__stats__"] = {k: v for k, v in stats.items() if k != _WARNED}
     stats.pop("bad", None)
     stats.pop("substituted", None)
     stats["errors"] = 0
