@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.format.samples import CREATOR_COLUMNS, IMAGE_EXTS
 
-CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 PAD = 6

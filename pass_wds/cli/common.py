@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
-from pass_wds.executors import EngineError
+from pass_wds.convert.executors import EngineError
 from pass_wds.format.errors import ShardError
 
 SOURCE_HELP = (
