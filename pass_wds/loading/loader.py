@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pass_wds.augment import load_recipe
+from pass_wds.augment import RecipeLike, load_recipe
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.loading.handoff import BatchArenas, to_wire
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
     LiveBatches,
     PlannedBatches,
-    Recipe,
     SampleError,
     write_epoch_state,
 )
@@ -50,7 +50,10 @@ log = get_logger("pass_wds.loading")
 
 
 DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
-MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
+MAX_EPOCH_SAMPLES = 100_000_000
+# arenas per worker beyond prefetch_factor: the batch being returned and the one the training loop still
+# holds while it asks for the next (more live batches make a worker fall back to a fresh segment)
+ARENA_SPARE = 2  # a resampled epoch is planned in memory by every reader
 
 
 @dataclass
@@ -76,6 +79,7 @@ class LoaderConfig:
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
+    reuse_buffers: bool = True  # workers hand batches over in reused shared-memory arenas (docs/loader.md)
     pin_memory: bool = False
     persistent_workers: bool = True
     device: str | None = None
@@ -119,10 +123,12 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if not isinstance(self.reuse_buffers, bool):
+            raise ConfigError(f"reuse_buffers must be true or false, got {self.reuse_buffers!r}")
         parse_size(self.shuffle_buffer_bytes)
         parse_size(self.cache_bytes)
 
-    def build(self, recipe: str | Recipe | None = None) -> Loader:
+    def build(self, recipe: str | RecipeLike | Callable[..., Any] | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
         self.validate_values()
         return Loader(self, recipe if recipe is not None else self.recipe)
@@ -173,7 +179,9 @@ class Loader:
     ``set_epoch(e)`` selects an epoch explicitly (a no-op for the current one, so a resumed position stays).
     """
 
-    def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
+    def __init__(
+        self, config: LoaderConfig, recipe: str | RecipeLike | Callable[..., Any] | None = None
+    ) -> None:
         self.config = config
         remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
@@ -187,7 +195,7 @@ class Loader:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
             )
-        self.recipe = None if recipe is None else load_recipe(recipe, decode=config.decode)
+        self.recipe: RecipeLike | None = None if recipe is None else load_recipe(recipe, decode=config.decode)
         self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
         if self.decode_on_device and not config.device:
             raise ConfigError(
@@ -212,6 +220,12 @@ class Loader:
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
+        # shared-memory arenas the workers stack batches into, reused while the main process frees them
+        self._arenas = (
+            BatchArenas(config.num_workers, config.prefetch_factor + ARENA_SPARE)
+            if config.reuse_buffers and config.num_workers > 0
+            else None
+        )
         self.dropped_keys: list[str] = []
         if self.recipe is not None:
             self._check_images()
@@ -301,6 +315,7 @@ class Loader:
                 if self.config.cache_dir
                 else None
             ),
+            arenas=self._arenas,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -400,6 +415,7 @@ class Loader:
             prefetch_factor=self.config.prefetch_factor,
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
+            collate_fn=to_wire,
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
@@ -557,7 +573,7 @@ def make_loader(
     source: str | Sequence[str],
     *,
     batch_size: int,
-    recipe: str | Recipe | None = None,
+    recipe: str | RecipeLike | Callable[..., Any] | None = None,
     **options: Any,
 ) -> Loader:
     """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace
