@@ -29,6 +29,7 @@ QUICK_MODULES = {
     "test_loading",
     "test_loading_state",
     "test_pins",
+    "test_options",
     "test_planning",
     "test_shuffle_quality",
     "test_sources",
