@@ -96,8 +96,15 @@ def parse_idx(text: str, source: str = "<idx>") -> ShardIndex:
     return ShardIndex(keys, members, named=all_named)
 
 
+def idx_line(members: Iterable[tuple[str, int, int]]) -> str:
+    """One sample's line of a DALI v1.2 index, from its members' ``(name, data offset, size)`` in tar order:
+    ``<ext> <offset> <size> <name>`` per member, the extension being what follows the key (as
+    :func:`parse_idx` and every WebDataset reader split it)."""
+    return " ".join(f"{split_key(name)[1]} {offset} {size} {name}" for name, offset, size in members)
+
+
 def idx_text(lines: list[str]) -> bytes:
-    """DALI webdataset index v1.2: a header with the sample count, then one line per sample."""
+    """DALI webdataset index v1.2: a header with the sample count, then one line per sample (:func:`idx_line`)."""
     return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode("ascii")
 
 

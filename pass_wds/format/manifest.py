@@ -21,6 +21,7 @@ from pass_wds import storage
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, idx_url_for, is_gzip_name
 from pass_wds.format.keys import is_unsafe
+from pass_wds.format.revisions import validate_lineage
 
 INDEX = "index.json"
 STATS = "stats.json"
@@ -55,7 +56,9 @@ def build_index(
     config: dict[str, Any],
     plan_digest: str,
     version: str,
+    dataset_version: str | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a first conversion (revision 0; ``make-shards update`` writes the later ones)."""
     shardlist = [
         {
             "url": shard_name(name, r.index),
@@ -80,6 +83,9 @@ def build_index(
         "plan_digest": plan_digest,
         "config": config,
         "created_by": f"pass-wds {version}",
+        "revision": 0,
+        "dataset_version": dataset_version,
+        "history": [],
     }
 
 
@@ -179,6 +185,7 @@ def validate_index(data: Any, where: str, *, require_filesize: bool = False) -> 
             raise bad(f"{f}.idx", "must be a non-empty string")
     if "totals" in data and not isinstance(data["totals"], dict):
         raise bad("totals", "must be an object")
+    validate_lineage(data, where, ManifestError)
 
 
 def is_external(ref: str) -> bool:
