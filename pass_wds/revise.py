@@ -810,6 +810,8 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     storage.remember_secrets(so)
     if opts.dry_run:
         return UpdateSummary(dry_run_lines(plan_update(opts)), revision=-1)
+    if not storage.exists(storage.join(opts.output, manifest.INDEX), so):  # before the lock creates anything
+        raise UpdateError(f"{storage.redact(opts.output)} is not a pass-wds output (no {manifest.INDEX}, or unfinished)")
     check_output_writable(opts.output, so)
     if storage.exists(_state_url(opts.output, "plan.json"), so):
         raise UpdateError(
@@ -871,9 +873,16 @@ def _finish_interrupted(opts: UpdateOptions, crash: Callable[[str], None]) -> li
 def _clear_state(opts: UpdateOptions, state: dict[str, Any]) -> None:
     """Remove this update's records (the lock stays until the run ends)."""
     so, out = opts.storage_options, opts.output
-    for position in state.get("positions", []):
-        storage.remove(_state_url(out, _shard_record(int(position))), so)
+    records = {_shard_record(int(p)) for p in state.get("positions", [])}
+    for name in records:
+        storage.remove(_state_url(out, name), so)
     storage.remove(_state_url(out, STATE_FILE), so)
+    _remove_state_temp_files(opts, records | {STATE_FILE})
+
+
+def _remove_state_temp_files(opts: UpdateOptions, names: set[str]) -> None:
+    """A kill while another thread was writing a record leaves its temp file (only ours are named)."""
+    storage.remove_temp_files(storage.join(opts.output, STATE), opts.storage_options, names=names)
 
 
 def _remove_state_folder(opts: UpdateOptions) -> None:
@@ -907,8 +916,9 @@ def _apply(plan: Plan, crash: Callable[[str], None]) -> UpdateSummary:
             f"{storage.redact(out)} holds {', '.join(clash[:3])}, which pass-wds did not write but this update "
             "would write; move it away"
         )
-    if ours:  # temp files (and, on S3, incomplete uploads) of the killed run's new shards
+    if ours:  # temp files (and, on S3, incomplete uploads) of the killed run's new shards and records
         storage.remove_temp_files(out, so, names=ours)
+        _remove_state_temp_files(opts, {_shard_record(e.position) for e in plan.edits} | {STATE_FILE})
     if state is None:
         state = {
             "digest": plan.digest,

@@ -178,6 +178,8 @@ def summarize(
         )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
     lines.append(f"seed         {index.get('seed', '(no index.json)')}")
+    if index:
+        lines += _lineage_lines(index)
     try:
         if ds.folder is None:
             raise FileNotFoundError
@@ -190,6 +192,25 @@ def summarize(
     except FileNotFoundError:
         lines.append("rejected     (no errors.jsonl)")
     return "\n".join(lines)
+
+
+def _lineage_lines(index: dict[str, Any]) -> list[str]:
+    """``revision`` and one line per ``history`` entry (make-shards update); the manifest was validated."""
+    version = index.get("dataset_version")
+    lines = [f"revision     {index.get('revision', 0)}" + (f" (dataset version {version})" if version else "")]
+    for h in index.get("history", []):
+        what = f"removed {h['removed']['count']:,} samples"
+        if h.get("refreshed"):
+            what += f", refreshed {h['refreshed']:,}"
+        replaced = h.get("replaced", [])
+        dropped = sum(1 for r in replaced if r.get("new") is None)
+        lines.append(
+            f"  r{h['revision']} {h['date']}: {what}; {len(replaced)} shards replaced"
+            + (f" ({dropped} emptied)" if dropped else "")
+            + (f"; version {h['dataset_version']}" if h.get("dataset_version") else "")
+            + f"; keys sha256 {h['removed'].get('sha256', '?')[:16]}…"
+        )
+    return lines
 
 
 def find_sample(
