@@ -811,7 +811,9 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     if opts.dry_run:
         return UpdateSummary(dry_run_lines(plan_update(opts)), revision=-1)
     if not storage.exists(storage.join(opts.output, manifest.INDEX), so):  # before the lock creates anything
-        raise UpdateError(f"{storage.redact(opts.output)} is not a pass-wds output (no {manifest.INDEX}, or unfinished)")
+        raise UpdateError(
+            f"{storage.redact(opts.output)} is not a pass-wds output (no {manifest.INDEX}, or unfinished)"
+        )
     check_output_writable(opts.output, so)
     if storage.exists(_state_url(opts.output, "plan.json"), so):
         raise UpdateError(

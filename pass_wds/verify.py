@@ -197,7 +197,9 @@ def summarize(
 def _lineage_lines(index: dict[str, Any]) -> list[str]:
     """``revision`` and one line per ``history`` entry (make-shards update); the manifest was validated."""
     version = index.get("dataset_version")
-    lines = [f"revision     {index.get('revision', 0)}" + (f" (dataset version {version})" if version else "")]
+    lines = [
+        f"revision     {index.get('revision', 0)}" + (f" (dataset version {version})" if version else "")
+    ]
     for h in index.get("history", []):
         what = f"removed {h['removed']['count']:,} samples"
         if h.get("refreshed"):

@@ -92,7 +92,11 @@ def sample_keys(out: Path) -> list[str]:
 def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
     """name → (sha256, mtime_ns, inode) of every file below ``folder``."""
     return {
-        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns, p.stat().st_ino)
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+            p.stat().st_ino,
+        )
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
@@ -171,7 +175,11 @@ def check_revision(before: dict[str, Any], out: Path, removed: set[str]) -> dict
         assert new["url"] == rep["new"] and (out / new["url"]).exists()
         assert tar_samples((out / new["url"]).read_bytes()) == kept
         assert new["nsamples"] == len(kept)
-        assert old["url"] not in new_names and not (out / old["url"]).exists() and not (out / old["idx"]).exists()
+        assert (
+            old["url"] not in new_names
+            and not (out / old["url"]).exists()
+            and not (out / old["idx"]).exists()
+        )
     assert not (out / "_state").exists()
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     assert all(c.ok for c in verify(str(out))), [c.problems for c in verify(str(out)) if not c.ok]
@@ -186,7 +194,10 @@ def state_of(folder: Path) -> dict[str, Any]:
 def before_of(out: Path) -> dict[str, Any]:
     """snapshot plus the bytes, for check_revision."""
     snap = snapshot(out)
-    return {k: (*v, (out / k).read_text() if k == "index.json" else None, (out / k).read_bytes()) for k, v in snap.items()}
+    return {
+        k: (*v, (out / k).read_text() if k == "index.json" else None, (out / k).read_bytes())
+        for k, v in snap.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------- removals
@@ -208,7 +219,11 @@ def test_remove_keys_rewrites_only_the_shards_that_hold_them(
     assert entry["date"] == "2022-04-15T05:20:00Z" and entry["source"]["kind"] == "keys-file"
     assert len(entry["replaced"]) == len({revisions_position(before, k) for k in gone})
     assert all(r["new"] == revisions.shard_name("pass", r["position"], 1) for r in entry["replaced"])
-    assert new["totals"]["samples"] == len(sample_keys(out)) == int(json.loads(before["index.json"][3])["totals"]["samples"]) - n
+    assert (
+        new["totals"]["samples"]
+        == len(sample_keys(out))
+        == int(json.loads(before["index.json"][3])["totals"]["samples"]) - n
+    )
     assert f"removed {n} samples" in stdout
     for key in gone:  # a takedown leaves no trace of the key in any file of the output
         for name, data in contents(out).items():
@@ -222,7 +237,9 @@ def revisions_position(before: dict[str, Any], key: str) -> int:
     raise AssertionError(key)
 
 
-def test_many_keys_including_a_whole_shard(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_many_keys_including_a_whole_shard(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = index(out)["shardlist"][0]
     whole = parse_idx((out / first["idx"]).read_text()).keys
     keys = sample_keys(out)
@@ -245,7 +262,9 @@ def test_allowlist_update_brings_every_side_file_up_to_date(
     keys = sample_keys(out)
     gone = keys[1::9][:10]
     errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
-    corrupt = next(e["key"] for e in errors if e["reason"] == "corrupt")  # rejected, and now off the allowlist
+    corrupt = next(
+        e["key"] for e in errors if e["reason"] == "corrupt"
+    )  # rejected, and now off the allowlist
     extra = ["f" * 32, "e" * 32]  # allowlisted keys with no image
     new_rows = [r for k, r in rows.items() if k not in gone and k != corrupt]
     new_rows += [{**next(iter(rows.values())), "hash": k} for k in extra]
@@ -272,7 +291,10 @@ def test_allowlist_update_brings_every_side_file_up_to_date(
     unmatched = (out / "metadata_without_image.txt").read_text().split()
     assert set(extra) <= set(unmatched) and not set(gone) & set(unmatched)
     assert "2 allowlist keys have no sample" not in stdout or len(unmatched) == 2
-    assert f"{len(unmatched)} allowlist keys have no sample" in stdout and "make-shards with the original inputs" in stdout
+    assert (
+        f"{len(unmatched)} allowlist keys have no sample" in stdout
+        and "make-shards with the original inputs" in stdout
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["samples_written"] == new["totals"]["samples"] and stats["shards"] == new["totals"]["shards"]
     assert stats["metadata_rows"] == len(new_rows) and stats["metadata_without_image"] == len(unmatched)
@@ -281,22 +303,35 @@ def test_allowlist_update_brings_every_side_file_up_to_date(
     assert stats["bytes"]["output"] == new["totals"]["bytes"]
     doc = json.loads((out / "croissant.json").read_text())
     files = [d for d in doc["distribution"] if d["@type"] == "cr:FileObject"]
-    assert [(f["contentUrl"], f["sha256"]) for f in files] == [(e["url"], e["sha256"]) for e in new["shardlist"]]
+    assert [(f["contentUrl"], f["sha256"]) for f in files] == [
+        (e["url"], e["sha256"]) for e in new["shardlist"]
+    ]
     for fs in (d for d in doc["distribution"] if d["@type"] == "cr:FileSet"):
         assert fs["containedIn"] == [{"@id": e["url"]} for e in new["shardlist"]]
     old_doc = json.loads(before["croissant.json"][4])
     assert doc["recordSet"] == old_doc["recordSet"]
 
 
-def test_inspect_shows_revision_and_history(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 3))), "--dataset-version", "v2", capsys=capsys)
+def test_inspect_shows_revision_and_history(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    update(
+        str(out),
+        "--remove",
+        str(keys_file(tmp_path, spread_keys(out, 3))),
+        "--dataset-version",
+        "v2",
+        capsys=capsys,
+    )
     assert pass_wds_main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "revision     1 (dataset version v2)" in text
     assert "r1 2022-04-15T05:20:00Z: removed 3 samples" in text
 
 
-def test_a_second_revision_chains_to_the_first(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_revision_chains_to_the_first(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = spread_keys(out, 4)
     assert update(str(out), "--remove", str(keys_file(tmp_path, first)), capsys=capsys)[0] == 0
     r1 = (out / "index.json").read_bytes()
@@ -312,7 +347,9 @@ def test_a_second_revision_chains_to_the_first(out: Path, tmp_path: Path, capsys
     assert new["history"][1]["replaced"][0]["new"] == rewritten["url"].replace("-r1.", "-r2.")
 
 
-def test_the_same_update_again_is_a_no_op(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_same_update_again_is_a_no_op(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys = keys_file(tmp_path, spread_keys(out, 2))
     assert update(str(out), "--remove", str(keys), capsys=capsys)[0] == 0
     before = snapshot(out)
@@ -341,7 +378,13 @@ def test_an_allowlist_with_another_key_column(
     rows = fd.read_metadata(raw.metadata)
     gone = set(spread_keys(out, 3))
     allow = tmp_path / "ids.jsonl"
-    allow.write_text("".join(json.dumps({"image_id": k, "creator": r["unickname"]}) + "\n" for k, r in rows.items() if k not in gone))
+    allow.write_text(
+        "".join(
+            json.dumps({"image_id": k, "creator": r["unickname"]}) + "\n"
+            for k, r in rows.items()
+            if k not in gone
+        )
+    )
     before = snapshot(out)
     rc, _, err = update(str(out), "--metadata", str(allow), capsys=capsys)
     assert rc == 2 and "'hash'" in err and len(err.strip().splitlines()) == 1
@@ -353,21 +396,27 @@ def test_an_allowlist_with_another_key_column(
     assert index(out)["history"][0]["source"]["key_column"] == "image_id"
 
 
-def test_removing_more_than_half_needs_yes(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_removing_more_than_half_needs_yes(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys = sample_keys(out)
     most = keys[: len(keys) * 2 // 3]
     before = snapshot(out)
     rc, _, err = update(str(out), "--remove", str(keys_file(tmp_path, most)), capsys=capsys)
     assert rc == 2 and "--yes" in err and f"{len(most)} of {len(keys)}" in err
     assert snapshot(out) == before
-    rc, _, err = update(str(out), "--remove", str(keys_file(tmp_path, keys, "all.txt")), "--yes", capsys=capsys)
+    rc, _, err = update(
+        str(out), "--remove", str(keys_file(tmp_path, keys, "all.txt")), "--yes", capsys=capsys
+    )
     assert rc == 2 and "every sample" in err and snapshot(out) == before
     rc, _, err = update(str(out), "--remove", str(keys_file(tmp_path, most)), "--yes", capsys=capsys)
     assert rc == 0, err
     assert sorted(sample_keys(out)) == sorted(set(keys) - set(most))
 
 
-def test_dry_run_describes_and_writes_nothing(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_describes_and_writes_nothing(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gone = spread_keys(out, 5)
     before = snapshot(out)
     rc, stdout, err = update(str(out), "--remove", str(keys_file(tmp_path, gone)), "--dry-run", capsys=capsys)
@@ -375,7 +424,11 @@ def test_dry_run_describes_and_writes_nothing(out: Path, tmp_path: Path, capsys:
     assert snapshot(out) == before
     affected = len({revisions_position(before_of(out), k) for k in gone})
     assert "remove 5 samples" in stdout and f"from {affected} shards" in stdout
-    assert f"rewrite {affected} shards" in stdout and "would be deleted" in stdout and "nothing written" in stdout
+    assert (
+        f"rewrite {affected} shards" in stdout
+        and "would be deleted" in stdout
+        and "nothing written" in stdout
+    )
     # the figures are the ones the update then produces
     rc, real, _ = update(str(out), "--remove", str(keys_file(tmp_path, gone)), capsys=capsys)
     new = index(out)
@@ -391,7 +444,9 @@ def test_refresh_metadata(
     keys = sample_keys(out)
     renamed = keys[2:5]
     gone = keys[10:11]
-    new_rows = [{**r, "unickname": "Corrected Name"} if k in renamed else r for k, r in rows.items() if k not in gone]
+    new_rows = [
+        {**r, "unickname": "Corrected Name"} if k in renamed else r for k, r in rows.items() if k not in gone
+    ]
     allow = tmp_path / "fixed.csv"
     fd.write_metadata(allow, new_rows)
     rc, stdout, _ = update(str(out), "--metadata", str(allow), "--dry-run", capsys=capsys)
@@ -406,13 +461,21 @@ def test_refresh_metadata(
     for e in new["shardlist"]:
         for key, members in tar_samples((out / e["url"]).read_bytes()):
             meta = json.loads(dict(members)[f"{key}.json"])
-            assert meta["unickname"] == ("Corrected Name" if refresh and key in renamed else rows[key]["unickname"])
+            assert meta["unickname"] == (
+                "Corrected Name" if refresh and key in renamed else rows[key]["unickname"]
+            )
             assert meta["_provenance"]["key"] == key
     attr = {r[0]: r for r in csv.reader(io.StringIO((out / "attribution.csv").read_text()))}
     assert all((attr[k][1] == "Corrected Name") == refresh for k in renamed)
     if refresh:  # the shards of the renamed samples were rewritten too, their image bytes unchanged
-        old_images = {k: m for e in json.loads(before["index.json"][3])["shardlist"] if e["url"] in rewritten
-                      for k, ms in tar_samples(before[e["url"]][4]) for m in ms if not m[0].endswith(".json")}
+        old_images = {
+            k: m
+            for e in json.loads(before["index.json"][3])["shardlist"]
+            if e["url"] in rewritten
+            for k, ms in tar_samples(before[e["url"]][4])
+            for m in ms
+            if not m[0].endswith(".json")
+        }
         for e in new["shardlist"]:
             for k, ms in tar_samples((out / e["url"]).read_bytes()):
                 if k in old_images:
@@ -424,14 +487,24 @@ def test_keep_superseded_then_the_next_update_deletes_them(
     out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = index(out)
-    rc, stdout, _ = update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 2))), "--keep-superseded", capsys=capsys)
+    rc, stdout, _ = update(
+        str(out),
+        "--remove",
+        str(keys_file(tmp_path, spread_keys(out, 2))),
+        "--keep-superseded",
+        capsys=capsys,
+    )
     assert rc == 0 and "kept 2 superseded" in stdout or "kept 1 superseded" in stdout
     kept = [r["old"] for r in index(out)["history"][0]["replaced"]]
     for e in kept:  # a reader of the old manifest can finish: every old shard is still there, unchanged
-        assert (out / e["url"]).exists() and hashlib.sha256((out / e["url"]).read_bytes()).hexdigest() == e["sha256"]
+        assert (out / e["url"]).exists() and hashlib.sha256((out / e["url"]).read_bytes()).hexdigest() == e[
+            "sha256"
+        ]
     assert all(c.ok for c in verify(str(out)))
     assert old["shardlist"]  # (the old manifest's shards are all present)
-    rc, stdout, _ = update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1), "b.txt")), capsys=capsys)
+    rc, stdout, _ = update(
+        str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1), "b.txt")), capsys=capsys
+    )
     assert rc == 0
     for e in kept:
         assert not (out / e["url"]).exists() and not (out / e["idx"]).exists()
@@ -482,7 +555,18 @@ def test_make_shards_refuses_to_treat_a_revision_as_its_own_conversion(
 ) -> None:
     assert update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1))), capsys=capsys)[0] == 0
     before = snapshot(out)
-    rc = make_shards_main([*map(str, raw.tars), "--metadata", str(raw.metadata), "-o", str(out), "--shard-size", SHARD, "--no-progress"])
+    rc = make_shards_main(
+        [
+            *map(str, raw.tars),
+            "--metadata",
+            str(raw.metadata),
+            "-o",
+            str(out),
+            "--shard-size",
+            SHARD,
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "different conversion" in err
     assert snapshot(out) == before
@@ -492,7 +576,9 @@ def test_make_shards_refuses_to_treat_a_revision_as_its_own_conversion(
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MAKE_SHARDS, "update", *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [*MAKE_SHARDS, "update", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 @pytest.fixture(scope="module")

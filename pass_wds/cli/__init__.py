@@ -10,11 +10,10 @@ are imported statically; each imports its heavy library code only when its comma
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from pass_wds import __version__
-import sys
-
 from pass_wds.cli import bench, convert, dataset, fetch, hosting, preview, update
 from pass_wds.cli.common import Parser, run
 

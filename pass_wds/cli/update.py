@@ -29,7 +29,9 @@ def add_update_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEYS_FILE",
         help="a text file of keys to take down, one per line (a key or an image file name; # comments)",
     )
-    p.add_argument("--key-column", help="the allowlist's key column (default: the one the output was made with)")
+    p.add_argument(
+        "--key-column", help="the allowlist's key column (default: the one the output was made with)"
+    )
     p.add_argument(
         "--refresh-metadata",
         action="store_true",
@@ -48,13 +50,17 @@ def add_update_arguments(p: argparse.ArgumentParser) -> None:
         help="write the removed keys into index.json's history (default: only their count and sha256, since "
         "a takedown list can itself be sensitive)",
     )
-    p.add_argument("--yes", action="store_true", help="allow an update that removes more than half the samples")
+    p.add_argument(
+        "--yes", action="store_true", help="allow an update that removes more than half the samples"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the removed count, the shards affected, the bytes rewritten and deleted; write nothing",
     )
-    p.add_argument("-j", "--workers", type=int, default=4, metavar="N", help="shards rewritten at once (default: 4)")
+    p.add_argument(
+        "-j", "--workers", type=int, default=4, metavar="N", help="shards rewritten at once (default: 4)"
+    )
     add_storage_options(p, default={})
 
 
