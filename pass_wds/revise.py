@@ -46,6 +46,7 @@ from pass_wds.format.keys import key_of, safe_key
 from pass_wds.format.samples import sample_row, with_row
 from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE, header_size, padded
 from pass_wds.storage.errors import get_logger
+from pass_wds.verify import json_members
 
 log = get_logger("pass_wds.make_shards")
 
@@ -277,21 +278,6 @@ def _matches(keys: KeysFile, sample_keys: dict[str, int]) -> tuple[set[str], lis
     return found, unknown
 
 
-def _read_json_members(
-    url: str, layout: ShardIndex, positions: list[int], so: dict[str, Any]
-) -> dict[int, bytes]:
-    reader = storage.RangeReader(url, so)
-    try:
-        out = {}
-        for i in positions:
-            m = next((m for m in layout.members[i] if m.ext == "json"), None)
-            if m is not None:
-                out[i] = reader.read(m.offset, m.size)
-        return out
-    finally:
-        reader.close()
-
-
 def plan_update(opts: UpdateOptions) -> Plan:
     """Everything the update will do, decided before anything is written (``--dry-run`` prints it)."""
     so = opts.storage_options
@@ -361,7 +347,7 @@ def plan_update(opts: UpdateOptions) -> Plan:
             kept = [i for i in range(len(layout)) if i not in left]
             url = storage.join(out.url, out.shardlist[s]["url"])
             changed = {}
-            for i, raw in _read_json_members(url, layout, kept, so).items():
+            for i, raw in json_members(url, layout, kept, so).items():
                 new = md.body(rows[layout.keys[i]])
                 if sample_row(raw) != new:
                     changed[i] = with_row(raw, new)

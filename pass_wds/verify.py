@@ -240,6 +240,22 @@ def find_sample(
     return None
 
 
+def json_members(
+    url: str, layout: ShardIndex, positions: list[int], storage_options: dict[str, Any] | None = None
+) -> dict[int, bytes]:
+    """The JSON members of the samples at ``positions`` of one shard (one positional read each)."""
+    reader = storage.RangeReader(url, storage_options)
+    try:
+        out = {}
+        for i in positions:
+            m = next((m for m in layout.members[i] if m.ext == "json"), None)
+            if m is not None:
+                out[i] = reader.read(m.offset, m.size)
+        return out
+    finally:
+        reader.close()
+
+
 def load_layout(shard: ShardInfo, storage_options: dict[str, Any] | None = None) -> ShardIndex:
     """A shard's sample layout: kept from a scan, else its ``.idx``, else one header scan."""
     if shard.index is not None:

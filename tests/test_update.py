@@ -610,3 +610,96 @@ def test_kill_9_anywhere_then_rerun_is_byte_identical(
     rerun = _cli([str(out), "--remove", str(kf), "-j", "2"], env)
     assert rerun.returncode == 0, rerun.stderr
     assert contents(out) == contents(ref)
+
+
+# ---------------------------------------------------------------------------------------------------- S3
+
+
+def _upload_tree(bucket: Any, prefix: str, folder: Path) -> None:
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            bucket.put(f"{prefix}/{p.name}", p.read_bytes())
+
+
+def _bucket_contents(bucket: Any, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix) + 1 :]: bucket.get(k) for k in bucket.keys(prefix + "/")}
+
+
+@pytest.mark.parametrize("point", [None, "mid-shard", "index-written"])
+def test_update_on_s3_matches_local_and_survives_kill_9(
+    base: Path, crash_reference: tuple[Path, Path], s3: Any, point: str | None
+) -> None:
+    """The same update on S3 (moto) writes the bytes the local one writes; killed mid-shard (an incomplete
+    multipart upload) or after the manifest swap, the rerun finishes it: no leftover object or upload."""
+    ref, kf = crash_reference
+    _upload_tree(s3, "pass", base)
+    url = f"{s3.url}/pass"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": DATE, "AWS_ENDPOINT_URL": s3.server.endpoint}
+    if point is not None:
+        killed = _cli([url, "--remove", str(kf), "-j", "2"], {**env, "PASS_WDS_TEST_CRASH": point})
+        assert killed.returncode == -9, killed.stderr
+    done = _cli([url, "--remove", str(kf), "-j", "2"], env)
+    assert done.returncode == 0, done.stderr
+    assert _bucket_contents(s3, "pass") == contents(ref)
+    assert s3.open_uploads() == []
+    r = subprocess.run(
+        [sys.executable, "-m", "pass_wds.cli", "verify", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -------------------------------------------------------------------------------------------------- diff
+
+
+def _diff(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    rc = pass_wds_main(["diff", *args])
+    return rc, capsys.readouterr().out.splitlines()
+
+
+def test_diff_two_outputs(
+    base: Path, out: Path, raw: fd.FakePassResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = fd.read_metadata(raw.metadata)
+    keys = sample_keys(out)
+    gone, renamed = keys[::7][:4], keys[3:5]
+    fixed = [{**r, "unickname": "Fixed"} if k in renamed else r for k, r in rows.items() if k not in gone]
+    allow = tmp_path / "v2.csv"
+    fd.write_metadata(allow, fixed)
+    assert update(str(out), "--metadata", str(allow), "--refresh-metadata", capsys=capsys)[0] == 0
+    rc, lines = _diff(capsys, str(base), str(out))
+    assert rc == 1
+    assert lines[2] == f"added 0, removed {len(gone)}, changed {len(renamed)}"
+    assert [x[2:] for x in lines if x.startswith("- ")] == sorted(gone)
+    assert [x[2:] for x in lines if x.startswith("~ ")] == sorted(renamed)
+    rc, lines = _diff(capsys, str(out), str(base), "--summary")
+    assert rc == 1 and lines[2] == f"added {len(gone)}, removed 0, changed {len(renamed)}" and len(lines) == 3
+    rc, lines = _diff(capsys, str(base), str(base / "index.json"))
+    assert rc == 0 and lines[2] == "added 0, removed 0, changed 0"
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_diff_two_revisions_manifests(
+    out: Path, tmp_path: Path, record: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old index.json kept beside the new one: its replaced shards are deleted, so the diff tells what the
+    history knows (the keys only where they were recorded)."""
+    shutil.copy(out / "index.json", out / "index.r0.json")
+    gone = spread_keys(out, 3)
+    args = ["--record-keys"] if record else []
+    assert update(str(out), "--remove", str(keys_file(tmp_path, gone)), *args, capsys=capsys)[0] == 0
+    rc, lines = _diff(capsys, str(out / "index.r0.json"), str(out / "index.json"))
+    assert rc == 1
+    if record:
+        assert lines[2] == "added 0, removed 3, changed 0" and [x[2:] for x in lines[3:]] == sorted(gone)
+    else:
+        assert lines[2] == "added 0, removed 0, changed 0"
+        assert "3 removed keys are not listed" in lines[3] and revisions.keys_digest(gone) in lines[3]
+        assert not any(k in "\n".join(lines) for k in gone)
+    other = tmp_path / "other.json"
+    other.write_text((out / "index.r0.json").read_text().replace('"seed": 0', '"seed": 1'))
+    rc = pass_wds_main(["diff", str(other), str(out)])
+    assert rc == 2 and "does not descend from it" in capsys.readouterr().err
