@@ -6,8 +6,9 @@ TRAIN_OUT ?= /tmp/pass-wds-ssl
 
 .PHONY: install install-test demo demo-train test test-quick lint typecheck bench clean
 
+# keeps an installed torch/torchvision pair (docs/install.md); install-test pins CI's pair from constraints.txt
 install:
-	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q -e .
 
 install-test:
 	$(PIP) install -q -c constraints.txt -e '.[test]'

@@ -1,4 +1,4 @@
-"""Render docs/benchmarks.md (the README's Benchmarks section) from benchmarks/results/*.json.
+"""Render docs/benchmarks.md (linked from the README's results table) from benchmarks/results/*.json.
 
 python benchmarks/report.py [--out docs/benchmarks.md]
 """
@@ -127,7 +127,7 @@ def loader_section(d: dict[str, Any]) -> list[str]:
             ],
         ),
         "",
-        "![loader throughput](benchmarks/results/loader_throughput.png)",
+        "![loader throughput](../benchmarks/results/loader_throughput.png)",
         "",
     ]
     targets = []
@@ -440,7 +440,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
     lines = [
-        "## Benchmarks",
+        "# Benchmarks",
         "",
         "Measured with `benchmarks/` (how to run them and what each case does: `benchmarks/README.md`). Each "
         "benchmark runs pass-wds and its baselines in the same run, interleaved, and reports medians and ratios; "
@@ -463,7 +463,7 @@ def main() -> int:
             lines += fn(d)  # type: ignore[operator]
     lines += [
         "Reproduce: `make bench` (all of them on 20,000 images; `python benchmarks/run_all.py --quick` for 2,000 "
-        "images and short runs); details in [benchmarks/README.md](benchmarks/README.md).",
+        "images and short runs); details in [benchmarks/README.md](../benchmarks/README.md).",
     ]
     Path(args.out).write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")

@@ -140,8 +140,9 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     import torch
 
     from pass_wds.decoding import decode_tensor
+    from pass_wds.format.samples import parse_sample_json
     from pass_wds.loading import IndexCache, resolve_source
-    from pass_wds.loading.pipeline import collate, image_member, sample_json
+    from pass_wds.loading.pipeline import collate, image_member
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
@@ -189,7 +190,7 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
             outs.append(out)
         stages["worker side (recipe)"] = _stage(time.perf_counter() - t0, len(images))
         for s in good:
-            sample_json(s)
+            parse_sample_json(s.get("json"))
         bs = min(cfg.batch_size, len(outs))
         finish = getattr(recipe, "finish_batch", lambda b: b)
         t0 = time.perf_counter()

@@ -30,13 +30,14 @@ import pyarrow.compute as pc
 from pass_wds import __version__, executors, planning, sources, storage
 from pass_wds.config import ConfigError, ConvertConfig, to_dict
 from pass_wds.format import croissant, manifest, reasons
+from pass_wds.format.reasons import Rejection
+from pass_wds.format.samples import estimate_json_sizes
 from pass_wds.storage.errors import get_logger
 from pass_wds.writing import (
     ShardResult,
     ShardTask,
     TaskItem,
     WriteOptions,
-    estimate_json_sizes,
     write_shard,
 )
 
@@ -72,7 +73,7 @@ class Prepared:
     items: sources.Listing  # the items planned (columns)
     rows: np.ndarray  # row number in ``metadata`` per item, -1 for none
     metadata: sources.Metadata | None
-    rejections: list[sources.Rejection]
+    rejections: list[Rejection]
     unmatched_metadata: list[str]
     metadata_rows: int
     plan: planning.ShardPlan
@@ -404,7 +405,7 @@ def build_plan(cfg: ConvertConfig, merged: sources.Listing, md: sources.Metadata
         keys, members = merged.keys.take(missing).to_pylist(), merged.members.take(missing).to_pylist()
         for key, member, i in zip(keys, members, missing.tolist(), strict=True):
             rejections.append(
-                sources.Rejection(
+                Rejection(
                     key, inputs[merged.source[i]].name, member, reasons.MISSING_METADATA, "no metadata row"
                 )
             )
@@ -633,16 +634,6 @@ def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-SIDE_FILES = frozenset(
-    {
-        manifest.INDEX,
-        manifest.STATS,
-        manifest.ERRORS,
-        manifest.ATTRIBUTION,
-        manifest.UNMATCHED,
-        croissant.CROISSANT,
-    }
-)
 _PROBE = ".pass-wds-probe"  # storage.check_writable's probe object
 
 
@@ -653,20 +644,10 @@ def owned_entries(cfg: ConvertConfig) -> set[str]:
     Never a name pattern: a ``pass-backup.tar`` or someone's ``*.tmp-*`` file is not ours because of its name.
     """
     out, so = str(cfg.output), cfg.storage_options
-    owned = {STATE, _PROBE}
-    index = _read_json(storage.join(out, manifest.INDEX), so)
-    if (
-        index is not None
-        and isinstance(index.get("plan_digest"), str)
-        and isinstance(index.get("shardlist"), list)
-    ):
-        owned |= SIDE_FILES
-        for entry in index["shardlist"]:
-            if isinstance(entry, dict):
-                owned |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
+    owned = {STATE, _PROBE} | manifest.listed_names(_read_json(storage.join(out, manifest.INDEX), so))
     plan = _read_json(_state_url(cfg, "plan.json"), so)
     if plan is not None and isinstance(plan.get("plan_digest"), str):
-        owned |= SIDE_FILES
+        owned |= manifest.OUTPUT_FILES
         name, count = plan.get("name", cfg.name), plan.get("shards")
         if isinstance(name, str) and isinstance(count, int) and 0 <= count <= 10_000_000:
             owned |= {f(name, i) for i in range(count) for f in (manifest.shard_name, manifest.idx_name)}
@@ -689,7 +670,7 @@ def check_output_owned(cfg: ConvertConfig) -> set[str]:
             f"output {storage.redact(out)} holds entries pass-wds did not write ({names}); "
             "use a new or empty --output, or --overwrite to write next to them (they are left untouched)"
         )
-    _refuse_collisions(cfg, foreign, SIDE_FILES | {STATE})
+    _refuse_collisions(cfg, foreign, manifest.OUTPUT_FILES | {STATE})
     return foreign
 
 
@@ -886,7 +867,7 @@ def _finish(
     index = manifest.build_index(
         cfg.name, results, seed=cfg.seed, config=config, plan_digest=prep.digest, version=__version__
     )
-    storage.write_bytes(storage.join(out, croissant.CROISSANT), _croissant(cfg, prep, results, index), so)
+    storage.write_bytes(storage.join(out, manifest.CROISSANT), _croissant(cfg, prep, results, index), so)
     storage.write_bytes(
         storage.join(out, manifest.INDEX), manifest.dumps(index), so
     )  # last: marks completion

@@ -27,12 +27,10 @@ from typing import Any
 
 from pass_wds import storage
 from pass_wds.format import manifest
-from pass_wds.format.croissant import CROISSANT
 from pass_wds.storage.errors import get_logger
 
 log = get_logger(__name__)
 
-SIDE_FILES = (manifest.STATS, manifest.ERRORS, manifest.ATTRIBUTION, manifest.UNMATCHED, CROISSANT)
 _PART = 16 * 1024 * 1024  # multipart part size: bounded memory per upload thread
 
 
@@ -85,7 +83,7 @@ def _plan(local_out: str, index: dict[str, Any]) -> list[_Item]:
             if not os.path.isfile(idx):
                 raise storage.StorageError(f"local index file {idx} is missing")
             items.append(_Item(str(entry["idx"]), os.path.getsize(idx), None))
-    for name in SIDE_FILES:
+    for name in manifest.SIDE_FILES:
         path = os.path.join(local_out, name)
         if os.path.isfile(path):
             items.append(_Item(name, os.path.getsize(path), None))
@@ -138,7 +136,7 @@ def upload(
     except FileNotFoundError:
         current = None
     old = _remote_manifest(current)
-    remote_owned = _listed(old)
+    remote_owned = manifest.listed_names(old)
     foreign = sorted(
         set(storage.listdir(url, so)) - remote_owned - {i.name for i in items} - {manifest.INDEX}
     )
@@ -201,18 +199,6 @@ def _remote_manifest(raw: bytes | None) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) and data.get("__kind__") == manifest.KIND else {}
-
-
-def _listed(index: dict[str, Any]) -> set[str]:
-    """Names an earlier pass-wds upload's own index.json lists (plus its side files): only these may be
-    replaced; everything else under the prefix belongs to someone else."""
-    if not index:
-        return set()
-    out = set(SIDE_FILES) | {manifest.INDEX}
-    for entry in index.get("shardlist") or []:
-        if isinstance(entry, dict):
-            out |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
-    return out
 
 
 def _remote_state(item: _Item, local: str, remote: str, so: dict[str, Any]) -> str:

@@ -689,9 +689,9 @@ def _side_files(plan: Plan, shardlist: list[dict[str, Any]], index: dict[str, An
     stats["removed_by_revisions"] = sum(h["removed"]["count"] for h in index["history"])
     files[manifest.STATS] = manifest.dumps(stats)
 
-    doc = _read_json(storage.join(url, croissant.CROISSANT), so)
+    doc = _read_json(storage.join(url, manifest.CROISSANT), so)
     if doc is not None:
-        files[croissant.CROISSANT] = croissant.dumps(croissant.with_shards(doc, shardlist))
+        files[manifest.CROISSANT] = croissant.dumps(croissant.with_shards(doc, shardlist))
     return files
 
 
@@ -850,9 +850,7 @@ def _finish_interrupted(opts: UpdateOptions, crash: Callable[[str], None]) -> li
         _clear_state(opts, state)
         return [f"finished the interrupted update to revision {state.get('revision')}"]
     if current != state.get("from_index_sha256"):
-        index = json.loads(raw)
-        listed = {e.get(k) for e in index.get("shardlist", []) if isinstance(e, dict) for k in ("url", "idx")}
-        for name in set(state.get("new_names", [])) - listed:
+        for name in set(state.get("new_names", [])) - manifest.listed_names(json.loads(raw)):
             storage.remove(storage.join(out, name), so)
         _clear_state(opts, state)
     return []

@@ -2,7 +2,7 @@
 
 A raw tar is scanned header by header; each regular member becomes a :class:`SourceItem` holding the byte
 offset of its data, so a shard writer can later read exactly that image with one seek. Everything the
-listing refuses (directories, links, unsafe paths, duplicates) becomes a :class:`Rejection` with a reason.
+listing refuses (directories, links, unsafe paths, duplicates) becomes a :class:`~pass_wds.format.reasons.Rejection` with a reason.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
-from pass_wds.format.keys import is_unsafe, key_of
-from pass_wds.format.reasons import CORRUPT, DUPLICATE_KEY, NOT_REGULAR, UNSAFE_PATH
+from pass_wds.format.keys import is_unsafe, is_utf8, key_of
+from pass_wds.format.reasons import CORRUPT, DUPLICATE_KEY, NOT_REGULAR, UNSAFE_PATH, Rejection
 from pass_wds.format.samples import RESERVED_FIELDS
 from pass_wds.format.tar import TarDamaged, TarEntry, scan_tar
 
@@ -61,33 +61,6 @@ class SourceItem:
     member: str
     offset: int
     size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    key: str
-    source: str
-    member: str
-    reason: str
-    detail: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        """The ``errors.jsonl`` record; names that are not UTF-8 are shown with ``\\xNN`` escapes (a rejected
-        archive member may carry any bytes, and the file must stay valid UTF-8 JSON)."""
-        return {
-            "key": printable(self.key),
-            "source": printable(self.source),
-            "member": printable(self.member),
-            "reason": self.reason,
-            "detail": printable(self.detail),
-        }
-
-
-def printable(text: str) -> str:
-    """``text`` with the surrogate escapes of undecodable bytes turned into visible ``\\xNN`` sequences."""
-    if _is_utf8(text):
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -275,21 +248,12 @@ def _admit_member(
     key = key_of(name)
     if is_unsafe(name):
         rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "absolute path or '..' component"))
-    elif not _is_utf8(name):
+    elif not is_utf8(name):
         rejections.append(Rejection(key, spec.name, name, UNSAFE_PATH, "name is not valid UTF-8"))
     elif not entry.isreg:
         rejections.append(Rejection(key, spec.name, name, NOT_REGULAR, entry.kind()))
     else:
         items.append(SourceItem(key, source_index, name, entry.offset_data, entry.size))
-
-
-def _is_utf8(name: str) -> bool:
-    """Tar names that are not UTF-8 (decoded with surrogate escapes) cannot be keys in UTF-8 JSON or Arrow."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def list_dir(spec: InputSpec, source_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
@@ -305,7 +269,7 @@ def list_dir(spec: InputSpec, source_index: int, storage_options: dict[str, Any]
         if info.get("type") not in (None, "file"):
             rejections.append(Rejection(key_of(rel), spec.name, rel, NOT_REGULAR, str(info.get("type"))))
             continue
-        if not _is_utf8(rel):
+        if not is_utf8(rel):
             rejections.append(Rejection(key_of(rel), spec.name, rel, UNSAFE_PATH, "name is not valid UTF-8"))
             continue
         items.append(SourceItem(key_of(rel), source_index, rel, 0, int(info.get("size") or 0)))

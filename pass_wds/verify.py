@@ -18,6 +18,7 @@ from pass_wds.format import tar
 from pass_wds.format.idx import ShardIndex, group_samples, parse_idx
 from pass_wds.format.keys import key_of, safe_key
 from pass_wds.format.manifest import ERRORS, ShardInfo, size_spread
+from pass_wds.format.samples import parse_sample_json
 
 
 @dataclass
@@ -234,7 +235,7 @@ def find_sample(
             for ext, offset, nbytes in members:
                 if ext == "json":
                     with storage.open_stream(shard.url, offset, offset + nbytes, storage_options) as f:
-                        meta: dict[str, Any] = json.loads(f.read(nbytes))
+                        meta = parse_sample_json(f.read(nbytes))
                     meta.setdefault("__shard__", storage.redact(shard.url))
                     return meta
     return None

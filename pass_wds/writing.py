@@ -22,16 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pass_wds import jpeg, sources, storage
+from pass_wds import jpeg, storage
 from pass_wds.format import reasons
-from pass_wds.format.idx import idx_text
+from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
-from pass_wds.format.samples import CHECKSUM, EXTENSIONS, PROVENANCE, image_checksum
+from pass_wds.format.samples import EXTENSIONS, build_sample_json, provenance
 from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE, padded, tar_header
 
 
@@ -223,88 +220,6 @@ def _reencode_or_reject(data: bytes, opts: WriteOptions) -> tuple[bytes, int, in
 def _one_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
-
-
-# ------------------------------------------------------------------------------------------------ json
-
-
-def provenance(item: TaskItem, info: ImageInfo, data: bytes) -> dict[str, Any]:
-    """Where a sample came from and what its stored image is; ``crc32`` of the stored bytes lets the loader
-    catch silent corruption (zlib's CRC-32: in the standard library, ~1 GB/s, fixed 8 hex digits)."""
-    return {
-        "key": item.key,
-        "source": item.source,
-        "member": item.member,
-        "width": info.width,
-        "height": info.height,
-        "format": info.format,
-        "bytes": len(data),
-        CHECKSUM: image_checksum(data),
-    }
-
-
-def sample_json(row: str | None, prov: dict[str, Any]) -> bytes:
-    """``{<metadata columns in file order>, "_provenance": {...}}`` as compact UTF-8 JSON."""
-    tail = "{" + ",".join(f'"{k}":{_json_value(v)}' for k, v in prov.items()) + "}"
-    body = f"{row}," if row else ""
-    return ("{" + body + f'"{PROVENANCE}":' + tail + "}").encode("utf-8")
-
-
-def _json_value(v: Any) -> str:
-    """Compact JSON of a provenance value: what ``json.dumps(..., ensure_ascii=False)`` writes, cheaper."""
-    if isinstance(v, str):
-        return _encode_basestring(v)  # type: ignore[no-any-return]
-    if type(v) is int:
-        return str(v)
-    return json.dumps(v, ensure_ascii=False)
-
-
-def estimate_json_size(key: str, source: str, member: str, size: int, row_bytes: int | None) -> int:
-    """The JSON member's size before the image is opened: exact but for width/height, assumed 4 digits
-    (tar padding to 512 bytes absorbs the difference). ``row_bytes``: UTF-8 size of the row body, if any.
-
-    Called once per item while planning (1.44M times for PASS), so it adds string lengths to a precomputed
-    template length instead of serialising a dict.
-    """
-    n = _TEMPLATE_LEN + _json_len(key) + _json_len(source) + _json_len(member) + len(str(size))
-    return n if row_bytes is None else n + row_bytes + 1
-
-
-def _json_len(text: str) -> int:
-    """UTF-8 length of ``text`` as a JSON string literal, quotes included (as ``sample_json`` writes it)."""
-    return len(_encode_basestring(text).encode("utf-8"))
-
-
-def estimate_json_sizes(
-    keys: Any, source_json_len: np.ndarray, members: Any, sizes: np.ndarray, row_bytes: np.ndarray | None
-) -> np.ndarray:
-    """:func:`estimate_json_size` for columns (Arrow string keys and members, NumPy sizes; ``row_bytes``
-    -1 where an item has no row), with the same results, without a Python call per item."""
-    n = _TEMPLATE_LEN + json_string_lengths(keys) + source_json_len + json_string_lengths(members)
-    n += pc.utf8_length(pc.cast(pa.array(sizes, pa.int64()), pa.string())).to_numpy().astype(np.int64)
-    if row_bytes is not None:
-        n += np.where(row_bytes >= 0, row_bytes + 1, 0)
-    return n  # type: ignore[no-any-return]
-
-
-def json_string_lengths(texts: Any) -> np.ndarray:
-    """:func:`_json_len` of every string of an Arrow column: its UTF-8 length plus two quotes, except for the
-    few that need escapes (quotes, backslashes, control characters), which are serialised one by one."""
-    n = pc.add(pc.binary_length(texts), 2).to_numpy(zero_copy_only=False).astype(np.int64)
-    escaped = pc.match_substring_regex(texts, r'[\x00-\x1f"\\]')
-    if isinstance(escaped, pa.ChunkedArray):
-        escaped = escaped.combine_chunks()
-    for i in pc.indices_nonzero(escaped).to_pylist():
-        n[i] = _json_len(texts[i].as_py())
-    return n
-
-
-_PLACEHOLDER = ImageInfo("JPEG", "jpg", 1000, 1000)
-_encode_basestring = json.encoder.encode_basestring  # type: ignore[attr-defined]
-# The provenance JSON with empty strings and a one-digit size, less those 3 × 2 quotes and 1 digit.
-_TEMPLATE_LEN = (
-    len(sample_json(None, provenance(TaskItem("", "", "", "", 0, 0, True, None), _PLACEHOLDER, b""))) - 7
-)
 
 
 class TarWriter:
@@ -516,6 +431,7 @@ def write_shard(task: ShardTask) -> ShardResult:
     rejections: list[dict[str, str]] = []
     attributed: list[tuple[str, str | None]] = []
     idx_lines: list[str] = []
+    exts: set[str] = set()
     input_bytes = 0
     tw: TarWriter | None = None
     try:
@@ -529,28 +445,32 @@ def write_shard(task: ShardTask) -> ShardResult:
                     info = inspect_image(
                         data, validate=opts.validate, max_pixels=opts.max_image_pixels, reencode=opts.reencode
                     )
-                    prov = provenance(item, info, data)
+                    original = None
                     if opts.reencode:
+                        original = (info.width, info.height, info.format)
                         data, w, h = _reencode_or_reject(data, opts)
+                        info = ImageInfo("JPEG", "jpg", w, h)
                 except Rejected as r:
                     rejections.append(
-                        sources.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()
+                        reasons.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()
                     )
                     continue
-                if opts.reencode:
-                    prov.update(width=w, height=h, format="JPEG", bytes=len(data))
-                    prov[CHECKSUM] = image_checksum(data)
-                    prov.update(
-                        original_width=info.width, original_height=info.height, original_format=info.format
-                    )
-                    info = ImageInfo("JPEG", "jpg", w, h)
+                prov = provenance(
+                    item.key,
+                    item.source,
+                    item.member,
+                    width=info.width,
+                    height=info.height,
+                    format=info.format,
+                    data=data,
+                    original=original,
+                )
                 key = safe_key(item.key)
-                meta = sample_json(item.row, prov)
+                meta = build_sample_json(item.row, prov)
                 img_name, json_name = f"{key}.{info.ext}", f"{key}.json"
                 img_off, json_off = tw.add_sample([(img_name, data), (json_name, meta)])
-                idx_lines.append(
-                    f"{info.ext} {img_off} {len(data)} {img_name} json {json_off} {len(meta)} {json_name}"
-                )
+                idx_lines.append(idx_line([(img_name, img_off, len(data)), (json_name, json_off, len(meta))]))
+                exts.add(info.ext)
                 if opts.attribution_columns:
                     attributed.append((key, item.row))
             tw.close()
@@ -568,7 +488,7 @@ def write_shard(task: ShardTask) -> ShardResult:
         input_bytes=input_bytes,
         rejections=rejections,
         attribution=attribution_rows(attributed, opts.attribution_columns),
-        image_exts=sorted({line.split(" ", 1)[0] for line in idx_lines}),
+        image_exts=sorted(exts),
     )
 
 

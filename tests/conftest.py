@@ -22,9 +22,11 @@ IMAGE_FOLDERS = ("photos", "hard-images")
 QUICK_MODULES = {
     "test_augment",
     "test_decoding",
+    "test_format",
     "test_loading",
     "test_pins",
     "test_planning",
+    "test_shuffle_quality",
     "test_sources",
     "test_storage",
     "test_storage_cache",

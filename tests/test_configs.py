@@ -32,7 +32,7 @@ def _cli(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def sample_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The README's first command: make-shards --config configs/sample.yaml (run from the repository)."""
+    """What `make demo` runs first: make-shards --config configs/sample.yaml (run from the repository)."""
     out = tmp_path_factory.mktemp("sample") / "out"
     proc = _cli("make-shards", "--config", "configs/sample.yaml", "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -84,7 +84,7 @@ def check_loader_yaml(path: Path, out: Path, tmp: Path) -> None:
 
 
 def check_train_ssl_yaml(path: Path, out: Path, tmp: Path) -> None:
-    """The README's training command, as written there (two ranks, the whole configured run)."""
+    """The training command of docs/loader.md, as written there (two ranks, the whole configured run)."""
     cmd = [
         sys.executable, str(REPO / "scripts" / "train_ssl.py"), "--nproc-per-node", "2", "--config", str(path),
         "--source", str(out / "index.json"), "--output-dir", str(tmp / "run"),

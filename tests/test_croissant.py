@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import small_output
 
-from pass_wds.format.croissant import CONFORMS_TO, CROISSANT
+from pass_wds.format.croissant import CONFORMS_TO
+from pass_wds.format.manifest import CROISSANT
 
 
 @pytest.fixture(scope="module")

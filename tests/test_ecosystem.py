@@ -1,4 +1,4 @@
-"""The README's ecosystem recipes, run as written: Hugging Face ``datasets`` on an output (multi-format shards
+"""The ecosystem recipes of docs/integration.md, run as written: Hugging Face ``datasets`` on an output (multi-format shards
 included) and a Lightning ``LightningDataModule`` with epochs and exact mid-epoch resume."""
 
 from __future__ import annotations
@@ -35,13 +35,19 @@ def test_hugging_face_datasets_reads_every_sample_of_every_format(tmp_path: Path
     assert exts == {"jpg", "png"}  # the bundled sample has a PNG among its JPEGs
     n = sum(int(p.read_text().split()[1]) for p in out.glob("*.idx"))
 
-    # --- README: "Hugging Face datasets" (the same lines, on this output) ---
-    from datasets import Features, Image, load_dataset
+    # --- docs/integration.md: "Reading the shards with other tools" (the same lines, on this output) ---
+    from datasets import Features, Image, Json, Value, load_dataset
 
     files = {"train": str(out / "pass-*.tar")}
     IMAGES = ("jpg", "png", "webp", "gif", "tif")
-    inferred = load_dataset("webdataset", data_files=files, split="train", streaming=True).features
-    features = Features({**inferred, **{ext: Image() for ext in IMAGES}})
+    features = Features(
+        {
+            "__key__": Value("string"),
+            "__url__": Value("string"),
+            "json": Json(),
+            **{ext: Image() for ext in IMAGES},
+        }
+    )
     ds = load_dataset(
         "webdataset", data_files=files, split="train", features=features, cache_dir=str(tmp_path / "hf")
     )

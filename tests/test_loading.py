@@ -253,6 +253,8 @@ def test_on_error_raise_and_substitute(tmp_path: Path) -> None:
     keys = [k for b in _keys(loader) for k in b]
     assert len(keys) == 8 and "s000_00001" not in keys
     assert loader.stats.errors == 1 and loader.stats.bad[0]["key"] == "s000_00001"
+    # a vocabulary word (TinyRecipe decodes with Pillow itself: an OSError is "failed", named in the detail)
+    assert loader.stats.bad[0]["reason"] == "failed" and loader.stats.bad[0]["detail"].startswith("OSError: ")
 
 
 def test_stale_idx_is_detected(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ def test_multi_view_recipes(photo_shards: Path, name: str) -> None:
         assert len(b["json"]) == 3 and all("gid" in j for j in b["json"])
     # The corrupt sample is delivered once (twice if padding repeats it), always substituted, never crashing.
     assert loader.stats.errors >= 1 and {x["key"] for x in loader.stats.bad} == {"s000_00005"}
+    # counted under the decoder's reason, a word of errors.jsonl's vocabulary (not an exception class name)
+    assert {x["reason"] for x in loader.stats.bad} == {"truncated"}
 
 
 def test_resume_reproduces_augmented_batches(photo_shards: Path) -> None:

@@ -74,3 +74,23 @@ def test_reads_make_shards_output(tmp_path: Path) -> None:
     assert {k.split("__")[0] for k in keys} == {"img2dataset", "exifsamples"}
     assert all(b["json"][0]["_provenance"]["key"] == b["__key__"][0] for b in batches)
     assert loader.stats.errors == 0
+
+
+def test_shuffle_report_on_s3_reads_only_index_json_and_idx(
+    s3: Bucket, tmp_path: Path, fault_proxy: Any
+) -> None:
+    local = tmp_path / "shards"
+    write_shards(local, [30, 25, 30, 20])
+    for f in sorted(local.iterdir()):
+        s3.put(f"data/{f.name}", f.read_bytes())
+    proxy = fault_proxy(s3.server.endpoint)
+    so = {**s3.storage_options, "client_kwargs": {"endpoint_url": proxy.url}}
+    loader = make_loader(
+        f"{s3.url}/data", batch_size=4, num_workers=2, storage_options=so, world_size=2, rank=0
+    )
+    report = loader.shuffle_report()
+    assert report.batches == 2 * (105 // 8) and report.reads > 0
+    objects = [p.split("?")[0].rsplit("/", 1)[-1] for m, p, _ in proxy.requests if m == "GET"]
+    assert objects and all(o == "index.json" or o.endswith(".idx") or o == "data" for o in objects), objects
+    assert sorted(o for o in objects if o.endswith(".idx")) == sorted(f"shard-{s:06d}.idx" for s in range(4))
+    assert not [p for m, p, _ in proxy.requests if ".tar" in p]  # not even a HEAD on a shard

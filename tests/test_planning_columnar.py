@@ -21,9 +21,9 @@ from pass_wds import sources
 from pass_wds.config import ConfigError, ConvertConfig
 from pass_wds.convert import build_plan
 from pass_wds.convert import run as convert_run
+from pass_wds.format.samples import estimate_json_size, estimate_json_sizes
 from pass_wds.format.tar import sample_bytes
 from pass_wds.planning import plan_shards
-from pass_wds.writing import estimate_json_size, estimate_json_sizes
 
 REPO = Path(__file__).resolve().parent.parent
 

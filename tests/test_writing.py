@@ -160,10 +160,10 @@ def test_reencode_orients_and_shrinks() -> None:
     [("abc", "d/abc.jpeg", '"a":1'), ('é"\\x', 'dir/é"\\x.jpg', None), ("k", "k.png", '"t":"漢字 🙂\\n"')],
 )
 def test_json_size_estimate_is_exact_for_four_digit_sizes(key: str, member: str, row: str | None) -> None:
-    from pass_wds.writing import ImageInfo, estimate_json_size, provenance, sample_json
+    from pass_wds.format.samples import build_sample_json, estimate_json_size, provenance
 
-    item = TaskItem(key, "u", "PASS.0.tar", member, 0, 12345, True, row)
-    actual = len(sample_json(row, provenance(item, ImageInfo("JPEG", "jpg", 1000, 2000), bytes(12345))))
+    prov = provenance(key, "PASS.0.tar", member, width=1000, height=2000, format="JPEG", data=bytes(12345))
+    actual = len(build_sample_json(row, prov))
     row_bytes = len(row.encode()) if row is not None else None
     assert estimate_json_size(key, "PASS.0.tar", member, 12345, row_bytes) == actual
 

@@ -34,6 +34,7 @@ from pass_wds.augment.geometry import sample_crop
 from pass_wds.config import ConfigError, from_dict, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
+from pass_wds.format.reasons import reason_of
 
 DEFERRED_COLOUR = "__colour__"  # per-sample CPU colour parameters, applied per batch (Recipe.finish_batch)
 DEVICE_SAMPLE = "__device_sample__"  # decode: device — a worker's DeviceSample, packed per batch
@@ -424,7 +425,7 @@ class Recipe:
                     {
                         "key": keys[row],
                         "url": urls[row],
-                        "reason": type(err).__name__,
+                        "reason": reason_of(err),
                         "detail": str(err)[:200],
                     }
                 )

@@ -1,8 +1,8 @@
 """Command line: a thin argparse package over the library, one module per command group.
 
 ``make-shards …`` is the same command as ``pass-wds make-shards …``; ``make-shards update OUT …`` makes a new
-revision of an output (:mod:`pass_wds.cli.update`; an input literally named ``update`` is ``./update``). Every option can come from a YAML file
-(``--config configs/pass.yaml``); flags given on the command line override it. Exit codes: 0 success,
+revision of an output (:mod:`pass_wds.cli.update`; an input literally named ``update`` is ``./update``). Every
+option can come from a YAML file (``--config configs/pass.yaml``); flags given on the command line override it. Exit codes: 0 success,
 1 a check failed (e.g. verify found bad shards), 2 bad arguments or an unusable input/output. Command modules
 are imported statically; each imports its heavy library code only when its command runs.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pass_wds import __version__
-from pass_wds.cli import bench, convert, dataset, fetch, hosting, preview, update
+from pass_wds.cli import bench, convert, dataset, fetch, hosting, preview, shuffle, update
 from pass_wds.cli.common import Parser, run
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pass-wds {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (fetch, convert, dataset, hosting, preview, bench):
+    for module in (fetch, convert, dataset, hosting, preview, bench, shuffle):
         module.register(sub)
     return parser
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any
 
-from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
+from pass_wds.cli.common import (
+    add_allow_external_urls,
+    add_source,
+    add_storage_options,
+    print_result,
+    source_arg,
+)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -36,12 +41,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
     logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
     result = run_bench(cfg)
-    for line in result.lines():
-        print(line, flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
+    print_result(result, args.json)
     return 0
 
 

@@ -72,6 +72,16 @@ def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
     )
 
 
+def print_result(result: Any, json_path: str | None) -> None:
+    """Print a result's ``lines()`` (flushed one by one) and, with ``--json FILE``, write its ``to_dict()``."""
+    for line in result.lines():
+        print(line, flush=True)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         description="Download PASS.0.tar … PASS.9.tar and pass_metadata.csv from where the authors publish "
         "them (Zenodo record 6615455) into DEST. Sizes are shown and free space is checked first; an "
         "interrupted download resumes from its .part file (HTTP range requests) when rerun. Alternative "
-        "without a local copy: make-shards reads the published URLs directly (see README).",
+        "without a local copy: make-shards reads the published URLs directly (see docs/convert.md).",
     )
     p.add_argument("dest", help="folder to download into (created if needed)")
     p.add_argument("--base-url", metavar="URL", help="a mirror serving the same file names")

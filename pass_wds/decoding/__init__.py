@@ -25,8 +25,9 @@ input pipeline's cost, and a single bad file must never crash or stall a worker.
   pixel values are taken as sRGB. Multi-frame files (GIF, APNG, animated WebP, MPO, multi-page TIFF) give their
   first frame.
 * :mod:`pass_wds.decoding.device` decodes whole batches on the training device instead (``decode: device``).
-* Every failure is a :class:`DecodeError` with a short machine-readable ``reason`` (``empty``, ``unidentified``,
-  ``bomb``, ``truncated``, ``corrupt``) and the underlying message. Decompression bombs are refused from the
+* Every failure is a :class:`DecodeError` with a short machine-readable ``reason`` from the one vocabulary of
+  :mod:`pass_wds.format.reasons` (``empty``, ``not-an-image``, ``decompression-bomb``, ``truncated``,
+  ``corrupt``: the words ``errors.jsonl`` and ``loader.stats`` use) and the underlying message. Decompression bombs are refused from the
   header, before any allocation.
 """
 
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from pass_wds import jpeg
+from pass_wds.format import reasons
 
 try:  # libjpeg-turbo through its TurboJPEG API, bundled in the wheel: no Pillow parse, any M/8 DCT scale.
     import simplejpeg as _simplejpeg
@@ -85,7 +87,8 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class DecodeError(Exception):
-    """An image could not be decoded; ``reason`` is a short category, ``detail`` the underlying message."""
+    """An image could not be decoded; ``reason`` is a word of :mod:`pass_wds.format.reasons`, ``detail`` the
+    underlying message."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -150,22 +153,23 @@ def _classify(exc: BaseException) -> DecodeError:
     msg = str(exc) or type(exc).__name__
     low = msg.lower()
     if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
-        return DecodeError("bomb", msg)
+        return DecodeError(reasons.BOMB, msg)
     if isinstance(exc, UnidentifiedImageError):
-        return DecodeError("unidentified", msg)
+        return DecodeError(reasons.NOT_AN_IMAGE, msg)
     if "truncated" in low or "premature end" in low:
-        return DecodeError("truncated", msg)
+        return DecodeError(reasons.TRUNCATED, msg)
     if isinstance(exc, MemoryError):
-        return DecodeError("bomb", f"out of memory while decoding: {msg}")
-    return DecodeError("corrupt", f"{type(exc).__name__}: {msg}")
+        return DecodeError(reasons.BOMB, f"out of memory while decoding: {msg}")
+    return DecodeError(reasons.CORRUPT, f"{type(exc).__name__}: {msg}")
 
 
 def _check_size(width: int, height: int, options: DecodeOptions) -> None:
     if width < 1 or height < 1:
-        raise DecodeError("corrupt", f"image has zero size {width}x{height}")
+        raise DecodeError(reasons.CORRUPT, f"image has zero size {width}x{height}")
     if width * height > options.max_pixels:
         raise DecodeError(
-            "bomb", f"{width}x{height} = {width * height} pixels exceeds max_pixels={options.max_pixels}"
+            reasons.BOMB,
+            f"{width}x{height} = {width * height} pixels exceeds max_pixels={options.max_pixels}",
         )
 
 
@@ -187,7 +191,7 @@ class SourceImage:
 
     def __init__(self, data: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> None:
         if not data:
-            raise DecodeError("empty", "zero-byte image")
+            raise DecodeError(reasons.EMPTY, "zero-byte image")
         self._data = data
         self.options = options
         self._img: Image.Image | None = None
@@ -266,7 +270,7 @@ class SourceImage:
             try:
                 return _hwc_to_chw(self._pil_pixels(req))
             except DecodeError as e:
-                if e.reason != "corrupt":
+                if e.reason != reasons.CORRUPT:
                     raise
                 # Some JPEG variants (lossless SOF3) cannot be DCT-scaled: decode them at full size.
                 self._img = None  # reopen: the failed draft load leaves the first image unusable

@@ -1,5 +1,5 @@
-"""``croissant.json``: the output described in MLCommons Croissant 1.0 (what NeurIPS Datasets & Benchmarks asks
-of datasets and what dataset hubs read).
+"""``croissant.json`` (:data:`pass_wds.format.manifest.CROISSANT`): the output described in MLCommons
+Croissant 1.0 (what NeurIPS Datasets & Benchmarks asks of datasets and what dataset hubs read).
 
 Every shard is a ``cr:FileObject`` (tar, with its sha256 and size); two ``cr:FileSet``s select the images and
 the sample JSON members inside them; the ``samples`` record set has the key, the image and one field per
@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 CC_BY_4 = "https://creativecommons.org/licenses/by/4.0/"
 PASS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pass/"

@@ -31,6 +31,15 @@ def is_unsafe(member: str) -> bool:
     return ".." in re.split(r"[/\\]", member)
 
 
+def is_utf8(name: str) -> bool:
+    """Tar names that are not UTF-8 (decoded with surrogate escapes) cannot be keys in UTF-8 JSON or Arrow."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_key(key: str) -> str:
     """A sample key that webdataset, wids, DALI and GNU tar all split the same way.
 

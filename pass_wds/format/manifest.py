@@ -21,13 +21,18 @@ from pass_wds import storage
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, idx_url_for, is_gzip_name
 from pass_wds.format.keys import is_unsafe
-from pass_wds.format.revisions import validate_lineage
+from pass_wds.format.revisions import superseded_names, validate_lineage
 
 INDEX = "index.json"
 STATS = "stats.json"
 ERRORS = "errors.jsonl"
 ATTRIBUTION = "attribution.csv"
 UNMATCHED = "metadata_without_image.txt"
+CROISSANT = "croissant.json"  # written by pass_wds.format.croissant
+SIDE_FILES = (STATS, ERRORS, ATTRIBUTION, UNMATCHED, CROISSANT)
+"""The files of an output beside its shards and ``index.json``, in the order ``upload`` sends them."""
+OUTPUT_FILES = frozenset({INDEX, *SIDE_FILES})
+"""Every name an output holds besides its shards and ``.idx`` files."""
 KIND = "wids-shard-index-v1"
 
 
@@ -87,6 +92,36 @@ def build_index(
         "dataset_version": dataset_version,
         "history": [],
     }
+
+
+def is_pass_wds_index(index: object) -> bool:
+    """An ``index.json`` that pass-wds wrote (kind, plan digest and shard list), as opposed to any other
+    manifest (a foreign wids index names files pass-wds must never replace)."""
+    return (
+        isinstance(index, dict)
+        and index.get("__kind__") == KIND
+        and isinstance(index.get("plan_digest"), str)
+        and isinstance(index.get("shardlist"), list)
+    )
+
+
+def listed_names(index: object) -> set[str]:
+    """Names directly in an output's folder that its own pass-wds ``index.json`` claims: the shards and
+    ``.idx`` files it lists, those its ``history`` says earlier revisions replaced (still there after
+    ``make-shards update --keep-superseded``), and the output files (:data:`OUTPUT_FILES`). Empty for any
+    other manifest.
+
+    This is the ownership rule of make-shards and ``upload``: only what an output itself lists is ever
+    replaced or removed, never a name that merely looks like ours (``pass-backup.tar``, someone's ``*.tmp-*``).
+    """
+    if not is_pass_wds_index(index):
+        return set()
+    assert isinstance(index, dict)
+    owned = set(OUTPUT_FILES)
+    for entry in index["shardlist"]:
+        if isinstance(entry, dict):
+            owned |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
+    return owned | superseded_names(index)
 
 
 def size_spread(sizes: Iterable[int]) -> dict[str, Any]:

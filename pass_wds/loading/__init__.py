@@ -1,8 +1,8 @@
 """The loading stage: shards → exact, evenly split, deterministic, resumable batches for DDP training.
 
 Modules: ``shards`` (discovery, ``.idx``, header scans), ``plan`` (pure epoch planning), ``stream`` (tar
-streaming with ``.idx`` seeks), ``pipeline`` (shuffle buffer, decode, batching as IterableDatasets) and
-``loader`` (``make_loader`` / ``LoaderConfig`` / ``Loader``).
+streaming with ``.idx`` seeks), ``pipeline`` (shuffle buffer, decode, batching as IterableDatasets),
+``quality`` (the shuffle-quality report) and ``loader`` (``make_loader`` / ``LoaderConfig`` / ``Loader``).
 """
 
 from pass_wds.format.errors import ShardError
@@ -26,6 +26,7 @@ from pass_wds.loading.plan import (
     fit_remainder,
     shuffle_order,
 )
+from pass_wds.loading.quality import ShuffleReport
 from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.stream import IndexCache, read_samples
 
@@ -44,6 +45,7 @@ __all__ = [
     "SampleError",
     "ShardError",
     "ShardInfo",
+    "ShuffleReport",
     "batch_stream",
     "distributed_topology",
     "epoch_sequence",

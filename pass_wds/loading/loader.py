@@ -31,8 +31,9 @@ from pass_wds.loading.pipeline import (
     write_epoch_state,
 )
 from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
+from pass_wds.loading.quality import ShuffleReport, plan_report
 from pass_wds.loading.shards import resolve_source
-from pass_wds.loading.stream import IndexCache
+from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import get_logger, remember_secrets
 
@@ -410,6 +411,60 @@ class Loader:
             rng = np.random.default_rng([self.params.seed, self.epoch, gen, self.rank, index, 0xDE7])
             return stage(batch, device, generator=rng)  # type: ignore[no-any-return]
         return stage(batch, device)  # type: ignore[no-any-return]
+
+    # ----- shuffle quality -----------------------------------------------------------------------------
+
+    def shuffle_report(
+        self,
+        *,
+        epoch: int | None = None,
+        world_size: int | None = None,
+        num_workers: int | None = None,
+        group_by: str | None = None,
+    ) -> ShuffleReport:
+        """How well epoch ``epoch`` (default: the current one) and the next mix, against a uniform shuffle
+        (:mod:`pass_wds.loading.quality`), for this loader's topology or another one. Reads only the shards'
+        ``.idx`` files (for sample sizes), no image bytes; ``group_by="json:FIELD"`` also reads each sample's
+        JSON member to group by that field."""
+        ws = self.world_size if world_size is None else world_size
+        readers = self.readers if num_workers is None else max(1, num_workers)
+        if ws < 1:
+            raise ConfigError(f"world_size must be >= 1, got {ws}")
+        labels = []
+        if group_by is not None:
+            labels.append(self._labels(group_by))
+        sizes, footprint = self._cache.footprints()
+        planner = EpochPlanner(self.params, (lambda g: sizes[g]) if self.params.shuffle else None)
+        p = self.params
+        settings = {
+            "seed": p.seed,
+            "segment_samples": p.segment_samples,
+            "shuffle_buffer_bytes": p.shuffle_buffer_bytes,
+            "remainder": p.remainder,
+        }
+        if not p.shuffle:
+            settings["shuffle"] = False
+        if p.epoch_samples is not None:
+            settings["epoch_samples"] = p.epoch_samples
+        return plan_report(
+            planner,
+            ws,
+            readers,
+            epoch=self.epoch if epoch is None else epoch,
+            footprint=footprint,
+            settings=settings,
+            groups=labels,
+        )
+
+    def _labels(self, group_by: str) -> tuple[str, np.ndarray, list[str]]:
+        """``(name, label code per global sample id, label names)`` for ``group_by``."""
+        kind, _, name = group_by.partition(":")
+        if kind != "json" or not name:
+            raise ConfigError(f"group_by must be 'json:FIELD', got {group_by!r}")
+        values = json_field(self.shards, name, self.config.storage_options or None)
+        names = sorted(set(values), key=str)
+        code = {v: i for i, v in enumerate(names)}
+        return f"json:{name}", np.array([code[v] for v in values], dtype=np.int64), [str(v) for v in names]
 
     # ----- checkpointing -----------------------------------------------------------------------------
 

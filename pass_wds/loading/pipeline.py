@@ -7,7 +7,6 @@ Each stage is a plain generator, and :class:`PlannedSamples` / :class:`PlannedBa
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
-from pass_wds.format.samples import IMAGE_EXTS, checksum_problem
+from pass_wds.format.samples import IMAGE_EXTS, checksum_problem, parse_sample_json
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -43,6 +43,14 @@ _WARNED_CORRUPT: set[str] = set()  # shards this process has warned about
 class CorruptSample(ValueError):
     """The image bytes differ from what make-shards stored (its recorded crc32 or size): silent corruption
     on a disk, in a cache or in transit."""
+
+    reason = reasons.CHECKSUM_MISMATCH
+
+
+class NoImage(ValueError):
+    """A sample has no member the loader decodes as an image."""
+
+    reason = reasons.NO_IMAGE
 
 
 class SampleError(RuntimeError):
@@ -155,14 +163,6 @@ def image_member(sample: Sample) -> tuple[str, bytes] | None:
     return None
 
 
-def sample_json(sample: Sample) -> dict[str, Any]:
-    raw = sample.get("json")
-    if raw is None:
-        return {}
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else {"value": value}
-
-
 def check_sample(image: bytes, meta: dict[str, Any]) -> None:
     """Raise :class:`CorruptSample` when the image is not the one make-shards stored for this JSON."""
     problem = checksum_problem(image, meta)
@@ -178,8 +178,8 @@ def apply_recipe(
     found = image_member(sample)
     if found is None:
         members = ", ".join(k for k in sample if not k.startswith("__")) or "none"
-        raise ValueError(f"no image member (members: {members})")
-    meta = sample_json(sample)
+        raise NoImage(f"no image member (members: {members})")
+    meta = parse_sample_json(sample.get("json"))
     if verify:
         check_sample(found[1], meta)
     per_sample = getattr(recipe, "worker_sample", recipe)  # a Recipe may defer work to finish_batch
@@ -251,12 +251,12 @@ def collate_raw(
     metas = []
     for s in samples:
         try:
-            metas.append(sample_json(s))
+            metas.append(parse_sample_json(s.get("json")))
         except ValueError as e:
             metas.append({})
             batch.setdefault("json_raw", [x.get("json") for x in samples])
             if stats is not None:
-                _count(stats, s, "bad-json", str(e), action="kept with json {}")
+                _count(stats, s, reasons.BAD_JSON, str(e), action="kept with json {}")
             continue
         found = image_member(s) if job is not None and job.verify_samples else None
         if found is not None:
@@ -306,7 +306,7 @@ def batch_stream(
                 if isinstance(e, CorruptSample):
                     _count_corrupt(stats, s, e)
                 else:
-                    _count(stats, s, type(e).__name__, str(e))
+                    _count_failure(stats, s, e)
         qs = [q for q, _ in chunk]
         chunk = []
         good = [j for j, o in enumerate(outs) if o is not None]
@@ -351,7 +351,7 @@ def _count(
             "detail": redact(detail[:200]),
         }
     )
-    if reason != "checksum-mismatch":  # warned once per shard by _count_corrupt
+    if reason != reasons.CHECKSUM_MISMATCH:  # warned once per shard by _count_corrupt
         log.warning(
             "bad sample %r in %s (%s: %s); %s",
             sample["__key__"],
@@ -362,12 +362,18 @@ def _count(
         )
 
 
+def _count_failure(stats: dict[str, Any], sample: Sample, e: BaseException) -> None:
+    """Count a sample whose decode or augmentation failed, under its reason (``reasons.reason_of``)."""
+    reason = reasons.reason_of(e)
+    _count(stats, sample, reason, str(e) if reason != reasons.FAILED else f"{type(e).__name__}: {e}")
+
+
 def _count_corrupt(
     stats: dict[str, Any], sample: Sample, e: CorruptSample, action: str = "substituting"
 ) -> None:
     """Count a sample that failed its checksum; warn once per shard and process (a damaged shard has many)."""
     url = sample["__url__"]
-    _count(stats, sample, "checksum-mismatch", str(e), action=action)
+    _count(stats, sample, reasons.CHECKSUM_MISMATCH, str(e), action=action)
     if url not in _WARNED_CORRUPT:
         _WARNED_CORRUPT.add(url)
         log.warning(

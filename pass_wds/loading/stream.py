@@ -9,6 +9,7 @@ seeked: they are streamed from the start and unwanted samples are skipped withou
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -62,6 +63,32 @@ class IndexCache:
                 self._sizes[shard] = self.get(shard).sample_bytes()
             out[sel] = self._sizes[shard][gids[sel] - offsets[s]]
         return out
+
+    def footprints(self, threads: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """``(sizes, footprints)`` of every sample in global id order: data bytes (what a shuffle buffer
+        holds) and bytes in its shard with headers and padding (what a read transfers). Reads every shard's
+        ``.idx`` once, in ``threads`` parallel threads (object-store latency); keeps only the arrays."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(shard: int) -> tuple[np.ndarray, np.ndarray]:
+            index = self._cache.get(shard) or load_shard_index(self.shards[shard], self.storage_options)
+            sizes = index.sample_bytes()
+            foot = np.fromiter(
+                (sum(tar.member_bytes(m.size) for m in ms) for ms in index.members),
+                dtype=np.int64,
+                count=len(index),
+            )
+            return sizes, foot
+
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(self.shards)))) as pool:
+            parts = list(pool.map(one, range(len(self.shards))))
+        for shard, (sizes, _) in enumerate(parts):
+            self._sizes.setdefault(shard, sizes)
+        empty = np.zeros(0, dtype=np.int64)
+        return (
+            np.concatenate([p[0] for p in parts]) if parts else empty,
+            np.concatenate([p[1] for p in parts]) if parts else empty,
+        )
 
     def key(self, offsets: np.ndarray, gid: int) -> str:
         s = int(np.searchsorted(offsets, gid, side="right") - 1)
@@ -203,3 +230,44 @@ def read_samples(
             it = _read_plain_span(shard, cache.get(s), wanted, storage_options, shard_cache)
         for i, sample in it:
             yield base + i, sample
+
+
+def json_field(
+    shards: Sequence[ShardInfo], name: str, storage_options: dict[str, Any] | None = None, threads: int = 16
+) -> list[Any]:
+    """The value of JSON field ``name`` of every sample, in global id order (``None`` where the sample has no
+    JSON member, the JSON does not parse or lacks the field). Reads only the JSON members (by ``.idx``
+    offsets, one positional read each, shards in ``threads`` parallel threads), never an image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(shard: ShardInfo) -> list[Any]:
+        index = load_shard_index(shard, storage_options)
+        values: list[Any] = [None] * len(index)
+        wanted = [(i, m) for i, ms in enumerate(index.members) for m in ms if m.ext == "json"]
+        if not wanted:
+            return values
+        if shard.compressed:
+            it = _read_compressed_span(shard, [i for i, _ in wanted], storage_options)
+            raws = {i: s.get("json") for i, s in it}
+        else:
+            reader = storage.RangeReader(shard.url, storage_options)
+            try:
+                raws = {i: reader.read(m.offset, m.size) for i, m in wanted}
+            finally:
+                reader.close()
+        for i, raw in raws.items():
+            try:
+                doc = json.loads(raw) if raw is not None else None
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                value = doc.get(name)
+                values[i] = (
+                    value
+                    if isinstance(value, str | int | float | bool) or value is None
+                    else json.dumps(value, sort_keys=True)
+                )
+        return values
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shards)))) as pool:
+        return [v for part in pool.map(one, shards) for v in part]
