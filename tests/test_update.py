@@ -703,3 +703,26 @@ def test_diff_two_revisions_manifests(
     other.write_text((out / "index.r0.json").read_text().replace('"seed": 0', '"seed": 1'))
     rc = pass_wds_main(["diff", str(other), str(out)])
     assert rc == 2 and "does not descend from it" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- readers
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_reader_of_the_old_manifest_finishes_or_gets_one_clear_error(
+    out: Path, tmp_path: Path, keep: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pass_wds.loading import make_loader
+
+    old_keys = sorted(sample_keys(out))
+    loader = make_loader(str(out / "index.json"), batch_size=1, recipe=None, num_workers=0, shuffle=False)
+    gone = spread_keys(out, 3)
+    args = ["--keep-superseded"] if keep else []
+    assert update(str(out), "--remove", str(keys_file(tmp_path, gone)), *args, capsys=capsys)[0] == 0
+    if keep:  # the old revision, whole: never a sample of the new one
+        assert sorted(k for b in loader for k in b["__key__"]) == old_keys
+        return
+    with pytest.raises(Exception) as e:
+        list(loader)
+    msg = str(e.value)
+    assert "\n" not in msg and "not found" in msg and ("pass-0000" in msg), msg  # names the shard (or its .idx)
