@@ -230,6 +230,7 @@ class Plan:
     without_image: list[str] | None = None  # allowlist keys with no sample (None: keys-file mode)
     allow_keys: set[str] | None = None  # safe keys of the allowlist (None: keys-file mode)
     listed: set[str] = field(default_factory=set)  # keys-file lines and their safe forms (keys-file mode)
+    errors_dropped: int = 0  # errors.jsonl records of removed (or no longer allowlisted) keys
     refresh_rows: dict[str, str] = field(default_factory=dict)  # sample key -> new row body (refreshed)
     digest: str = ""
 
@@ -395,6 +396,9 @@ def plan_update(opts: UpdateOptions) -> Plan:
     )
     if keys_file is not None:
         plan.listed = {k for _, k in keys_file.lines} | {safe_key(k) for _, k in keys_file.lines}
+    plan.errors_dropped = len(_read_jsonl(storage.join(out.url, manifest.ERRORS), so)) - len(
+        _errors_after(plan)
+    )
     if md is not None:
         plan.without_image = _without_image(plan, md.keys_array.to_pylist())
     plan.digest = _plan_digest(plan)
@@ -473,6 +477,8 @@ def dry_run_lines(plan: Plan) -> list[str]:
     lines.append(
         f"{len(plan.edits)} superseded shards ({_mb(read)}) would be {fate} once index.json is replaced"
     )
+    if plan.errors_dropped:
+        lines.append(f"drop {plan.errors_dropped:,} records of removed keys from {manifest.ERRORS}")
     if plan.without_image:
         lines.append(_without_image_line(plan))
     lines.append(f"nothing written to {where}")
@@ -482,7 +488,8 @@ def dry_run_lines(plan: Plan) -> list[str]:
 def _unknown_line(plan: Plan) -> str:
     shown = ", ".join(map(str, plan.unknown_lines[:10])) + (" …" if len(plan.unknown_lines) > 10 else "")
     return (
-        f"{len(plan.unknown_lines):,} lines of {storage.redact(str(plan.opts.remove))} match no sample "
+        f"{len(plan.unknown_lines):,} line{'s' if len(plan.unknown_lines) != 1 else ''} of "
+        f"{storage.redact(str(plan.opts.remove))} match no sample "
         f"(lines {shown}): already removed, rejected at conversion, or not keys of this output"
     )
 
@@ -625,6 +632,21 @@ def _errors_after(plan: Plan) -> list[dict[str, Any]]:
     return keep
 
 
+def _side_files_change(plan: Plan) -> bool:
+    """Whether errors.jsonl or metadata_without_image.txt would change although no shard does (a takedown of a
+    key that was rejected at conversion must still remove its errors.jsonl record)."""
+    so, url = plan.opts.storage_options, plan.out.url
+    if plan.errors_dropped:
+        return True
+    if plan.without_image is None:
+        return False
+    try:
+        current = storage.read_text(storage.join(url, manifest.UNMATCHED), so).split("\n")
+    except FileNotFoundError:
+        current = []
+    return [k for k in current if k] != plan.without_image
+
+
 def _read_jsonl(url: str, so: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         text = storage.read_text(url, so)
@@ -749,6 +771,7 @@ def new_index(plan: Plan, written: dict[int, Written], date: str) -> dict[str, A
         "source": plan.source,
         "removed": removed,
         "refreshed": sum(len(e.refreshed) for e in plan.edits),
+        "errors_dropped": plan.errors_dropped,
         "replaced": [
             {
                 "position": e.position,
@@ -810,7 +833,7 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     with OutputLock(ConvertConfig(output=opts.output, storage_options=so), shared=False):
         finished = _finish_interrupted(opts, crash)
         plan = plan_update(opts)
-        if not plan.edits:
+        if not plan.edits and not _side_files_change(plan):
             summary = UpdateSummary(_nothing_lines(plan), revision=plan.out.revision)
         else:
             summary = _apply(plan, crash)
@@ -980,6 +1003,8 @@ def _apply(plan: Plan, crash: Callable[[str], None]) -> UpdateSummary:
             else f"deleted {len(plan.edits)} superseded shards ({_mb(deleted)})"
         ),
     ]
+    if plan.errors_dropped:
+        lines.append(f"dropped {plan.errors_dropped:,} records of removed keys from {manifest.ERRORS}")
     if plan.unknown_lines:
         lines.append(_unknown_line(plan))
     if plan.without_image:

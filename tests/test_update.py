@@ -725,4 +725,28 @@ def test_a_reader_of_the_old_manifest_finishes_or_gets_one_clear_error(
     with pytest.raises(Exception) as e:
         list(loader)
     msg = str(e.value)
-    assert "\n" not in msg and "not found" in msg and ("pass-0000" in msg), msg  # names the shard (or its .idx)
+    assert "\n" not in msg and "not found" in msg and ("pass-0000" in msg), (
+        msg
+    )  # names the shard (or its .idx)
+
+
+def test_a_takedown_of_a_rejected_key_removes_its_errors_record(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    rejected = next(e["key"] for e in errors if e["reason"] == "corrupt")
+    shards = {e["url"]: (out / e["url"]).stat().st_mtime_ns for e in index(out)["shardlist"]}
+    rc, stdout, err = update(str(out), "--remove", str(keys_file(tmp_path, [rejected])), capsys=capsys)
+    assert rc == 0, err
+    assert "dropped 1 records" in stdout
+    new = index(out)
+    assert (
+        new["revision"] == 1
+        and new["history"][0]["errors_dropped"] == 1
+        and new["history"][0]["replaced"] == []
+    )
+    assert {e["url"]: (out / e["url"]).stat().st_mtime_ns for e in new["shardlist"]} == shards
+    for name, data in contents(out).items():
+        assert rejected.encode() not in data, name
+    rc, stdout, _ = update(str(out), "--remove", str(keys_file(tmp_path, [rejected])), capsys=capsys)
+    assert rc == 0 and "nothing to do" in stdout
