@@ -106,11 +106,10 @@ def prepare(images: int, photos: bool = False, baselines: tuple[str, ...] = BASE
     tag = f"{'photos-' if photos else ''}{images}"
     shards = DATA / f"shards-{tag}"
     if not (shards / "index.json").is_file():
-        from pass_wds.config import ConvertConfig
-        from pass_wds.convert import run
+        from pass_wds import ConvertConfig, make_shards
 
         target = max(raw_bytes(raw) // 16, 1_000_000)  # >= 16 shards, so every worker gets several
-        run(
+        make_shards(
             ConvertConfig(
                 inputs=sorted(str(p) for p in raw.glob("PASS.*.tar")),
                 metadata=str(raw / "pass_metadata.csv"),

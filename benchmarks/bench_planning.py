@@ -42,12 +42,14 @@ def measure_pass_wds(data: Path) -> dict[str, float]:
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    from pass_wds import sources
-    from pass_wds.config import ConvertConfig
-    from pass_wds.convert import build_plan
+    from pass_wds import ConvertConfig
+    from pass_wds.convert.columns import contiguous
+    from pass_wds.convert.inputs import InputSpec, Listing, merge_listings
+    from pass_wds.convert.metadata import read_metadata
+    from pass_wds.convert.prepare import build_plan
 
     t0 = time.perf_counter()
-    md = sources.read_metadata(str(data / "pass_metadata.csv"))
+    md = read_metadata(str(data / "pass_metadata.csv"))
     t1 = time.perf_counter()
     # The listing as the listing tasks hand it over: columns (Arrow strings, NumPy integers), one per field.
     types = {
@@ -64,17 +66,17 @@ def measure_pass_wds(data: Path) -> dict[str, float]:
     encoded = pc.dictionary_encode(table.column("source")).combine_chunks()
     names = encoded.dictionary.to_pylist()
     rank = np.argsort(np.argsort(names))  # input index = rank of the archive's name, as with sorted(set(...))
-    inputs = [sources.InputSpec(str(data / n), "tar") for n in sorted(names)]
+    inputs = [InputSpec(str(data / n), "tar") for n in sorted(names)]
     source = rank[encoded.indices.to_numpy()].astype(np.int32)
     offsets, sizes = table.column("offset").to_numpy(), table.column("size").to_numpy()
     del encoded
     columns = {}
     for name in ("key", "member"):  # one contiguous column at a time, dropping its chunks as we go
-        columns[name] = sources.contiguous(table.column(name))
+        columns[name] = contiguous(table.column(name))
         table = table.drop_columns([name])
     del table
-    listing = sources.Listing(inputs, columns.pop("key"), columns.pop("member"), source, offsets, sizes)
-    listing = sources.merge_listings(inputs, [listing])
+    listing = Listing(inputs, columns.pop("key"), columns.pop("member"), source, offsets, sizes)
+    listing = merge_listings(inputs, [listing])
     t2 = time.perf_counter()
     cfg = ConvertConfig(inputs=["x"], output="y", shard_size="256MB", seed=0)
     prep = build_plan(cfg, listing, md)

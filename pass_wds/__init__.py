@@ -2,14 +2,17 @@
 
 from typing import TYPE_CHECKING, Any
 
-from pass_wds.config import ConfigError, ConvertConfig
+from pass_wds.config import ConfigError
+from pass_wds.convert.options import ConvertConfig
 
 if TYPE_CHECKING:
     from pass_wds.augment import load_recipe
+    from pass_wds.convert.make import make_shards
     from pass_wds.decoding import DecodeError
     from pass_wds.loading import LoaderConfig, make_loader
 
 _LAZY = {
+    "make_shards": "pass_wds.convert.make",
     "make_loader": "pass_wds.loading",
     "LoaderConfig": "pass_wds.loading",
     "load_recipe": "pass_wds.augment",
@@ -18,7 +21,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the loader (and torch) only when it is used, so ``make-shards`` starts fast."""
+    """Import the loader (and torch) and the converter only when used, so every command starts fast."""
     if name in _LAZY:
         import importlib
 
@@ -36,4 +39,5 @@ __all__ = [
     "__version__",
     "load_recipe",
     "make_loader",
+    "make_shards",
 ]

@@ -55,6 +55,7 @@ class BenchConfig:
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False
+    allow_raw_archives: bool = False
 
 
 @dataclass
@@ -146,7 +147,9 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
-    shards = resolve_source(cfg.source, so, allow_external_urls=cfg.allow_external_urls)
+    shards = resolve_source(
+        cfg.source, so, allow_external_urls=cfg.allow_external_urls, allow_raw_archives=cfg.allow_raw_archives
+    )
     counts = tuple(s.nsamples for s in shards)
     offsets = shard_offsets(counts)
     cache = IndexCache(shards, so)
@@ -229,6 +232,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         device=cfg.device if recipe is not None else None,
         storage_options=cfg.storage_options or None,
         allow_external_urls=cfg.allow_external_urls,
+        allow_raw_archives=cfg.allow_raw_archives,
         pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
         prefetch_factor=PREFETCH_FACTOR,
     )

@@ -1,14 +1,15 @@
-"""Dataclass configs that map one-to-one onto the YAML files in ``configs/``.
+"""What every configuration shares: YAML loading, dataclass building, type checks and sizes.
 
-A YAML file gives defaults, command-line flags override them; unknown YAML keys are an error (a typo in a
-config must not be silently ignored).
+The configs themselves live with what they configure (``convert.options.ConvertConfig``,
+``loading.LoaderConfig``) and map one-to-one onto the YAML files in ``configs/``. A YAML file gives defaults,
+command-line flags override them; unknown YAML keys are an error (a typo in a config must not be silently
+ignored).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,108 +62,7 @@ def parse_size(value: str | int | float) -> int:
     return n
 
 
-@dataclass
-class ConvertConfig:
-    """Options of ``make-shards``. Field names are the YAML keys and the long flags (``_`` → ``-``)."""
-
-    inputs: list[str] = field(default_factory=list)
-    metadata: str | None = None
-    output: str | None = None
-    key_column: str = "hash"
-    name: str = "pass"
-    shard_size: str = "256MB"
-    max_count: int | None = None
-    seed: int = 0
-    workers: int = 1
-    validate: bool = True
-    allow_missing_metadata: bool = False
-    overwrite: bool = False
-    resize_max_side: int | None = None
-    quality: int | None = None  # re-encode as JPEG at this quality (95 when only resizing)
-    creator_column: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
-    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
-    shard_range: str | None = None  # "START:END": write only these shards (one Slurm array task); no manifest
-    # Execution engine (pass_wds.executors); none of these changes the output's bytes.
-    scheduler: str | None = None  # address of a running Dask scheduler (tcp://host:8786)
-    cluster: str | None = None  # start a Dask cluster: "local" (--workers processes) or "slurm"
-    slurm_cores: int | None = None  # per Slurm job (dask-jobqueue SLURMCluster)
-    slurm_memory: str | None = None  # per Slurm job, e.g. "16GB"
-    slurm_walltime: str | None = None  # e.g. "02:00:00"
-    slurm_queue: str | None = None  # partition
-    slurm_account: str | None = None
-    slurm_processes: int | None = None  # Dask workers per job (default: dask-jobqueue's choice)
-    slurm_job_extra: list[str] | None = None  # extra #SBATCH lines, e.g. ["--constraint=cpu"]
-
-    def shard_bounds(self) -> tuple[int, int] | None:
-        """``shard_range`` parsed into ``(start, end)`` (end exclusive), or None."""
-        if self.shard_range is None:
-            return None
-        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(self.shard_range))
-        if not m or int(m.group(1)) >= int(m.group(2)):
-            raise ConfigError(f"--shard-range must be START:END with START < END, got {self.shard_range!r}")
-        return int(m.group(1)), int(m.group(2))
-
-    def validate_values(self) -> None:
-        """Every option, checked before any input is read: a late refusal at PASS scale costs an hour."""
-        check_types(self, _CONVERT_TYPES)
-        if not self.inputs:
-            raise ConfigError("no inputs given (pass raw tars, globs, brace patterns or image folders)")
-        if not self.output:
-            raise ConfigError("--output is required")
-        try:
-            parse_size(self.shard_size)
-        except ConfigError as e:
-            raise ConfigError(f"--shard-size: {e}") from None
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
-        if self.max_image_pixels < 1:
-            raise ConfigError(f"--max-image-pixels must be >= 1, got {self.max_image_pixels}")
-        if self.max_count is not None and self.max_count < 1:
-            raise ConfigError(f"--max-count must be >= 1, got {self.max_count}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ConfigError(f"--name must be letters, digits, '_' or '-', got {self.name!r}")
-        if self.resize_max_side is not None and self.resize_max_side < 1:
-            raise ConfigError(f"--resize-max-side must be >= 1, got {self.resize_max_side}")
-        self.shard_bounds()
-        if self.quality is not None and not 1 <= self.quality <= 100:
-            raise ConfigError(f"--quality must be in 1..100, got {self.quality}")
-
-    @property
-    def shard_bytes(self) -> int:
-        return parse_size(self.shard_size)
-
-    @property
-    def reencode(self) -> bool:
-        return self.resize_max_side is not None or self.quality is not None
-
-
 _TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", list: "a list", dict: "a mapping"}
-# option → accepted types (None: may be null); lists hold strings
-_CONVERT_TYPES: dict[str, tuple[Any, ...]] = {
-    "inputs": (list, str),
-    "metadata": (str, None),
-    "output": (str, None),
-    "key_column": (str,),
-    "name": (str,),
-    "shard_size": (str, int),
-    "max_count": (int, None),
-    "seed": (int,),
-    "workers": (int,),
-    "validate": (bool,),
-    "allow_missing_metadata": (bool,),
-    "overwrite": (bool,),
-    "resize_max_side": (int, None),
-    "quality": (int, None),
-    "creator_column": (str, None),
-    "storage_options": (dict,),
-    "max_image_pixels": (int,),
-    "progress": (bool, None),
-    "shard_range": (str, None),
-}
 
 
 def check_types(obj: Any, types: dict[str, tuple[Any, ...]]) -> None:

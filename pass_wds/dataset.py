@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import gzip
+import logging
 import posixpath
 import re
 import urllib.parse
@@ -26,6 +27,7 @@ from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
 from pass_wds.format.manifest import INDEX, KIND, ShardInfo, read_index_json
+from pass_wds.format.samples import IMAGE_EXTS
 
 SHARD_EXTENSIONS = (".tar", ".tgz", ".tar.gz")
 _GLOB = re.compile(r"[*?\[]")
@@ -36,8 +38,20 @@ EXPECTED = (
 )
 
 
+RAW_OPT_IN = "shards of another tool: allow_raw_archives=True, or --allow-raw-archives"
+PEEK_SAMPLES = 64
+"""Samples looked at to tell a raw image archive from WebDataset shards (the first of the first shard)."""
+
+log = logging.getLogger("pass_wds.dataset")
+
+
 class SourceError(ShardError):
     """A source that names no usable shards; the message says what was found and what was expected."""
+
+
+class RawArchiveError(SourceError):
+    """The source is raw image archives (PASS's own tars, a tarred image folder), not a converted dataset:
+    reading it would train on every image, without the metadata that is the allowlist."""
 
 
 @dataclass
@@ -79,9 +93,14 @@ def _is_gzip(url: str, storage_options: dict[str, Any] | None) -> bool:
 
 
 def scan_tar(
-    url: str, storage_options: dict[str, Any] | None = None, compressed: bool | None = None
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    compressed: bool | None = None,
+    *,
+    max_members: int | None = None,
 ) -> ShardIndex:
-    """Read every header of a shard once (sequentially; gzip allowed) and return its sample layout.
+    """Read every header of a shard once (sequentially; gzip allowed) and return its sample layout;
+    ``max_members`` stops after that many regular members (a look at the start of a shard).
 
     Directories, links and other non-regular members are skipped, as WebDataset does.
     """
@@ -95,6 +114,8 @@ def scan_tar(
             for entry in tar.scan_tar(f, total):
                 if entry.isreg:
                     entries.append((entry.name, entry.offset_data, entry.size))
+                    if max_members is not None and len(entries) >= max_members:
+                        break
     except (tar.TarDamaged, EOFError, OSError, zlib.error) as e:
         raise ShardError(f"{storage.redact(url)}: cannot read as a tar shard: {e}") from None
     return group_samples(entries)
@@ -157,21 +178,99 @@ def read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
     return parse_idx(text, url)
 
 
-def _shard_info(url: str, storage_options: dict[str, Any] | None, counts: bool) -> ShardInfo:
+def _shard_info(
+    url: str, storage_options: dict[str, Any] | None, counts: bool
+) -> tuple[ShardInfo, ShardIndex | None]:
+    """A shard and, when counting read it anyway, its layout (``.idx`` or header scan)."""
     compressed = is_gzip_name(url)
     idx_url = idx_url_for(url)  # None for a signed URL: no other object's URL can be derived from it
     if not compressed and idx_url is not None and storage.exists(idx_url, storage_options):
         if not counts:
-            return ShardInfo(url, 0, idx_url)
+            return ShardInfo(url, 0, idx_url), None
         index = read_idx(idx_url, storage_options)
-        return ShardInfo(url, len(index), idx_url)
+        return ShardInfo(url, len(index), idx_url), index
     if not storage.exists(url, storage_options):
         raise SourceError(f"shard not found: {storage.redact(url)}")
     if not counts:
-        return ShardInfo(url, 0, None, compressed=compressed)
+        return ShardInfo(url, 0, None, compressed=compressed), None
     compressed = compressed or _is_gzip(url, storage_options)
     index = scan_tar(url, storage_options, compressed)
-    return ShardInfo(url, len(index), None, compressed=compressed, index=index)
+    return ShardInfo(url, len(index), None, compressed=compressed, index=index), index
+
+
+def raw_archive_problem(url: str, layout: ShardIndex) -> str | None:
+    """Why a shard looks like a raw image archive rather than WebDataset shards, in one line; None if not.
+
+    WebDataset samples carry companion members (``.json``, ``.cls``, ``.txt`` …) or at least sit at the top of
+    the archive; a raw image archive (PASS's ``PASS_dataset/dummy_folder/<hash>.jpeg``, a tarred image
+    folder) holds lone images under folder paths. The first :data:`PEEK_SAMPLES` samples decide.
+    """
+    n = min(len(layout), PEEK_SAMPLES)
+    if n == 0 or not layout.named:
+        return None
+    keys, members = layout.keys[:n], layout.members[:n]
+    if any(len(ms) != 1 or ms[0].ext.lower() not in IMAGE_EXTS for ms in members):
+        return None
+    if not all("/" in k for k in keys):
+        return None
+    where = storage.redact(url)
+    example = f"{keys[0]}.{members[0][0].ext}"
+    if keys[0].startswith("PASS_dataset/"):
+        folder = _dirname(where)
+        return (
+            f"{where} is a raw PASS archive ({example}, …), not a dataset: it has no metadata and still holds "
+            "the images PASS removed; convert it first, then read the output: "
+            f"make-shards '{folder}/PASS.*.tar' --metadata {folder}/pass_metadata.csv --output OUT "
+            f"({RAW_OPT_IN})"
+        )
+    return (
+        f"{where} looks like a raw image archive, not WebDataset shards: lone images under folders "
+        f"({example}, …) and no metadata; convert it first (make-shards {where} --metadata FILE --output OUT), "
+        f"then read the output ({RAW_OPT_IN})"
+    )
+
+
+def _first_repeated(keys: list[str]) -> str | None:
+    seen: set[str] = set()
+    for k in keys:
+        if k in seen:
+            return k
+        seen.add(k)
+    return None
+
+
+def _check_layouts(
+    shards: list[ShardInfo],
+    layouts: list[tuple[str, ShardIndex]],
+    storage_options: dict[str, Any] | None,
+    allow_raw_archives: bool,
+) -> None:
+    """Shards without a manifest: refuse raw image archives (unless allowed), warn once about repeated keys."""
+    if not allow_raw_archives:
+        looked = layouts
+        if not looked and shards:  # not counted: look at the start of the first shard only
+            first = shards[0]
+            try:
+                looked = [(first.url, scan_tar(first.url, storage_options, None, max_members=PEEK_SAMPLES))]
+            except ShardError:
+                looked = []  # damage is for the reader to report, with its own context
+        for url, layout in looked:
+            problem = raw_archive_problem(url, layout)
+            if problem:
+                raise RawArchiveError(problem)
+    repeating = [(url, layout) for url, layout in layouts if len(set(layout.keys)) < len(layout.keys)]
+    if repeating:
+        url, layout = repeating[0]
+        key = _first_repeated(layout.keys)
+        repeated = len(layout.keys) - len(set(layout.keys))
+        more = f"; {len(repeating) - 1} more shards repeat keys too" if len(repeating) > 1 else ""
+        log.warning(
+            "%s repeats sample keys (%d times, first %r): each copy is read as a separate sample%s",
+            storage.redact(url),
+            repeated,
+            key,
+            more,
+        )
 
 
 def _read_manifest(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -191,12 +290,15 @@ def resolve(
     counts: bool = True,
     threads: int = 16,
     allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
 ) -> Dataset:
     """Resolve a source into shards with sample counts (``counts=False``: URLs only, no per-shard reads).
 
     A single folder or ``index.json`` keeps its manifest (``Dataset.manifest``); shards are looked up in
     parallel threads (object-store latency). A manifest is validated, and may only name shards inside its own
-    folder unless ``allow_external_urls`` (see docs/security.md).
+    folder unless ``allow_external_urls`` (see docs/security.md). Shards without a manifest that look like raw
+    image archives (PASS's own tars) are refused with :class:`RawArchiveError` unless ``allow_raw_archives``;
+    a shard that repeats a key is warned about once.
     """
     items = [source] if isinstance(source, str) else [str(s) for s in source]
     if not items:
@@ -228,7 +330,11 @@ def resolve(
             shard_urls.extend(found)
     if shard_urls:
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shard_urls)))) as pool:
-            shards.extend(pool.map(lambda u: _shard_info(u, storage_options, counts), shard_urls))
+            looked_up = list(pool.map(lambda u: _shard_info(u, storage_options, counts), shard_urls))
+        listed = [info for info, _ in looked_up]
+        layouts = [(info.url, layout) for info, layout in looked_up if layout is not None]
+        _check_layouts(listed, layouts, storage_options, allow_raw_archives)
+        shards.extend(listed)
     if not shards:
         raise SourceError(f"no shards in {storage.redact(str(source))}; {EXPECTED}")
     if counts and sum(s.nsamples for s in shards) == 0:

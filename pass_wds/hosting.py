@@ -282,7 +282,14 @@ def urls(
     """
     from pass_wds.dataset import resolve as resolve_source
 
-    ds = resolve_source(source, storage_options, counts=False, allow_external_urls=allow_external_urls)
+    # Listing URLs reads no sample: raw archives (e.g. to convert from where they are hosted) list as they are.
+    ds = resolve_source(
+        source,
+        storage_options,
+        counts=False,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=True,
+    )
     if ds.manifest is not None and ds.folder is not None:
         folder = base or ds.folder
         out = [resolve(folder, str(e["url"])) for e in ds.manifest["shardlist"]]

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.format.samples import CREATOR_COLUMNS, IMAGE_EXTS
 
-CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 PAD = 6
@@ -101,13 +100,14 @@ def first_batch(
     recipe: str | None,
     seed: int = 0,
     storage_options: dict[str, Any] | None = None,
+    allow_raw_archives: bool = False,
 ) -> tuple[dict[str, Any], Any]:
     """The loader's first batch of ``n`` samples (fewer if the source has fewer) and the recipe used."""
     from pass_wds.augment import load_recipe
     from pass_wds.dataset import resolve
     from pass_wds.loading import make_loader
 
-    total = resolve(source, storage_options, counts=True).samples
+    total = resolve(source, storage_options, counts=True, allow_raw_archives=allow_raw_archives).samples
     rec = load_recipe(recipe) if recipe else None
     loader = make_loader(
         source,
@@ -118,6 +118,7 @@ def first_batch(
         device="cpu" if rec is not None else None,
         storage_options=storage_options,
         persistent_workers=False,
+        allow_raw_archives=allow_raw_archives,
     )
     loader.set_epoch(0)
     return next(iter(loader)), rec
@@ -200,11 +201,19 @@ def preview(
     columns: int = 4,
     thumb: int = 160,
     storage_options: dict[str, Any] | None = None,
+    allow_raw_archives: bool = False,
 ) -> Preview:
     """Draw ``n`` samples of ``source`` (the loader's first batch for ``seed``) into the PNG/JPEG ``out``."""
     from pass_wds import storage
 
-    batch, rec = first_batch(source, n, recipe=recipe, seed=seed, storage_options=storage_options)
+    batch, rec = first_batch(
+        source,
+        n,
+        recipe=recipe,
+        seed=seed,
+        storage_options=storage_options,
+        allow_raw_archives=allow_raw_archives,
+    )
     name = source if isinstance(source, str) else f"{len(source)} sources"
     if rec is None:
         title = f"{storage.redact(name)} · {len(batch['__key__'])} samples · seed {seed}"

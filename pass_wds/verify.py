@@ -123,10 +123,17 @@ def verify(
     workers: int = 4,
     on_shard: Callable[[ShardCheck], None] | None = None,
     allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
 ) -> list[ShardCheck]:
     """Check every shard of a source against ``index.json`` (or, for shards without one, their tar structure
     and ``.idx``); return the checks (bad ones have ``ok=False``)."""
-    ds = resolve(out, storage_options, counts=False, allow_external_urls=allow_external_urls)
+    ds = resolve(
+        out,
+        storage_options,
+        counts=False,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+    )
     checks: list[ShardCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for check in pool.map(lambda e: check_shard("", e, storage_options), _entries(ds)):
@@ -155,10 +162,16 @@ def _entries(ds: Dataset) -> list[dict[str, Any]]:
 
 
 def summarize(
-    out: str | list[str], storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    out: str | list[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
 ) -> str:
     """A human summary: shards, samples, bytes, balance, rejected inputs by reason."""
-    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
+    ds = resolve(
+        out, storage_options, allow_external_urls=allow_external_urls, allow_raw_archives=allow_raw_archives
+    )
     index = ds.manifest or {}
     sizes = [
         s.filesize if s.filesize is not None else storage.file_size(s.url, storage_options) for s in ds.shards
@@ -222,11 +235,14 @@ def find_sample(
     storage_options: dict[str, Any] | None = None,
     *,
     allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
 ) -> dict[str, Any] | None:
     """Find a sample by its key or by its original file name (``abc.jpeg``, or the member path): keys are
     cleaned file-name stems, so the name maps to its key without reading any sample. Returns its JSON."""
     wanted = {key, safe_key(key_of(key))}
-    ds = resolve(out, storage_options, allow_external_urls=allow_external_urls)
+    ds = resolve(
+        out, storage_options, allow_external_urls=allow_external_urls, allow_raw_archives=allow_raw_archives
+    )
     for shard in ds.shards:
         layout = load_layout(shard, storage_options)
         for sample_key, members in zip(layout.keys, layout.members, strict=True):

@@ -72,14 +72,13 @@ def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_im
     """A finished make-shards output of a small generated PASS-shaped set (for hosting/loading tests)."""
     import fakedata as fd
 
-    from pass_wds.config import ConvertConfig
-    from pass_wds.convert import run
+    from pass_wds import ConvertConfig, make_shards
 
     src = fd.make_fake_pass(
         fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=n_images, parts=2)
     )
     out = tmp_path_factory.mktemp("local") / "out"
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[str(t) for t in src.tars],
             metadata=str(src.metadata),

@@ -10,16 +10,14 @@ import pytest
 import torch
 from fakedata import FakePassConfig, make_fake_pass
 
-from pass_wds import cli
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run
+from pass_wds import ConvertConfig, cli, make_shards
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("bench")
     fake = make_fake_pass(FakePassConfig(out=str(root / "raw"), n_images=24, parts=1))
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[str(p) for p in fake.tars],
             metadata=str(fake.metadata),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pass_wds.config import ConvertConfig, from_dict, load_yaml
+from pass_wds import ConvertConfig
+from pass_wds.config import from_dict, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -52,7 +53,7 @@ def check_sample_yaml(path: Path, out: Path, tmp: Path) -> None:
 
 
 def check_pass_yaml(path: Path, out: Path, tmp: Path) -> None:
-    from pass_wds.convert import run
+    from pass_wds import make_shards
 
     data = load_yaml(path)
     assert data["inputs"] == ["PASS.{0..9}.tar"] and data["metadata"] == "pass_metadata.csv"
@@ -65,7 +66,7 @@ def check_pass_yaml(path: Path, out: Path, tmp: Path) -> None:
         progress=False,
     )
     cfg = from_dict(ConvertConfig, data, source=str(path))
-    summary = run(cfg)
+    summary = make_shards(cfg)
     assert _totals(tmp / "pass") == SAMPLE_SAMPLES, summary.lines()
     errors = [json.loads(line)["reason"] for line in (tmp / "pass" / "errors.jsonl").read_text().splitlines()]
     assert sorted(errors) == ["corrupt", "missing-metadata"]  # validate: true found the truncated JPEG
@@ -108,8 +109,8 @@ def check_recipe_yaml(path: Path, out: Path, tmp: Path) -> None:
 def check_dask_slurm_yaml(path: Path, out: Path, tmp: Path) -> None:
     """Its Slurm job options reach dask-jobqueue's sbatch script (no job is submitted: no Slurm here), and the
     conversion it describes runs on a Dask LocalCluster with its inputs pointed at the sample."""
-    from pass_wds.convert import run
-    from pass_wds.executors import slurm_cluster
+    from pass_wds import make_shards
+    from pass_wds.convert.executors import slurm_cluster
 
     data = load_yaml(path)
     cluster = slurm_cluster(from_dict(ConvertConfig, data, source=str(path)))
@@ -135,7 +136,7 @@ def check_dask_slurm_yaml(path: Path, out: Path, tmp: Path) -> None:
         workers=2,
         progress=False,
     )
-    run(from_dict(ConvertConfig, local, source=str(path)))
+    make_shards(from_dict(ConvertConfig, local, source=str(path)))
     assert _totals(tmp / "dask") == SAMPLE_SAMPLES
 
 

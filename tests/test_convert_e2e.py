@@ -31,8 +31,8 @@ import pytest
 from conftest import find_image
 from PIL import Image
 
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
+from pass_wds import ConvertConfig
+from pass_wds import make_shards as convert
 
 REPO = Path(__file__).resolve().parent.parent
 _EXE = shutil.which("make-shards")
@@ -200,7 +200,7 @@ def clean_w1(
         seed=3,
         progress=False,
     )
-    convert_run(cfg)
+    convert(cfg)
     return out
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import fakedata as fd
 import pytest
 
-from pass_wds.config import ConfigError, ConvertConfig
-from pass_wds.convert import run
+from pass_wds import ConvertConfig, make_shards
+from pass_wds.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,16 @@ def _cfg(src: fd.FakePassResult, out: Path, **kw: object) -> ConvertConfig:
 
 def test_shard_ranges_then_finish_equal_one_run(src: fd.FakePassResult, tmp_path: Path) -> None:
     whole = tmp_path / "whole"
-    run(_cfg(src, whole))
+    make_shards(_cfg(src, whole))
     n = len(list(whole.glob("pass-*.tar")))
     assert n >= 6
     split = tmp_path / "split"
     ranges = [f"{a}:{min(a + 3, n)}" for a in range(0, n, 3)]
     with ThreadPoolExecutor(len(ranges)) as pool:  # the tasks of an array run concurrently
-        parts = list(pool.map(lambda r: run(_cfg(src, split, shard_range=r)), ranges))
+        parts = list(pool.map(lambda r: make_shards(_cfg(src, split, shard_range=r)), ranges))
     assert sum(p.shards for p in parts) == n
     assert not (split / "index.json").exists()  # only the finishing run writes the manifest
-    final = run(_cfg(src, split))
+    final = make_shards(_cfg(src, split))
     assert final.shards_resumed == n
     names = sorted(p.name for p in whole.iterdir())
     assert names == sorted(p.name for p in split.iterdir())
@@ -55,6 +55,6 @@ def test_shard_ranges_then_finish_equal_one_run(src: fd.FakePassResult, tmp_path
 
 def test_shard_range_validation(src: fd.FakePassResult, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="START:END"):
-        run(_cfg(src, tmp_path / "a", shard_range="5:2"))
+        make_shards(_cfg(src, tmp_path / "a", shard_range="5:2"))
     with pytest.raises(ConfigError, match="outside the plan"):
-        run(_cfg(src, tmp_path / "b", shard_range="0:100000"))
+        make_shards(_cfg(src, tmp_path / "b", shard_range="0:100000"))

@@ -120,3 +120,42 @@ def test_the_bar_rates_what_this_run_writes_as_the_log_does(raw: fd.FakePassResu
     assert rate and mbps and re.search(r"shards=(\d+)/\1\b", last), last
     img_s = float(rate.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[rate.group(2)]
     assert abs(img_s / float(mbps.group(1)) - written / mb) <= 0.15 * written / mb, (last, written, mb)
+
+
+def test_make_shards_library_entry_point(raw: fd.FakePassResult, tmp_path: Path) -> None:
+    """``pass_wds.make_shards`` takes a ConvertConfig or keyword options (a string input is one input), and
+    keyword options override a config; both give the bytes the CLI gives. An unknown option is one line."""
+    import json
+
+    import pass_wds
+    from pass_wds.config import ConfigError
+
+    tars = [str(t) for t in raw.tars]
+    by_cli = tmp_path / "cli"
+    subprocess.run(_args(raw, by_cli, "--no-progress"), check=True, capture_output=True)
+    by_kwargs = tmp_path / "kwargs"
+    summary = pass_wds.make_shards(
+        inputs=tars, metadata=str(raw.metadata), output=str(by_kwargs), shard_size="100KB", progress=False
+    )
+    assert summary.samples == 60 and (by_kwargs / "index.json").is_file()
+    base = pass_wds.ConvertConfig(inputs=tars, metadata=str(raw.metadata), output="elsewhere", seed=3)
+    by_config = tmp_path / "config"
+    pass_wds.make_shards(base, output=str(by_config), shard_size="100KB", seed=0, progress=False)
+    assert base.output == "elsewhere" and base.seed == 3  # the caller's config is not changed
+
+    def shards(out: Path) -> list[tuple[str, str]]:
+        return [(e["url"], e["sha256"]) for e in json.loads((out / "index.json").read_text())["shardlist"]]
+
+    assert shards(by_cli) == shards(by_kwargs) == shards(by_config)
+    one = tmp_path / "one"
+    pass_wds.make_shards(
+        inputs=tars[0],
+        metadata=str(raw.metadata),
+        output=str(one),
+        allow_missing_metadata=True,
+        progress=False,
+    )
+    assert json.loads((one / "index.json").read_text())["config"]["inputs"] == [tars[0]]
+    with pytest.raises(ConfigError, match=r"^unknown option\(s\) in make_shards\(\): shard_sise$"):
+        pass_wds.make_shards(inputs=tars, output=str(tmp_path / "x"), shard_sise="1MB")
+    assert not (tmp_path / "x").exists()

@@ -19,8 +19,7 @@ import fakedata as fd
 import pytest
 from test_convert_e2e import MAKE_SHARDS, REPO, assert_no_leftovers, assert_same_output, load_index
 
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
+from pass_wds import ConvertConfig, make_shards
 
 DASK = [sys.executable, "-m", "dask"]
 
@@ -50,7 +49,7 @@ def local_out(src: fd.FakePassResult, shard_size: int, tmp_path_factory: pytest.
     """The reference: the same conversion with the default engine, one process."""
     out = tmp_path_factory.mktemp("dask-local") / "out"
     d = src.metadata.parent
-    convert_run(
+    make_shards(
         ConvertConfig(
             inputs=[f"{d}/PASS.{{0..2}}.tar"],
             metadata=str(src.metadata),
@@ -225,7 +224,7 @@ def test_local_cluster_identical(
         progress=False,
     )
     seen: list[tuple[int, int]] = []
-    summary = convert_run(cfg, progress=lambda done, total: seen.append((done, total)))
+    summary = make_shards(cfg, on_progress=lambda done, total: seen.append((done, total)))
     assert summary.shards == len(load_index(local_out)["shardlist"])
     assert seen[-1] == (summary.shards, summary.shards)  # the progress callback followed every future
     assert_same_output(out, local_out)

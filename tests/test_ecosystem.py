@@ -17,12 +17,11 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_hugging_face_datasets_reads_every_sample_of_every_format(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    from pass_wds.config import ConvertConfig
-    from pass_wds.convert import run
+    from pass_wds import ConvertConfig, make_shards
 
     sample = Path(__file__).resolve().parents[1] / "sample"
     out = tmp_path / "out"
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[str(p) for p in sorted(sample.glob("PASS.*.tar"))],
             metadata=str(sample / "pass_metadata.csv"),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pass_wds import sources
 from pass_wds.cli import make_shards_main
+from pass_wds.convert.inputs import InputSpec, list_tar
 from pass_wds.format import tar
 from pass_wds.format.reasons import CORRUPT
 
@@ -183,7 +183,7 @@ def test_damage_at_the_first_header_is_one_rejection(
 def test_listing_helper_accounts_for_every_member(tmp_path: Path) -> None:
     p = tmp_path / "a.tar"
     p.write_bytes(GOOD + ATTACKS["pax size negative"])
-    listing = sources.list_tar(sources.InputSpec(str(p), "tar"), 0)
+    listing = list_tar(InputSpec(str(p), "tar"), 0)
     assert [i.member for i in listing.items] == ["good1.jpg"]
     assert [r.reason for r in listing.rejections] == [CORRUPT]
 

@@ -12,7 +12,7 @@ from conftest import DATA  # noqa: E402
 from servers import Bucket, HttpServer  # noqa: E402
 from shardkit import TinyRecipe, all_keys, write_shards  # noqa: E402
 
-from pass_wds.config import ConvertConfig  # noqa: E402
+from pass_wds import ConvertConfig  # noqa: E402
 from pass_wds.loading import make_loader  # noqa: E402
 
 COUNTS = [9, 4, 11]
@@ -48,7 +48,7 @@ def test_http_node_cache_downloads_each_shard_once(http_server: HttpServer, tmp_
 
 
 def test_reads_make_shards_output(tmp_path: Path) -> None:
-    from pass_wds import convert
+    from pass_wds import make_shards
 
     photos = tmp_path / "in"
     photos.mkdir()
@@ -57,7 +57,7 @@ def test_reads_make_shards_output(tmp_path: Path) -> None:
     for n in names:
         (photos / n).write_bytes((DATA / "photos" / n).read_bytes())
     out = tmp_path / "out"
-    convert.run(
+    make_shards(
         ConvertConfig(
             inputs=[str(photos)],
             output=str(out),

@@ -17,13 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pass_wds import sources
-from pass_wds.config import ConfigError, ConvertConfig
-from pass_wds.convert import build_plan
-from pass_wds.convert import run as convert_run
+from pass_wds import ConvertConfig, make_shards
+from pass_wds.config import ConfigError
+from pass_wds.convert.inputs import InputItem, InputSpec, Listing, merge_listings
+from pass_wds.convert.metadata import Metadata, read_metadata
+from pass_wds.convert.planning import plan_shards
+from pass_wds.convert.prepare import build_plan
 from pass_wds.format.samples import estimate_json_size, estimate_json_sizes
 from pass_wds.format.tar import sample_bytes
-from pass_wds.planning import plan_shards
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,24 +59,24 @@ def test_plans_pinned() -> None:
 
 
 @pytest.fixture(scope="module")
-def listing_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[sources.Listing, sources.Metadata]:
+def listing_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Listing, Metadata]:
     d = tmp_path_factory.mktemp("listing-20k")
     fd.make_listing(d, 20000, parts=4, seed=2)
     raw = fd.read_listing(d / fd.LISTING_NAME)
-    md = sources.read_metadata(str(d / fd.METADATA_NAME))
+    md = read_metadata(str(d / fd.METADATA_NAME))
     names = sorted(set(raw.sources))
-    inputs = [sources.InputSpec("/x/" + n, "tar") for n in names]
+    inputs = [InputSpec("/x/" + n, "tar") for n in names]
     index = {n: i for i, n in enumerate(names)}
     items = [
-        sources.SourceItem(k, index[s], m, int(o), int(z))
+        InputItem(k, index[s], m, int(o), int(z))
         for k, s, m, o, z in zip(raw.keys, raw.sources, raw.members, raw.offsets, raw.sizes, strict=True)
     ]
     # 1,000 metadata rows without an image, and one key listed twice (in another archive, another member)
-    items = [*items[:19000], sources.SourceItem(items[5].key, 3, f"other/{items[5].key}.jpg", 512, 1234)]
-    return sources.merge_listings(inputs, [sources.Listing.of(inputs, items)]), md
+    items = [*items[:19000], InputItem(items[5].key, 3, f"other/{items[5].key}.jpg", 512, 1234)]
+    return merge_listings(inputs, [Listing.of(inputs, items)]), md
 
 
-def test_join_plan_digest_pinned(listing_20k: tuple[sources.Listing, sources.Metadata]) -> None:
+def test_join_plan_digest_pinned(listing_20k: tuple[Listing, Metadata]) -> None:
     listing, md = listing_20k
     prep = build_plan(ConvertConfig(inputs=["x"], output="y", shard_size="64MB", seed=5), listing, md)
     assert prep.digest == "8c4521422e64a20f16bf975fc67b8cb65a315ae2131944e4107d3220beb1ac3f"
@@ -95,7 +96,7 @@ def test_join_plan_digest_pinned(listing_20k: tuple[sources.Listing, sources.Met
 
 def test_sample_conversion_pinned(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    convert_run(
+    make_shards(
         ConvertConfig(
             inputs=[str(REPO / "sample/PASS.{0..1}.tar")],
             metadata=str(REPO / "sample/pass_metadata.csv"),
@@ -135,12 +136,12 @@ def test_metadata_duplicates_are_refused_and_rows_joined(tmp_path: Path) -> None
     rows = [{"hash": "a", "v": 1}, {"hash": "b", "v": 2}, {"hash": "a", "v": 3}, {"hash": "c", "v": "é"}]
     p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     with pytest.raises(ConfigError, match="key 'a' appears again in row 3"):
-        sources.read_metadata(str(p))
+        read_metadata(str(p))
     q = tmp_path / "m2.jsonl"  # the same allowlist without the duplicate
     q.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:2] + rows[3:]), encoding="utf-8"
     )
-    md = sources.read_metadata(str(q))
+    md = read_metadata(str(q))
     assert list(md) == ["a", "b", "c"] and md.duplicate_rows == 0
     assert md["a"] == '"hash":"a","v":1' and md["c"] == '"hash":"c","v":"é"'
     assert md.rows_of(pa.array(["c", "z", "a"])).tolist() == [2, -1, 0]

@@ -11,8 +11,7 @@ import fakedata as fd
 import pytest
 from servers import Bucket, HttpServer
 
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run
+from pass_wds import ConvertConfig, make_shards
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
 def local_out(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("remote-ref") / "out"
     d = raw.metadata.parent
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[f"{d}/PASS.{{0..1}}.tar"], metadata=str(raw.metadata), output=str(out), shard_size="2MB"
         )
@@ -47,7 +46,7 @@ def test_inputs_and_metadata_on_s3(
     for name in ("PASS.0.tar", "PASS.1.tar", "pass_metadata.csv"):
         s3.put(f"raw/{name}", (d / name).read_bytes())
     out = tmp_path / "out"
-    summary = run(
+    summary = make_shards(
         ConvertConfig(
             inputs=[f"{s3.url}/raw/PASS.{{0..1}}.tar"],
             metadata=f"{s3.url}/raw/pass_metadata.csv",
@@ -67,7 +66,7 @@ def test_inputs_and_metadata_over_http(
     for name in ("PASS.0.tar", "PASS.1.tar", "pass_metadata.csv"):
         shutil.copy(d / name, http_server.root / name)
     out = tmp_path / "out"
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[f"{http_server.url}/PASS.{{0..1}}.tar"],
             metadata=f"{http_server.url}/pass_metadata.csv",

@@ -17,8 +17,7 @@ import fakedata as fd
 import pytest
 from servers import Bucket, FaultProxy, MotoServer, free_port, make_bucket
 
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
+from pass_wds import ConvertConfig, make_shards
 
 MAKE_SHARDS = [
     sys.executable,
@@ -38,7 +37,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
 def reference(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same conversion on local disk: what every S3 run must reproduce byte for byte."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    convert_run(
+    make_shards(
         ConvertConfig(
             inputs=[str(t) for t in raw.tars],
             metadata=str(raw.metadata),

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pass_wds import sources
 from pass_wds.config import ConfigError
+from pass_wds.convert.inputs import expand_inputs, list_tar, merge_listings
+from pass_wds.convert.metadata import Metadata, read_metadata
 from pass_wds.format import keys, tar
 from pass_wds.format import reasons as reason
 
@@ -30,7 +31,7 @@ ROWS = [
 ]
 
 
-def _row(md: sources.Metadata, key: str) -> dict:
+def _row(md: Metadata, key: str) -> dict:
     return json.loads("{" + md[key] + "}")
 
 
@@ -44,7 +45,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def test_csv_fidelity(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
     _write_csv(p, ROWS)
-    md = sources.read_metadata(str(p))
+    md = read_metadata(str(p))
     assert md.columns == list(ROWS[0])
     a, b = _row(md, "aa01"), _row(md, "bb02")
     assert list(a) == list(ROWS[0])  # column order kept
@@ -62,7 +63,7 @@ def test_jsonl_json_and_parquet_agree(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps(rows), encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     for name in ("m.jsonl", "m.json", "m.parquet"):
-        md = sources.read_metadata(str(tmp_path / name))
+        md = read_metadata(str(tmp_path / name))
         assert _row(md, "k1")["t"] == "a,b" and _row(md, "k2")["t"] == "é", name
         assert _row(md, "k1")["x"] is None, name
         assert _row(md, "k2")["n"] == 4.5, name
@@ -72,16 +73,16 @@ def test_missing_key_column_names_the_columns(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
     _write_csv(p, ROWS)
     with pytest.raises(ConfigError, match=r"key column 'id' not found .*columns: hash, unickname"):
-        sources.read_metadata(str(p), key_column="id")
+        read_metadata(str(p), key_column="id")
 
 
 def test_unreadable_metadata(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="metadata not found"):
-        sources.read_metadata(str(tmp_path / "nope.csv"))
+        read_metadata(str(tmp_path / "nope.csv"))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        sources.read_metadata(str(bad))
+        read_metadata(str(bad))
 
 
 def test_duplicate_metadata_rows_are_refused(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_duplicate_metadata_rows_are_refused(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
     _write_csv(p, [{"hash": "a", "v": "1"}, {"hash": "a", "v": "2"}])
     with pytest.raises(ConfigError, match=r"key 'a' appears again in row 2"):
-        sources.read_metadata(str(p))
+        read_metadata(str(p))
 
 
 def _tar_with_everything(path: Path) -> None:
@@ -113,8 +114,8 @@ def _tar_with_everything(path: Path) -> None:
 def test_tar_listing_offsets_and_refusals(tmp_path: Path) -> None:
     p = tmp_path / "PASS.0.tar"
     _tar_with_everything(p)
-    [spec] = sources.expand_inputs([str(p)])
-    listing = sources.list_tar(spec, 0)
+    [spec] = expand_inputs([str(p)])
+    listing = list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["good"]
     item = listing.items[0]
     assert p.read_bytes()[item.offset : item.offset + item.size] == b"0123456789"
@@ -132,23 +133,23 @@ def test_expand_braces_globs_and_missing(tmp_path: Path) -> None:
     for i in range(3):
         _tar_with_everything(tmp_path / f"PASS.{i}.tar")
     (tmp_path / "imgs").mkdir()
-    specs = sources.expand_inputs(
+    specs = expand_inputs(
         [str(tmp_path / "PASS.{0..1}.tar"), str(tmp_path / "PASS.2*"), str(tmp_path / "imgs")]
     )
     assert [s.name for s in specs] == ["PASS.0.tar", "PASS.1.tar", "PASS.2.tar", "imgs"]
     assert [s.kind for s in specs] == ["tar", "tar", "tar", "dir"]
     with pytest.raises(ConfigError, match="input not found"):
-        sources.expand_inputs([str(tmp_path / "PASS.{0..5}.tar")])
+        expand_inputs([str(tmp_path / "PASS.{0..5}.tar")])
     with pytest.raises(ConfigError, match="matches nothing"):
-        sources.expand_inputs([str(tmp_path / "*.zip")])
+        expand_inputs([str(tmp_path / "*.zip")])
 
 
 def test_duplicates_across_archives_first_kept(tmp_path: Path) -> None:
     for i in range(2):
         _tar_with_everything(tmp_path / f"PASS.{i}.tar")
-    specs = sources.expand_inputs([str(tmp_path / "PASS.{0..1}.tar")])
-    merged = sources.merge_listings(specs, [sources.list_tar(s, i) for i, s in enumerate(specs)])
-    assert [(i.key, i.source) for i in merged.items] == [("good", 0)]
+    specs = expand_inputs([str(tmp_path / "PASS.{0..1}.tar")])
+    merged = merge_listings(specs, [list_tar(s, i) for i, s in enumerate(specs)])
+    assert [(i.key, i.input_index) for i in merged.items] == [("good", 0)]
     dup = [r for r in merged.rejections if r.reason == reason.DUPLICATE_KEY]
     assert len(dup) == 1 and dup[0].source == "PASS.1.tar" and "PASS.0.tar" in dup[0].detail
 
@@ -222,8 +223,8 @@ def test_truncated_archive_keeps_what_precedes_the_cut(tmp_path: Path) -> None:
     p = tmp_path / "PASS.0.tar"
     data = _three_member_tar(p)
     p.write_bytes(data[: 512 + 2048 + 512 + 1000])  # cut inside b's data
-    [spec] = sources.expand_inputs([str(p)])
-    listing = sources.list_tar(spec, 0)
+    [spec] = expand_inputs([str(p)])
+    listing = list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["a"]  # b is cut off: never listed with bytes it does not have
     [damage] = listing.rejections
     assert damage.reason == reason.CORRUPT and "b.jpeg" in damage.detail and "cut off" in damage.detail
@@ -234,8 +235,8 @@ def test_bad_checksum_midway_is_reported_not_silent(tmp_path: Path) -> None:
     data = bytearray(_three_member_tar(p))
     data[2560 + 10] ^= 0xFF  # b's header name: its checksum no longer matches (tarfile would just stop here)
     p.write_bytes(bytes(data))
-    [spec] = sources.expand_inputs([str(p)])
-    listing = sources.list_tar(spec, 0)
+    [spec] = expand_inputs([str(p)])
+    listing = list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["a"]
     assert [r.reason for r in listing.rejections] == [reason.CORRUPT]
     assert "checksum" in listing.rejections[0].detail
@@ -246,8 +247,8 @@ def test_not_a_tar_is_one_rejection(tmp_path: Path) -> None:
     for name, data in [("empty.tar", b""), ("text.tar", b"hello world\n" * 100)]:
         p = tmp_path / name
         p.write_bytes(data)
-        [spec] = sources.expand_inputs([str(p)])
-        listing = sources.list_tar(spec, 0)
+        [spec] = expand_inputs([str(p)])
+        listing = list_tar(spec, 0)
         assert not listing.items
         [r] = listing.rejections
         assert (r.source, r.reason) == (name, reason.CORRUPT)
@@ -261,8 +262,8 @@ def test_sparse_members_are_refused(tmp_path: Path) -> None:
         info.size = 10
         info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
         tf.addfile(info, io.BytesIO(b"0123456789"))
-    [spec] = sources.expand_inputs([str(p)])
-    listing = sources.list_tar(spec, 0)
+    [spec] = expand_inputs([str(p)])
+    listing = list_tar(spec, 0)
     assert not listing.items
     assert [(r.reason, r.detail.split(" ")[0]) for r in listing.rejections] == [
         (reason.NOT_REGULAR, "sparse")
@@ -286,7 +287,7 @@ def test_csv_strings_are_escaped_as_json_dumps_does(tmp_path: Path) -> None:
     rows = [{"hash": f"k{i}", "t": tricky[i % len(tricky)], "u": "plain"} for i in range(3 * len(tricky))]
     p = tmp_path / "m.csv"
     _write_csv(p, rows)
-    md = sources.read_metadata(str(p))
+    md = read_metadata(str(p))
     for r in rows:
         expected = json.dumps(r, ensure_ascii=False, separators=(",", ":"))[1:-1]
         assert md[r["hash"]] == expected
@@ -301,9 +302,9 @@ def test_non_utf8_member_name_is_refused_not_fatal(tmp_path: Path) -> None:
             info = tarfile.TarInfo(name)
             info.size = 3
             tf.addfile(info, io.BytesIO(b"abc"))
-    [spec] = sources.expand_inputs([str(p)])
-    listing = sources.list_tar(spec, 0)
+    [spec] = expand_inputs([str(p)])
+    listing = list_tar(spec, 0)
     assert [i.key for i in listing.items] == ["ok"]
     assert [(r.reason, r.detail) for r in listing.rejections] == [
-        (sources.UNSAFE_PATH, "name is not valid UTF-8")
+        (reason.UNSAFE_PATH, "name is not valid UTF-8")
     ]

@@ -149,8 +149,7 @@ def test_verify_samples_is_a_config_field() -> None:
 def test_reencoded_samples_record_the_stored_bytes(tmp_path: Path) -> None:
     from test_trust_metadata import jpeg
 
-    from pass_wds.config import ConvertConfig
-    from pass_wds.convert import run
+    from pass_wds import ConvertConfig, make_shards
 
     with tarfile.open(tmp_path / "raw.tar", "w") as tf:
         for i in range(3):
@@ -159,7 +158,7 @@ def test_reencoded_samples_record_the_stored_bytes(tmp_path: Path) -> None:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     out = tmp_path / "out"
-    run(
+    make_shards(
         ConvertConfig(
             inputs=[str(tmp_path / "raw.tar")],
             output=str(out),

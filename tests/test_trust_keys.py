@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pass_wds import writing
+from pass_wds.convert import writing
 from pass_wds.format import reasons  # noqa: F401
 from pass_wds.format.keys import safe_key
 from pass_wds.format.samples import EXTENSIONS, IMAGE_EXTS

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pass_wds import sources
 from pass_wds.config import ConfigError
+from pass_wds.convert.metadata import Metadata, read_metadata
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 BOM = "\ufeff"
@@ -28,7 +28,7 @@ def _strict(text: str) -> dict:
     return json.loads(text, parse_constant=refuse)  # type: ignore[no-any-return]
 
 
-def _row(md: sources.Metadata, key: str) -> dict:
+def _row(md: Metadata, key: str) -> dict:
     return _strict("{" + md[key] + "}")
 
 
@@ -82,7 +82,7 @@ def test_a_byte_order_mark_is_stripped(tmp_path: Path, name: str) -> None:
         text = json.dumps(rows)
     p = tmp_path / name
     p.write_bytes((BOM + text).encode("utf-8"))
-    md = sources.read_metadata(str(p))
+    md = read_metadata(str(p))
     assert md.columns == ["hash", "unickname"]
     assert _row(md, "aa01") == {"hash": "aa01", "unickname": "Jo"}
 
@@ -110,7 +110,7 @@ def test_duplicate_key_rows_exit_2_naming_the_key(tmp_path: Path) -> None:
     meta = tmp_path / "m.csv"
     meta.write_text("hash,v\naa01,1\nbb02,2\naa01,3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"m\.csv.*'aa01'.*row 3"):
-        sources.read_metadata(str(meta))
+        read_metadata(str(meta))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg", "bb02.jpg"]), "m.csv", "aa01")
 
 
@@ -123,18 +123,18 @@ def test_duplicate_key_rows_in_other_formats(tmp_path: Path, name: str) -> None:
     else:
         p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"'k'"):
-        sources.read_metadata(str(p))
+        read_metadata(str(p))
 
 
 def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
     meta = tmp_path / "m.csv"
     meta.write_text("hash,creator,creator\naa01,Jo,Al\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"m\.csv.*column 'creator'.*twice"):
-        sources.read_metadata(str(meta))
+        read_metadata(str(meta))
     jl = tmp_path / "m.jsonl"
     jl.write_text('{"hash": "aa01", "creator": "Jo", "creator": "Al"}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"m\.jsonl.*line 1.*'creator'"):
-        sources.read_metadata(str(jl))
+        read_metadata(str(jl))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg"]), "m.csv", "creator")
 
 
@@ -149,7 +149,7 @@ def test_a_column_named_like_pass_wds_fields_is_refused(tmp_path: Path, name: st
     else:
         p.write_text("hash,_provenance\naa01,mine\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"_provenance.*reserved"):
-        sources.read_metadata(str(p))
+        read_metadata(str(p))
 
 
 # ------------------------------------------------------------------------------------- NaN, infinity
@@ -165,11 +165,11 @@ def test_nan_and_infinity_become_null(tmp_path: Path) -> None:
         pa.table({"hash": ["a"], "x": [float("nan")], "y": [float("inf")], "z": [[float("-inf"), 1.0]]}), pqf
     )
     for p in (jl, js, pqf):
-        row = _row(sources.read_metadata(str(p)), "a")
+        row = _row(read_metadata(str(p)), "a")
         assert row["x"] is None and row["y"] is None and row["z"] == [None, 1], (p.name, row)
     csvf = tmp_path / "m.csv"
     csvf.write_text("hash,x\na,NaN\nb,1.5\n", encoding="utf-8")
-    md = sources.read_metadata(str(csvf))
+    md = read_metadata(str(csvf))
     assert _row(md, "a")["x"] == "NaN" and _row(md, "b")["x"] == "1.5"  # text column: kept as text
 
 
@@ -191,19 +191,19 @@ def test_bad_encoding_names_the_file_and_line(tmp_path: Path) -> None:
     meta = tmp_path / "latin.csv"
     meta.write_bytes(b"hash,unickname\naa01,Jo\nbb02,Fran\xe7ois\n")
     with pytest.raises(ConfigError, match=r"latin\.csv.*line 3.*UTF-8"):
-        sources.read_metadata(str(meta))
+        read_metadata(str(meta))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg"]), "latin.csv", "line 3")
     jl = tmp_path / "latin.jsonl"
     jl.write_bytes(b'{"hash": "aa01"}\n{"hash": "Fran\xe7ois"}\n')
     with pytest.raises(ConfigError, match=r"latin\.jsonl.*line 2"):
-        sources.read_metadata(str(jl))
+        read_metadata(str(jl))
 
 
 def test_bad_encoding_in_the_header(tmp_path: Path) -> None:
     meta = tmp_path / "h.csv"
     meta.write_bytes(b"hash,cr\xe9ateur\naa01,Jo\n")
     with pytest.raises(ConfigError, match=r"h\.csv.*line 1.*UTF-8"):
-        sources.read_metadata(str(meta))
+        read_metadata(str(meta))
 
 
 def test_an_oversized_csv_field_names_the_file_and_line(tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_an_oversized_csv_field_names_the_file_and_line(tmp_path: Path) -> None:
         f.write("hash,note\naa01,short\nbb02,short\n")
         f.write('cc03,"' + "x" * (20 << 20) + '"\n')
     with pytest.raises(ConfigError, match=r"big\.csv.*line 4.*field"):
-        sources.read_metadata(str(meta))
+        read_metadata(str(meta))
 
 
 def test_an_oversized_header_is_one_line(tmp_path: Path) -> None:
@@ -228,5 +228,5 @@ def test_malformed_json_names_the_file_and_line(tmp_path: Path) -> None:
     js.write_text('[{"hash": "a"},\n {"hash": }]', encoding="utf-8")
     for p, line in ((jl, 2), (js, 2)):
         with pytest.raises(ConfigError, match=rf"{p.name}.*line {line}"):
-            sources.read_metadata(str(p))
+            read_metadata(str(p))
     one_line_error(make_shards(tmp_path, js, ["a.jpg"]), "m.json", "line 2")

@@ -9,6 +9,7 @@ from typing import Any
 
 from pass_wds.cli.common import (
     add_allow_external_urls,
+    add_allow_raw_archives,
     add_source,
     add_storage_options,
     print_result,
@@ -37,6 +38,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         storage_options=getattr(args, "storage_options", {}) or {},
         allow_external_urls=args.allow_external_urls,
+        allow_raw_archives=args.allow_raw_archives,
     )
     # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
     logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
@@ -81,4 +83,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_storage_options(p)
     add_allow_external_urls(p)
+    add_allow_raw_archives(p)
     p.set_defaults(func=_cmd_bench)

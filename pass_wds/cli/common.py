@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.config import ConfigError
-from pass_wds.executors import EngineError
+from pass_wds.convert.executors import EngineError
 from pass_wds.format.errors import ShardError
 
 SOURCE_HELP = (
@@ -69,6 +69,16 @@ def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust an index.json that lists absolute shard URLs or paths outside its own folder "
         "(refused by default; see docs/security.md)",
+    )
+
+
+def add_allow_raw_archives(p: argparse.ArgumentParser) -> None:
+    """``--allow-raw-archives``: read shards that look like raw image archives (refused by default)."""
+    p.add_argument(
+        "--allow-raw-archives",
+        action="store_true",
+        help="read tar files that look like raw image archives (lone images under folders, no sample JSON) "
+        "as shards; without it they are refused, since PASS's own tars are not the dataset (run make-shards)",
     )
 
 

@@ -6,9 +6,9 @@ import argparse
 import logging
 from typing import Any
 
-from pass_wds import executors
 from pass_wds.cli.common import add_storage_options
-from pass_wds.config import ConvertConfig, from_dict, load_yaml
+from pass_wds.config import from_dict, load_yaml
+from pass_wds.convert.options import ConvertConfig
 
 MAKE_SHARDS_DESCRIPTION = (
     "Convert raw image tars or folders plus a metadata allowlist into size-balanced, shuffled WebDataset "
@@ -146,12 +146,11 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
 
 
 def cmd_make_shards(args: argparse.Namespace) -> int:
-    from pass_wds.convert import run
+    from pass_wds.convert import executors
+    from pass_wds.convert.make import dry_run, make_shards
 
     cfg = config_from_args(args)
     if getattr(args, "dry_run", False):
-        from pass_wds.convert import dry_run
-
         for line in dry_run(cfg):
             print(line)
         return 0
@@ -163,7 +162,7 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
         for name in list(logging.root.manager.loggerDict):
             if name.split(".")[0] in ("distributed", "tornado"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
-    summary = run(cfg)
+    summary = make_shards(cfg)
     for line in summary.lines():
         print(line)
     return 0

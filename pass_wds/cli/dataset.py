@@ -8,7 +8,13 @@ import sys
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
+from pass_wds.cli.common import (
+    add_allow_external_urls,
+    add_allow_raw_archives,
+    add_source,
+    add_storage_options,
+    source_arg,
+)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -26,6 +32,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         workers=args.workers,
         on_shard=report,
         allow_external_urls=args.allow_external_urls,
+        allow_raw_archives=args.allow_raw_archives,
     )
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -46,14 +53,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     so = getattr(args, "storage_options", {})
     if args.sample:
         meta = verify.find_sample(
-            source_arg(args.output), args.sample, so, allow_external_urls=args.allow_external_urls
+            source_arg(args.output),
+            args.sample,
+            so,
+            allow_external_urls=args.allow_external_urls,
+            allow_raw_archives=args.allow_raw_archives,
         )
         if meta is None:
             print(f"no sample with key or file name {args.sample!r}", file=sys.stderr)
             return 1
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return 0
-    print(verify.summarize(source_arg(args.output), so, allow_external_urls=args.allow_external_urls))
+    print(
+        verify.summarize(
+            source_arg(args.output),
+            so,
+            allow_external_urls=args.allow_external_urls,
+            allow_raw_archives=args.allow_raw_archives,
+        )
+    )
     return 0
 
 
@@ -77,6 +95,7 @@ def register(sub: Any) -> None:
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
     add_storage_options(p)
     add_allow_external_urls(p)
+    add_allow_raw_archives(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -92,6 +111,7 @@ def register(sub: Any) -> None:
     )
     add_storage_options(p)
     add_allow_external_urls(p)
+    add_allow_raw_archives(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(

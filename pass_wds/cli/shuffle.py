@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pass_wds.cli.common import add_allow_external_urls, add_storage_options, print_result, source_arg
+from pass_wds.cli.common import (
+    add_allow_external_urls,
+    add_allow_raw_archives,
+    add_storage_options,
+    print_result,
+    source_arg,
+)
 
 # The loader options that change the plan, as (flag, LoaderConfig field, type, help).
 PLAN_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
@@ -54,6 +60,8 @@ def _cmd_shuffle_report(args: argparse.Namespace) -> int:
         options["storage_options"] = args.storage_options
     if args.allow_external_urls:
         options["allow_external_urls"] = True
+    if args.allow_raw_archives:
+        options["allow_raw_archives"] = True
     for unused in ("recipe", "decode", "device", "rank"):  # nothing is decoded or sent anywhere
         options.pop(unused, None)
     options.update(rank=0, world_size=args.world_size)
@@ -88,6 +96,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     add_storage_options(p)
     add_allow_external_urls(p)
+    add_allow_raw_archives(p)
     p.set_defaults(func=_cmd_shuffle_report)
 
 

@@ -45,6 +45,10 @@ CHECKSUM = "crc32"
 IMAGE_EXTS = frozenset(EXTENSIONS.values()) | EXTENSION_ALIASES
 """Member extensions the loader decodes as the image of a sample."""
 
+CREATOR_COLUMNS = ("unickname", "creator", "author", "artist", "photographer", "owner", "username", "user")
+"""Metadata columns (case-insensitive, in this order) that name the creator to credit: make-shards puts the
+first one present into attribution.csv unless told which, and ``preview`` captions samples with it."""
+
 
 def image_checksum(data: bytes) -> str:
     return f"{zlib.crc32(data):08x}"

@@ -64,6 +64,7 @@ class LoaderConfig:
     verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
+    allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -172,6 +173,7 @@ class Loader:
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
+            allow_raw_archives=config.allow_raw_archives,
         )
         if recipe is None and config.decode is not None:
             raise ConfigError(
@@ -530,7 +532,9 @@ def make_loader(
     ``cache_dir``, ``device``, …); their defaults and validation live there, once.
     ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
     own folder (refused by default: a manifest from elsewhere could make the loader read local files);
-    ``verify_samples=False`` skips the per-sample crc32 check.
+    ``verify_samples=False`` skips the per-sample crc32 check; ``allow_raw_archives=True`` reads shards that
+    look like raw image archives (lone images under folders, no sample JSON: PASS's own tars are refused
+    without it, as they are not the dataset).
     """
     if options.get("storage_options") is None:
         options.pop("storage_options", None)

@@ -36,7 +36,15 @@ def resolve_source(
     threads: int = 16,
     *,
     allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
 ) -> list[ShardInfo]:
     """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`); an
-    ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``."""
-    return resolve(source, storage_options, threads=threads, allow_external_urls=allow_external_urls).shards
+    ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``, and raw image
+    archives are refused unless ``allow_raw_archives``."""
+    return resolve(
+        source,
+        storage_options,
+        threads=threads,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+    ).shards

@@ -47,7 +47,7 @@ class TaskItem:
 
     key: str
     url: str
-    source: str
+    input_name: str  # recorded as the provenance "source"
     member: str
     offset: int
     size: int
@@ -452,12 +452,14 @@ def write_shard(task: ShardTask) -> ShardResult:
                         info = ImageInfo("JPEG", "jpg", w, h)
                 except Rejected as r:
                     rejections.append(
-                        reasons.Rejection(item.key, item.source, item.member, r.reason, r.detail).to_json()
+                        reasons.Rejection(
+                            item.key, item.input_name, item.member, r.reason, r.detail
+                        ).to_json()
                     )
                     continue
                 prov = provenance(
                     item.key,
-                    item.source,
+                    item.input_name,
                     item.member,
                     width=info.width,
                     height=info.height,

@@ -1,7 +1,7 @@
 """Where make-shards runs its tasks: local processes (the default) or a Dask cluster.
 
 The conversion has two kinds of task, both independent and deterministic: list one input archive, and write
-one planned shard. :class:`Executor` is the one seam they go through, so the orchestration in ``convert``
+one planned shard. :class:`Executor` is the one seam they go through, so the orchestration in :mod:`.make`
 does not know which engine runs them, and the same plan gives the same bytes on either. Retrying a task
 whose worker died is the engine's job; writes are atomic, so a retried shard is never seen half-written.
 
@@ -27,7 +27,8 @@ from concurrent.futures import (
 )
 from typing import Any, TypeVar
 
-from pass_wds.config import ConfigError, ConvertConfig
+from pass_wds.config import ConfigError
+from pass_wds.convert.options import ConvertConfig
 
 log = logging.getLogger("pass_wds.make_shards")
 
@@ -101,7 +102,7 @@ class LocalExecutor(Executor):
         if workers > 1:
             ctx = multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-            from pass_wds.writing import warm_up
+            from pass_wds.convert.writing import warm_up
 
             for _ in range(workers):  # start (spawn and import) the workers now, while the inputs are listed
                 self.pool.submit(warm_up)
