@@ -24,11 +24,10 @@ import pytest
 
 from pass_wds.cli import main as pass_wds_main
 from pass_wds.cli import make_shards_main
-from pass_wds.config import ConvertConfig
-from pass_wds.convert import run as convert_run
+from pass_wds.convert import ConvertConfig, make_shards
+from pass_wds.convert.update import CRASH_POINTS
 from pass_wds.format import revisions
 from pass_wds.format.idx import parse_idx
-from pass_wds.revise import CRASH_POINTS
 from pass_wds.verify import verify
 
 SHARD = "400KB"
@@ -50,7 +49,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
 @pytest.fixture(scope="module")
 def base(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("base") / "out"
-    convert_run(
+    make_shards(
         ConvertConfig(
             inputs=[str(t) for t in raw.tars],
             metadata=str(raw.metadata),

@@ -65,7 +65,7 @@ def add_update_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from pass_wds.revise import UpdateOptions, run_update
+    from pass_wds.convert.update import UpdateOptions, run_update
 
     summary = run_update(
         UpdateOptions(

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from pass_wds import __version__, storage
 from pass_wds.config import ConfigError
+from pass_wds.convert.output import LOCK, STATE, read_json
 from pass_wds.format import croissant, manifest, reasons, revisions
 from pass_wds.format.idx import ShardIndex, idx_line, idx_text, parse_idx
 from pass_wds.format.keys import key_of, safe_key
@@ -50,7 +51,6 @@ from pass_wds.verify import json_members
 
 log = get_logger("pass_wds.make_shards")
 
-STATE = "_state"
 STATE_FILE = "update.json"
 CRASH_ENV = "PASS_WDS_TEST_CRASH"
 """Test hook: ``<point>[:<n>]`` makes the process SIGKILL itself the n-th time (default 1st) it reaches the
@@ -311,7 +311,7 @@ def plan_update(opts: UpdateOptions) -> Plan:
         gone, unknown = _matches(keys_file, sample_index)
         source = {"kind": "keys-file", "sha256": keys_file.sha256}
     else:
-        from pass_wds.sources import read_metadata
+        from pass_wds.convert.metadata import read_metadata
 
         assert opts.metadata is not None
         md = read_metadata(opts.metadata, key_column, so)
@@ -541,7 +541,7 @@ def _read_exact(f: IO[bytes], n: int, h: Any) -> bytes:
 def rewrite_shard(edit: ShardEdit, out_url: str, so: dict[str, Any], crash: Callable[[str], None]) -> Written:
     """Write ``edit.new_url``: the old shard's kept samples, their tar blocks copied in order (a refreshed
     sample gets its new JSON member); the whole old shard is read once and must match its sha256."""
-    from pass_wds.writing import TarWriter
+    from pass_wds.convert.writing import TarWriter
 
     assert edit.new_url is not None and edit.new_idx is not None
     old_url = storage.join(out_url, edit.old["url"])
@@ -671,7 +671,7 @@ def _side_files(plan: Plan, shardlist: list[dict[str, Any]], index: dict[str, An
     if rows:
         header, body = rows[0], rows[1:]
         if plan.refresh_rows:
-            from pass_wds.writing import attribution_rows
+            from pass_wds.convert.writing import attribution_rows
 
             columns = tuple(header[1:])
             fresh = {r[0]: r for r in attribution_rows(sorted(plan.refresh_rows.items()), columns)}
@@ -690,7 +690,7 @@ def _side_files(plan: Plan, shardlist: list[dict[str, Any]], index: dict[str, An
         unmatched = [k for k in old if k and k not in plan.listed and safe_key(k) not in removed]
     files[manifest.UNMATCHED] = "".join(k + "\n" for k in unmatched).encode()
 
-    stats = _read_json(storage.join(url, manifest.STATS), so) or {}
+    stats = read_json(storage.join(url, manifest.STATS), so) or {}
     sizes = [e["filesize"] for e in shardlist]
     counts = [e["nsamples"] for e in shardlist]
     rejected = Counter(str(e.get("reason")) for e in errors)
@@ -711,18 +711,10 @@ def _side_files(plan: Plan, shardlist: list[dict[str, Any]], index: dict[str, An
     stats["removed_by_revisions"] = sum(h["removed"]["count"] for h in index["history"])
     files[manifest.STATS] = manifest.dumps(stats)
 
-    doc = _read_json(storage.join(url, manifest.CROISSANT), so)
+    doc = read_json(storage.join(url, manifest.CROISSANT), so)
     if doc is not None:
         files[manifest.CROISSANT] = croissant.dumps(croissant.with_shards(doc, shardlist))
     return files
-
-
-def _read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        data = json.loads(storage.read_bytes(url, so))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # ------------------------------------------------------------------------------------------------- apply
@@ -812,8 +804,8 @@ def _shard_record(position: int) -> str:
 
 def run_update(opts: UpdateOptions) -> UpdateSummary:
     """Apply (or, with ``dry_run``, describe) an update; see the module docstring for the protocol."""
-    from pass_wds.config import ConvertConfig
-    from pass_wds.convert import OutputLock, check_output_writable  # the output lock of make-shards
+    from pass_wds.convert.options import ConvertConfig
+    from pass_wds.convert.output import OutputLock, check_output_writable  # the output lock of make-shards
 
     so = opts.storage_options
     storage.remember_secrets(so)
@@ -860,7 +852,7 @@ def _finish_interrupted(opts: UpdateOptions, crash: Callable[[str], None]) -> li
     still the one it started from, leave its new shards for :func:`_apply` to reuse (same update) or remove;
     if the manifest is neither, nothing references its new shards: remove them."""
     so, out = opts.storage_options, opts.output
-    state = _read_json(_state_url(out, STATE_FILE), so)
+    state = read_json(_state_url(out, STATE_FILE), so)
     if state is None:
         return []
     try:
@@ -901,7 +893,7 @@ def _remove_state_folder(opts: UpdateOptions) -> None:
     if not storage.is_local(out):
         return
     state = storage.join(out, STATE)
-    if set(storage.listdir(state, so)) <= {"lock"}:
+    if set(storage.listdir(state, so)) <= {LOCK}:
         storage.remove(state, so, recursive=True)
 
 
@@ -909,7 +901,7 @@ def _apply(plan: Plan, crash: Callable[[str], None]) -> UpdateSummary:
     opts, so, out = plan.opts, plan.opts.storage_options, plan.out.url
     new_names = [n for e in plan.edits if e.new_url for n in (e.new_url, e.new_idx)]
     superseded = [n for e in plan.edits for n in (e.old["url"], e.old["idx"])]
-    state = _read_json(_state_url(out, STATE_FILE), so)
+    state = read_json(_state_url(out, STATE_FILE), so)
     ours: set[str] = set()
     if state is not None and state.get("from_index_sha256") == plan.out.index_sha256:
         ours = set(state.get("new_names", []))
@@ -947,7 +939,7 @@ def _apply(plan: Plan, crash: Callable[[str], None]) -> UpdateSummary:
     for e in plan.edits:
         if e.new_url is None:
             continue
-        rec = _read_json(_state_url(out, _shard_record(e.position)), so)
+        rec = read_json(_state_url(out, _shard_record(e.position)), so)
         if (
             rec is not None
             and rec.get("digest") == plan.digest
