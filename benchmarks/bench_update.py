@@ -10,6 +10,10 @@ form). Cases are interleaved round by round, median of ``--repeats``; each is ti
 durable (command + ``sync``); each update starts from a fresh copy of the first conversion (not timed).
 
     python benchmarks/bench_update.py [--per-shard 20] [--keys 131] [--shards 563] [--repeats 3] [--quick]
+    python benchmarks/bench_update.py --raw-images 11260 --per-shard 202 --keys 13 --result update_large_shards
+
+The second form keeps the fraction of shards touched (13 keys in 56 shards touch 21 %, as 131 in 563 do)
+with shards ten times larger, closer to PASS's, where per-file costs (open, fsync, unlink) weigh less.
 """
 
 from __future__ import annotations
@@ -86,13 +90,21 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=131, help="random keys removed (PASS v3: 131)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="4 samples per shard, 2 repeats")
+    ap.add_argument(
+        "--raw-images",
+        type=int,
+        default=None,
+        help="size of the raw set (default: shards × per-shard); with "
+        "a larger --per-shard the same raw set gives fewer, larger shards",
+    )
+    ap.add_argument("--result", default="update", help="results/<NAME>.json (default: update)")
     ap.add_argument("--no-drop-caches", action="store_true")
     args = ap.parse_args()
     per_shard = 4 if args.quick else args.per_shard
     repeats = 2 if args.quick and args.repeats == 3 else args.repeats
-    images = args.shards * per_shard
+    images = args.raw_images or args.shards * per_shard
     raw = raw_dataset(images)
-    base = DATA / f"update-base-{images}"
+    base = DATA / f"update-base-{images}-{per_shard}"
     if not (base / "index.json").is_file():
         rmtree(base)
         subprocess.run(_make_shards(raw, raw / "pass_metadata.csv", base, per_shard), check=True)
@@ -104,7 +116,10 @@ def main() -> None:
     keys_file = work / "takedown.txt"
     keys_file.write_text("".join(k + "\n" for k in gone))
     allow = work / "allowlist-v3.csv"
-    with open(raw / "pass_metadata.csv", newline="", encoding="utf-8") as f, open(allow, "w", newline="", encoding="utf-8") as g:
+    with (
+        open(raw / "pass_metadata.csv", newline="", encoding="utf-8") as f,
+        open(allow, "w", newline="", encoding="utf-8") as g,
+    ):
         reader, writer = csv.reader(f), csv.writer(g, lineterminator="\n")
         header = next(reader)
         writer.writerow(header)
@@ -117,7 +132,17 @@ def main() -> None:
     expected = S * (1 - (1 - 1 / S) ** args.keys)
 
     def update_case(flag: list[str]) -> list[str]:
-        return [PY, "-m", "pass_wds.cli", "make-shards", "update", str(out), *flag, "-j", str(os.cpu_count() or 1)]
+        return [
+            PY,
+            "-m",
+            "pass_wds.cli",
+            "make-shards",
+            "update",
+            str(out),
+            *flag,
+            "-j",
+            str(os.cpu_count() or 1),
+        ]
 
     cases: dict[str, tuple[str, list[str], bool]] = {
         "update-allowlist": ("make-shards update --metadata v3.csv", update_case(["--metadata", str(allow)]), True),
@@ -156,7 +181,10 @@ def main() -> None:
             else:
                 res["bytes_written"] = new["totals"]["bytes"]
             runs[name].append(res)
-            print(f"  round {r + 1} {name:22s} {res['wall_s']:7.2f} s  peak RSS {res['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"  round {r + 1} {name:22s} {res['wall_s']:7.2f} s  peak RSS {res['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
     rmtree(out)
     total_bytes = sum(e["filesize"] for e in index["shardlist"])
     rows = []
@@ -195,7 +223,7 @@ def main() -> None:
         f"{f['bytes_read'] / 1e6:,.1f} MB read"
     )
     write_result(
-        "update",
+        args.result,
         {
             "machine": m,
             "shards": S,

@@ -749,3 +749,19 @@ def test_a_takedown_of_a_rejected_key_removes_its_errors_record(
         assert rejected.encode() not in data, name
     rc, stdout, _ = update(str(out), "--remove", str(keys_file(tmp_path, [rejected])), capsys=capsys)
     assert rc == 0 and "nothing to do" in stdout
+
+
+def test_a_first_conversion_is_revision_0_with_its_dataset_version(
+    raw: fd.FakePassResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v2"
+    rc = make_shards_main(
+        [*map(str, raw.tars), "--metadata", str(raw.metadata), "-o", str(out), "--shard-size", SHARD,
+         "--no-progress", "--dataset-version", "v2"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    idx = index(out)
+    assert (idx["revision"], idx["dataset_version"], idx["history"]) == (0, "v2", [])
+    assert "dataset_version" not in idx["config"]
+    assert update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1))), capsys=capsys)[0] == 0
+    assert index(out)["dataset_version"] == "v2"  # kept when an update names none
