@@ -188,14 +188,14 @@ def _shard_info(
         if not counts:
             return ShardInfo(url, 0, idx_url), None
         index = read_idx(idx_url, storage_options)
-        return ShardInfo(url, len(index), idx_url), index
+        return ShardInfo(url, len(index), idx_url, layout=index.digest()), index
     if not storage.exists(url, storage_options):
         raise SourceError(f"shard not found: {storage.redact(url)}")
     if not counts:
         return ShardInfo(url, 0, None, compressed=compressed), None
     compressed = compressed or _is_gzip(url, storage_options)
     index = scan_tar(url, storage_options, compressed)
-    return ShardInfo(url, len(index), None, compressed=compressed, index=index), index
+    return ShardInfo(url, len(index), None, compressed=compressed, index=index, layout=index.digest()), index
 
 
 def raw_archive_problem(url: str, layout: ShardIndex) -> str | None:

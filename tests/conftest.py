@@ -24,6 +24,7 @@ QUICK_MODULES = {
     "test_decoding",
     "test_format",
     "test_loading",
+    "test_loading_state",
     "test_pins",
     "test_planning",
     "test_shuffle_quality",

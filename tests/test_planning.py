@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pass_wds.convert.planning import plan_shards
 from pass_wds.format.keys import safe_key
 from pass_wds.format.tar import END_OF_ARCHIVE, member_bytes, sample_bytes
-from pass_wds.planning import plan_shards
 
 
 def _items(n: int, seed: int = 1) -> tuple[list[str], list[int]]:

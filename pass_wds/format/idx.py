@@ -3,6 +3,7 @@ one line per sample naming each member's extension, data offset, size and name."
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -38,6 +39,17 @@ class ShardIndex:
     _sizes: np.ndarray | None = field(default=None, repr=False, compare=False)
     named: bool = True
     """Keys come from member names (an ``.idx`` without names numbers its samples instead)."""
+
+    def digest(self) -> str:
+        """A digest of the layout (keys, member extensions, offsets and sizes): two shards with other images
+        almost always differ here even when their names and counts agree."""
+        h = hashlib.sha256()
+        for key, ms in zip(self.keys, self.members, strict=True):
+            h.update(key.encode("utf-8", "surrogateescape"))
+            for m in ms:
+                h.update(f"\0{m.ext} {m.offset} {m.size}".encode("utf-8", "surrogateescape"))
+            h.update(b"\n")
+        return h.hexdigest()[:32]
 
     def sample_bytes(self) -> np.ndarray:
         """Total data bytes per sample (what a shuffle buffer holds for it); computed once."""

@@ -292,6 +292,9 @@ class ShardInfo:
     filesize: int | None = None
     sha256: str | None = None
     index: ShardIndex | None = field(default=None, repr=False)
+    layout: str | None = None
+    """Digest of the sample layout (keys, member sizes) from the ``.idx`` or a header scan, where the shard was
+    read without a manifest: with ``sha256`` and ``filesize`` it is what identifies the shard's content."""
 
 
 def _dirname(url: str) -> str:

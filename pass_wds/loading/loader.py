@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,33 +16,44 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pass_wds.augment import load_recipe
+from pass_wds.augment import RecipeLike, load_recipe
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.loading.handoff import BatchArenas, to_wire
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
     LiveBatches,
     PlannedBatches,
-    Recipe,
     SampleError,
     write_epoch_state,
 )
-from pass_wds.loading.plan import EpochPlanner, Generation, GenerationPlan, PlanParams, shard_offsets
+from pass_wds.loading.plan import (
+    EpochPlanner,
+    Generation,
+    GenerationPlan,
+    HistoryError,
+    PlanParams,
+    shard_offsets,
+)
 from pass_wds.loading.quality import ShuffleReport, plan_report
 from pass_wds.loading.shards import resolve_source
+from pass_wds.loading.state import STATE_VERSION, LoaderState, StateError, parse_state
 from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import get_logger, remember_secrets
+from pass_wds.storage.urls import without_query
 
 log = get_logger("pass_wds.loading")
-STATE_VERSION = 1
 
 
 DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
-MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
+MAX_EPOCH_SAMPLES = 100_000_000
+# arenas per worker beyond prefetch_factor: the batch being returned and the one the training loop still
+# holds while it asks for the next (more live batches make a worker fall back to a fresh segment)
+ARENA_SPARE = 2  # a resampled epoch is planned in memory by every reader
 
 
 @dataclass
@@ -68,6 +79,7 @@ class LoaderConfig:
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
+    reuse_buffers: bool = True  # workers hand batches over in reused shared-memory arenas (docs/loader.md)
     pin_memory: bool = False
     persistent_workers: bool = True
     device: str | None = None
@@ -111,10 +123,12 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if not isinstance(self.reuse_buffers, bool):
+            raise ConfigError(f"reuse_buffers must be true or false, got {self.reuse_buffers!r}")
         parse_size(self.shuffle_buffer_bytes)
         parse_size(self.cache_bytes)
 
-    def build(self, recipe: str | Recipe | None = None) -> Loader:
+    def build(self, recipe: str | RecipeLike | Callable[..., Any] | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
         self.validate_values()
         return Loader(self, recipe if recipe is not None else self.recipe)
@@ -165,7 +179,9 @@ class Loader:
     ``set_epoch(e)`` selects an epoch explicitly (a no-op for the current one, so a resumed position stays).
     """
 
-    def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
+    def __init__(
+        self, config: LoaderConfig, recipe: str | RecipeLike | Callable[..., Any] | None = None
+    ) -> None:
         self.config = config
         remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
@@ -179,7 +195,7 @@ class Loader:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
             )
-        self.recipe = None if recipe is None else load_recipe(recipe, decode=config.decode)
+        self.recipe: RecipeLike | None = None if recipe is None else load_recipe(recipe, decode=config.decode)
         self.decode_on_device = bool(getattr(self.recipe, "decode_on_device", False))
         if self.decode_on_device and not config.device:
             raise ConfigError(
@@ -204,6 +220,12 @@ class Loader:
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
+        # shared-memory arenas the workers stack batches into, reused while the main process frees them
+        self._arenas = (
+            BatchArenas(config.num_workers, config.prefetch_factor + ARENA_SPARE)
+            if config.reuse_buffers and config.num_workers > 0
+            else None
+        )
         self.dropped_keys: list[str] = []
         if self.recipe is not None:
             self._check_images()
@@ -242,10 +264,13 @@ class Loader:
     def _generation_plans(self, history: tuple[Generation, ...]) -> list[GenerationPlan]:
         key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
         if self._plans is None or self._plans[0] != key:
-            offsets = shard_offsets(self.params.counts)
-            sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
-            self._plans = (key, EpochPlanner(self.params, sizes).generations(self.epoch, history))
+            self._plans = (key, self._plan(self.epoch, history))
         return self._plans[1]
+
+    def _plan(self, epoch: int, history: tuple[Generation, ...]) -> list[GenerationPlan]:
+        offsets = shard_offsets(self.params.counts)
+        sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
+        return EpochPlanner(self.params, sizes).generations(epoch, history)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
@@ -290,6 +315,7 @@ class Loader:
                 if self.config.cache_dir
                 else None
             ),
+            arenas=self._arenas,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -389,6 +415,7 @@ class Loader:
             prefetch_factor=self.config.prefetch_factor,
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
+            collate_fn=to_wire,
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
@@ -471,10 +498,14 @@ class Loader:
     # ----- checkpointing -----------------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """Identifies the data and every setting that changes the sample order."""
+        """Identifies the data (shard names, counts and content: the manifest's sha256, else the layout read
+        from the ``.idx`` or a header scan, else the size) and every setting that changes the sample order."""
         p = self.params
         desc = {
-            "shards": [[s.url.rsplit("/", 1)[-1], s.nsamples] for s in self.shards],
+            "shards": [
+                [without_query(s.url).rsplit("/", 1)[-1], s.nsamples, s.sha256 or s.layout or s.filesize]
+                for s in self.shards
+            ],
             "params": [
                 p.seed,
                 p.batch_size,
@@ -488,38 +519,61 @@ class Loader:
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
-        """Small and identical on every rank: epoch, delivered batches per generation, fingerprint."""
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "seed": self.params.seed,
-            "batch_size": self.params.batch_size,
-            "fingerprint": self.fingerprint(),
-            "generations": [[g.world_size, g.num_workers, g.batches] for g in self._history],
-        }
+        """Small and identical on every rank: epoch, delivered batches per generation, fingerprint (the schema:
+        :mod:`pass_wds.loading.state`)."""
+        return LoaderState(
+            version=STATE_VERSION,
+            epoch=self.epoch,
+            seed=self.params.seed,
+            batch_size=self.params.batch_size,
+            fingerprint=self.fingerprint(),
+            generations=tuple(self._history),
+        ).to_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported loader state version {state.get('version')!r}")
-        if state["fingerprint"] != self.fingerprint():
-            raise ValueError(
-                "loader state belongs to different shards or settings (seed, batch_size, remainder, shuffle, "
-                f"segment_samples, shuffle_buffer_bytes, epoch_samples): {state['fingerprint']} != {self.fingerprint()}"
+        """Continue from ``state``. Every field is checked first (:func:`~pass_wds.loading.state.parse_state`)
+        and the whole history is planned before anything is changed, so a refused state (a
+        :class:`~pass_wds.loading.state.StateError`, one line naming the field) leaves the loader as it was."""
+        parsed = parse_state(state)
+        if parsed.fingerprint != self.fingerprint():
+            raise StateError(
+                f"loader state field 'fingerprint' ({parsed.fingerprint}) belongs to different shards or settings "
+                f"than this loader ({self.fingerprint()}): shard names, counts or content, seed, batch_size, "
+                "remainder, shuffle, segment_samples, shuffle_buffer_bytes or epoch_samples"
             )
-        self.epoch = int(state["epoch"])
-        self._history = [Generation(int(a), int(b), int(c)) for a, b, c in state["generations"]]
+        for name, mine in (("seed", self.params.seed), ("batch_size", self.params.batch_size)):
+            if getattr(parsed, name) != mine:
+                raise StateError(
+                    f"loader state field '{name}' is {getattr(parsed, name)}, this loader's is {mine}"
+                )
+        history = parsed.generations
+        plans: list[GenerationPlan] | None = None
+        if history:
+            try:
+                plans = self._plan(parsed.epoch, history)
+            except HistoryError as e:
+                raise StateError(
+                    f"loader state field 'generations[{e.index}][2]' is {e.batches}, but that part of the epoch "
+                    f"has only {e.batches_per_rank} batches per rank"
+                ) from None
+            if history[-1].batches > plans[-1].batches_per_rank:
+                raise StateError(
+                    f"loader state field 'generations[{len(history) - 1}][2]' is {history[-1].batches}, more "
+                    f"batches than its epoch has ({plans[-1].batches_per_rank} per rank)"
+                )
+        self.epoch = parsed.epoch
+        self._history = list(history)
         self._plans = None
-        if self._history:
-            plans = self._generation_plans(tuple(self._history))
-            if self._history[-1].batches > plans[-1].batches_per_rank:
-                raise ValueError("loader state has more batches than its epoch")
+        if plans is not None:
+            key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
+            self._plans = (key, plans)
 
 
 def make_loader(
     source: str | Sequence[str],
     *,
     batch_size: int,
-    recipe: str | Recipe | None = None,
+    recipe: str | RecipeLike | Callable[..., Any] | None = None,
     **options: Any,
 ) -> Loader:
     """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace

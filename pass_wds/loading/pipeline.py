@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pass_wds.augment.recipes import RecipeLike
 from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS, checksum_problem, parse_sample_json
+from pass_wds.loading.handoff import ALIGN, ARENA_KEY, BatchArenas
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -33,11 +35,12 @@ from pass_wds.storage.errors import get_logger, redact
 
 log = get_logger("pass_wds.loading")
 
-Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+SampleFn = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+"""The least a reader needs to decode: a per-sample function; every :class:`RecipeLike` is one."""
 _AUG_TAG = 0xA06
 
 
-_WARNED_CORRUPT: set[str] = set()  # shards this process has warned about
+_WARNED = "__warned_shards__"  # key of a reader's stats: shards it has warned about (never sent with a batch)
 
 
 class CorruptSample(ValueError):
@@ -69,12 +72,13 @@ class EpochJob:
     epoch: int
     history: tuple[Generation, ...]
     rank: int
-    recipe: Recipe | None = None
+    recipe: RecipeLike | SampleFn | None = None
     on_error: str = "substitute"
     verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
     shard_cache: ShardCache | None = None
     cache: IndexCache | None = field(default=None, repr=False)
+    arenas: BatchArenas | None = field(default=None, repr=False)  # reused hand-off buffers (workers only)
 
     def index_cache(self) -> IndexCache:
         if self.cache is None:
@@ -171,7 +175,7 @@ def check_sample(image: bytes, meta: dict[str, Any]) -> None:
 
 
 def apply_recipe(
-    recipe: Recipe, sample: Sample, rng: np.random.Generator, verify: bool = False
+    recipe: RecipeLike | SampleFn, sample: Sample, rng: np.random.Generator, verify: bool = False
 ) -> dict[str, Any]:
     """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy).
     With ``verify``, the image is first checked against the checksum in its JSON."""
@@ -192,44 +196,69 @@ def _rng(job: EpochJob, plan_index: int, q: int, substitute: int) -> np.random.G
     return np.random.default_rng([job.params.seed, job.epoch, plan_index, q, substitute, _AUG_TAG])
 
 
-def collate(outs: list[dict[str, Any]], samples: list[Sample]) -> dict[str, Any]:
-    """Stack recipe outputs into a batch dict (``image`` B×3×H×W or ``views`` list of those)."""
+def collate(
+    outs: list[dict[str, Any]], samples: list[Sample], arenas: BatchArenas | None = None
+) -> dict[str, Any]:
+    """Stack recipe outputs into a batch dict (``image`` B×3×H×W or ``views`` list of those).
+
+    In a DataLoader worker the stacked tensors go straight into shared memory: one reused arena of
+    ``arenas`` for the whole batch when one is free (:mod:`pass_wds.loading.handoff`), else a new segment
+    per tensor (torch's default hand-off would otherwise copy the batch once more on its way out)."""
     batch: dict[str, Any] = {
         "__key__": [s["__key__"] for s in samples],
         "__url__": [s["__url__"] for s in samples],
     }
+    stacks: list[tuple[str, int | None, list[torch.Tensor]]] = []
     for name in outs[0]:
         values = [o[name] for o in outs]
         if name == "views":
-            batch["views"] = [_stack([v[i] for v in values], f"views[{i}]") for i in range(len(values[0]))]
+            batch["views"] = [None] * len(values[0])
+            stacks += [("views", i, [v[i] for v in values]) for i in range(len(values[0]))]
         elif isinstance(values[0], torch.Tensor):
-            batch[name] = _stack(values, name)
+            batch[name] = None
+            stacks.append((name, None, values))
         else:
             batch[name] = values
+    if not stacks:
+        return batch
+    layouts = [_layout(ts, name if i is None else f"{name}[{i}]") for name, i, ts in stacks]
+    arena = None
+    if arenas is not None and (writer := arenas.writer()) is not None:
+        arena = writer.acquire(sum(-(-lay[2] // ALIGN) * ALIGN for lay in layouts))
+        if arena is not None:
+            batch[ARENA_KEY] = arena
+    for (name, i, tensors), (shape, hwc, nbytes) in zip(stacks, layouts, strict=True):
+        if arena is not None:
+            out = arena.empty(shape, tensors[0].dtype)
+        elif get_worker_info() is not None:
+            storage = tensors[0].untyped_storage()._new_shared(nbytes)
+            out = tensors[0].new(storage).view(shape)
+        else:
+            out = tensors[0].new_empty(shape)
+        if hwc:
+            torch.stack([t.permute(1, 2, 0) for t in tensors], out=out)
+            out = out.permute(0, 3, 1, 2)
+        else:
+            torch.stack(tensors, out=out)
+        if i is None:
+            batch[name] = out
+        else:
+            batch[name][i] = out
     return batch
 
 
-def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
-    """Stack same-shape tensors into a batch; image views (3xHxW laid out HWC, as the resize makes them)
-    are stacked into a channels-last batch, which is a plain copy per image instead of a transposing copy
-    (~15x faster for uint8). The batch has the usual shape Bx3xHxW; ``.contiguous()`` gives NCHW memory."""
+def _layout(tensors: list[torch.Tensor], name: str) -> tuple[tuple[int, ...], bool, int]:
+    """Shape, layout and bytes of the stacked batch of same-shape tensors. Image views (3xHxW laid out HWC,
+    as the resize makes them) are stacked into a channels-last batch, which is a plain copy per image instead
+    of a transposing copy (~15x faster for uint8). The batch has the usual shape Bx3xHxW; ``.contiguous()``
+    gives NCHW memory."""
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"recipe output {name!r} has different shapes in one batch: {sorted(shapes)}")
     first = tensors[0]
     hwc = first.dim() == 3 and all(t.permute(1, 2, 0).is_contiguous() for t in tensors)
     shape = (len(tensors), *first.shape[1:], first.shape[0]) if hwc else (len(tensors), *first.shape)
-    if torch.utils.data.get_worker_info() is not None:
-        # In a DataLoader worker, stack straight into shared memory (as torch's default_collate does):
-        # otherwise the batch is copied once more when it is sent to the main process.
-        storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
-        out = first.new(storage).view(shape)
-    else:
-        out = first.new_empty(shape)
-    if hwc:
-        torch.stack([t.permute(1, 2, 0) for t in tensors], out=out)
-        return out.permute(0, 3, 1, 2)
-    return torch.stack(tensors, out=out)
+    return shape, hwc, len(tensors) * first.numel() * first.element_size()
 
 
 def collate_raw(
@@ -316,10 +345,10 @@ def batch_stream(
         donor_sample = samples[good[0]]
         for w_samples, w_outs, w_qs in waiting:
             _substitute(job, plan_index, w_samples, w_outs, w_qs, [], donor_sample, stats)
-            yield _with_stats(_finish_batch(job, collate(w_outs, w_samples)), stats)  # type: ignore[arg-type]
+            yield _with_stats(_finish_batch(job, collate(w_outs, w_samples, job.arenas)), stats)  # type: ignore[arg-type]
         waiting = []
         _substitute(job, plan_index, samples, outs, qs, good, None, stats)
-        yield _with_stats(_finish_batch(job, collate(outs, samples)), stats)  # type: ignore[arg-type]
+        yield _with_stats(_finish_batch(job, collate(outs, samples, job.arenas)), stats)  # type: ignore[arg-type]
     if chunk:
         raise ShardError(f"reader produced {len(chunk)} samples beyond its last whole batch (plan bug)")
     if waiting:
@@ -371,11 +400,13 @@ def _count_failure(stats: dict[str, Any], sample: Sample, e: BaseException) -> N
 def _count_corrupt(
     stats: dict[str, Any], sample: Sample, e: CorruptSample, action: str = "substituting"
 ) -> None:
-    """Count a sample that failed its checksum; warn once per shard and process (a damaged shard has many)."""
+    """Count a sample that failed its checksum; warn once per shard and reader (a damaged shard has many).
+    The reader's stats remember which shards it warned about: no process-wide state."""
     url = sample["__url__"]
     _count(stats, sample, reasons.CHECKSUM_MISMATCH, str(e), action=action)
-    if url not in _WARNED_CORRUPT:
-        _WARNED_CORRUPT.add(url)
+    warned: set[str] = stats.setdefault(_WARNED, set())
+    if url not in warned:
+        warned.add(url)
         log.warning(
             "shard %s has corrupt samples (checksum (crc32) mismatch, first: %r: %s); %s; further corrupt "
             "samples of this shard are counted in loader.stats, not logged",
@@ -417,7 +448,7 @@ def _substitute(
 
 
 def _with_stats(batch: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    batch["__stats__"] = dict(stats)
+    batch["__stats__"] = {k: v for k, v in stats.items() if k != _WARNED}
     stats.pop("bad", None)
     stats.pop("substituted", None)
     stats["errors"] = 0

@@ -30,6 +30,16 @@ _SEQ_TAG = 0x5E9
 _SHUF_TAG = 0x5B0F
 
 
+class HistoryError(ValueError):
+    """A history whose generation ``index`` claims more delivered batches than that generation's plan has."""
+
+    def __init__(self, index: int, batches: int, batches_per_rank: int) -> None:
+        super().__init__(
+            f"state says {batches} batches were delivered, but the epoch has only {batches_per_rank} per rank"
+        )
+        self.index, self.batches, self.batches_per_rank = index, batches, batches_per_rank
+
+
 @dataclass(frozen=True)
 class Generation:
     """A stretch of an epoch served with one topology; ``batches`` = batches delivered per rank."""
@@ -242,10 +252,7 @@ class EpochPlanner:
             plans.append(plan)
             if g + 1 < len(history):
                 if gen.batches > plan.batches_per_rank:
-                    raise ValueError(
-                        f"state says {gen.batches} batches were delivered, but the epoch has only "
-                        f"{plan.batches_per_rank} per rank"
-                    )
+                    raise HistoryError(g, gen.batches, plan.batches_per_rank)
                 seen = self.seen(plan, gen.batches)
                 # Each position not yet delivered (in any padded copy) once, in sequence order.
                 left = np.zeros(len(seq), dtype=bool)
