@@ -15,11 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
+from conftest import fake_output
 
 from pass_wds.cli import make_shards_main
-from pass_wds.convert import ConvertConfig, make_shards
 from pass_wds.format.idx import parse_idx
 from pass_wds.loading import make_loader
 from pass_wds.loading.state import StateError
@@ -37,18 +36,7 @@ KW: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=72, parts=2))
-    out = tmp_path_factory.mktemp("base") / "out"
-    make_shards(
-        ConvertConfig(
-            inputs=[str(t) for t in raw.tars],
-            metadata=str(raw.metadata),
-            output=str(out),
-            shard_size="200KB",
-            progress=False,
-        )
-    )
-    return out
+    return fake_output(tmp_path_factory, "200KB", 72)[1]
 
 
 @pytest.fixture

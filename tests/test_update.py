@@ -21,10 +21,10 @@ from typing import Any
 
 import fakedata as fd
 import pytest
+from conftest import fake_output
 
 from pass_wds.cli import main as pass_wds_main
 from pass_wds.cli import make_shards_main
-from pass_wds.convert import ConvertConfig, make_shards
 from pass_wds.convert.update import CRASH_POINTS
 from pass_wds.format import revisions
 from pass_wds.format.idx import parse_idx
@@ -40,25 +40,18 @@ MAKE_SHARDS = [
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    return fd.make_fake_pass(
-        fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=90, parts=2, bad=True)
-    )
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[fd.FakePassResult, Path]:
+    return fake_output(tmp_path_factory, SHARD, 90, bad=True)
 
 
 @pytest.fixture(scope="module")
-def base(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("base") / "out"
-    make_shards(
-        ConvertConfig(
-            inputs=[str(t) for t in raw.tars],
-            metadata=str(raw.metadata),
-            output=str(out),
-            shard_size=SHARD,
-            progress=False,
-        )
-    )
-    return out
+def raw(converted: tuple[fd.FakePassResult, Path]) -> fd.FakePassResult:
+    return converted[0]
+
+
+@pytest.fixture(scope="module")
+def base(converted: tuple[fd.FakePassResult, Path]) -> Path:
+    return converted[1]
 
 
 @pytest.fixture(autouse=True)
