@@ -758,3 +758,28 @@ def test_a_first_conversion_is_revision_0_with_its_dataset_version(
     assert "dataset_version" not in idx["config"]
     assert update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1))), capsys=capsys)[0] == 0
     assert index(out)["dataset_version"] == "v2"  # kept when an update names none
+
+
+def test_a_malformed_history_is_one_line_naming_the_field(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """index.json is untrusted: a lineage that lies is refused by every reader before use."""
+    assert update(str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 2))), capsys=capsys)[0] == 0
+    good = index(out)
+    more = keys_file(tmp_path, spread_keys(out, 1), "more.txt")
+    bad_cases = [
+        ({**good, "revision": 2}, "history"),
+        ({**good, "history": [{**good["history"][0], "date": "yesterday"}]}, "history[0].date"),
+        ({**good, "history": [{**good["history"][0], "removed": {"count": -1}}]}, "history[0].removed"),
+        ({**good, "history": [{**good["history"][0], "replaced": [{"position": 0, "old": {"url": "x.tar", "nsamples": 2},
+          "new": None, "removed": [[5, 10]]}]}]}, "history[0].replaced[0].removed"),
+        ({**good, "dataset_version": 3}, "dataset_version"),
+    ]  # fmt: skip
+    for bad, field in bad_cases:
+        (out / "index.json").write_text(json.dumps(bad))
+        for argv in (["inspect", str(out)], ["verify", str(out)]):
+            rc = pass_wds_main(argv)
+            err = capsys.readouterr().err
+            assert rc == 2 and field in err and len(err.strip().splitlines()) == 1, (argv, field, err)
+        rc, _, err = update(str(out), "--remove", str(more), capsys=capsys)
+        assert rc == 2 and field in err, (field, err)

@@ -418,6 +418,13 @@ def dry_run_lines(plan: Plan) -> list[str]:
         f"rewrite {sum(1 for e in plan.edits if e.new_url)} shards ({mb(written)} written, {mb(read)} read); "
         f"{untouched} shards untouched"
     )
+    if plan.edits:
+        names = [e.old["url"] for e in plan.edits]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        emptied = sum(1 for e in plan.edits if e.new_url is None)
+        lines.append(
+            f"affected shards: {shown}" + (f" ({emptied} emptied: they leave the list)" if emptied else "")
+        )
     fate = "kept (--keep-superseded)" if opts.keep_superseded else "deleted"
     lines.append(
         f"{len(plan.edits)} superseded shards ({mb(read)}) would be {fate} once index.json is replaced"
