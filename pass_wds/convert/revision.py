@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.config import ConfigError
+from pass_wds.errors import ConfigError, InputError
 from pass_wds.format import manifest, reasons, revisions
 from pass_wds.format.idx import ShardIndex, parse_idx
 from pass_wds.format.keys import key_of, safe_key
@@ -27,10 +27,6 @@ from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE, padded
 from pass_wds.verify import json_members
 
 STATE_FILE = "update.json"
-
-
-class UpdateError(ConfigError):
-    """An update that cannot be made as asked (bad input, an output that is not ours); one line."""
 
 
 @dataclass(frozen=True)
@@ -82,25 +78,25 @@ def load_output(url: str, so: dict[str, Any], workers: int = 8) -> Output:
     try:
         raw = storage.read_bytes(storage.join(url, manifest.INDEX), so)
     except FileNotFoundError:
-        raise UpdateError(f"{where} is not a pass-wds output (no {manifest.INDEX}, or unfinished)") from None
+        raise ConfigError(f"{where} is not a pass-wds output (no {manifest.INDEX}, or unfinished)") from None
     index = manifest.parse_index(raw, storage.join(url, manifest.INDEX), require_filesize=True)
     if not isinstance(index.get("plan_digest"), str) or not isinstance(index.get("name"), str):
-        raise UpdateError(f"{where}: {manifest.INDEX} was not written by make-shards (no plan_digest)")
+        raise ConfigError(f"{where}: {manifest.INDEX} was not written by make-shards (no plan_digest)")
     for i, entry in enumerate(index["shardlist"]):
         for k in ("url", "idx"):
             if not isinstance(entry.get(k), str) or "/" in entry[k] or manifest.is_external(entry[k]):
-                raise UpdateError(f"{where}: shardlist[{i}].{k} is not a shard of this folder")
+                raise ConfigError(f"{where}: shardlist[{i}].{k} is not a shard of this folder")
         if not isinstance(entry.get("sha256"), str):
-            raise UpdateError(f"{where}: shardlist[{i}] has no sha256 (not a make-shards output)")
+            raise ConfigError(f"{where}: shardlist[{i}] has no sha256 (not a make-shards output)")
 
     def layout(entry: dict[str, Any]) -> ShardIndex:
         idx_url = storage.join(url, entry["idx"])
         try:
             parsed = parse_idx(storage.read_text(idx_url, so), idx_url)
         except FileNotFoundError:
-            raise UpdateError(f"{where}: {entry['idx']} is missing; run `pass-wds verify {where}`") from None
+            raise ConfigError(f"{where}: {entry['idx']} is missing; run `pass-wds verify {where}`") from None
         if len(parsed) != entry["nsamples"] or not parsed.named:
-            raise UpdateError(f"{where}: {entry['idx']} does not match index.json; run `pass-wds verify`")
+            raise ConfigError(f"{where}: {entry['idx']} does not match index.json; run `pass-wds verify`")
         return parsed
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pass-wds-idx") as pool:
@@ -120,18 +116,18 @@ def read_keys_file(url: str, so: dict[str, Any]) -> KeysFile:
     try:
         raw = storage.read_bytes(url, so)
     except FileNotFoundError:
-        raise UpdateError(f"--remove: keys file not found: {shown}") from None
+        raise InputError(f"--remove: keys file not found: {shown}") from None
     if b"\0" in raw:
-        raise UpdateError(f"--remove: {shown} is not a text file of keys (it holds NUL bytes)")
+        raise InputError(f"--remove: {shown} is not a text file of keys (it holds NUL bytes)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UpdateError(
+        raise InputError(
             f"--remove: {shown} is not a text file of keys (byte {e.start} is not UTF-8)"
         ) from None
     lines = [(n, s) for n, line in enumerate(text.splitlines(), 1) if (s := line.strip()) and s[0] != "#"]
     if not lines:
-        raise UpdateError(f"--remove: {shown} lists no keys")
+        raise InputError(f"--remove: {shown} lists no keys")
     return KeysFile(lines, hashlib.sha256(raw).hexdigest())
 
 
@@ -228,18 +224,18 @@ def plan_update(opts: UpdateOptions) -> Plan:
     """Everything the update will do, decided before anything is written (``--dry-run`` prints it)."""
     so = opts.storage_options
     if (opts.metadata is None) == (opts.remove is None):
-        raise UpdateError(
+        raise ConfigError(
             "make-shards update needs exactly one of --metadata ALLOWLIST or --remove KEYS_FILE"
         )
     if opts.workers < 1:
-        raise UpdateError(f"--workers must be >= 1, got {opts.workers}")
+        raise ConfigError(f"--workers must be >= 1, got {opts.workers}")
     if opts.refresh_metadata and opts.metadata is None:
-        raise UpdateError("--refresh-metadata needs --metadata (the allowlist holding the new values)")
+        raise ConfigError("--refresh-metadata needs --metadata (the allowlist holding the new values)")
     if opts.dataset_version is not None and not 0 < len(opts.dataset_version) <= 200:
-        raise UpdateError("--dataset-version must be 1 to 200 characters")
+        raise ConfigError("--dataset-version must be 1 to 200 characters")
     keys_file = read_keys_file(opts.remove, so) if opts.remove is not None else None
     if opts.metadata is not None and not storage.exists(opts.metadata, so):
-        raise UpdateError(f"--metadata: allowlist not found: {storage.redact(opts.metadata)}")
+        raise InputError(f"--metadata: allowlist not found: {storage.redact(opts.metadata)}")
     out = load_output(opts.output, so, opts.workers)
     config = out.index["config"] if isinstance(out.index.get("config"), dict) else {}
     key_column = opts.key_column or str(config.get("key_column") or "hash")
@@ -267,12 +263,12 @@ def plan_update(opts: UpdateOptions) -> Plan:
 
     total = len(position)
     if gone and len(gone) == total:
-        raise UpdateError(
+        raise InputError(
             f"this update would remove every sample of {storage.redact(opts.output)} ({total:,}); "
             "check the file, or delete the output instead"
         )
     if len(gone) * 2 > total and not opts.yes:
-        raise UpdateError(
+        raise InputError(
             f"this update would remove {len(gone):,} of {total:,} samples ({len(gone) / total:.0%}) of "
             f"{storage.redact(opts.output)}; if the file is right, pass --yes"
         )
@@ -355,7 +351,7 @@ def _slot(out: Output, position: int) -> int:
     url = out.shardlist[position]["url"]
     stem = url.removeprefix(out.name + "-").removesuffix(".tar").split("-r", 1)[0]
     if not url.startswith(out.name + "-") or not stem.isdigit():
-        raise UpdateError(
+        raise InputError(
             f"{storage.redact(out.url)}: shard {url} is not named by make-shards ({out.name}-NNNNNN.tar)"
         )
     return int(stem)

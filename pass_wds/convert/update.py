@@ -42,7 +42,6 @@ from pass_wds.convert.output import LOCK, STATE, read_json
 from pass_wds.convert.revision import (
     Plan,
     ShardEdit,
-    UpdateError,
     UpdateOptions,
     dry_run_lines,
     errors_after,
@@ -53,6 +52,7 @@ from pass_wds.convert.revision import (
     unknown_line,
     without_image_line,
 )
+from pass_wds.errors import ConfigError
 from pass_wds.format import croissant, manifest, revisions
 from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
@@ -353,12 +353,12 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     if opts.dry_run:
         return UpdateSummary(dry_run_lines(plan_update(opts)), revision=-1)
     if not storage.exists(storage.join(opts.output, manifest.INDEX), so):  # before the lock creates anything
-        raise UpdateError(
+        raise ConfigError(
             f"{storage.redact(opts.output)} is not a pass-wds output (no {manifest.INDEX}, or unfinished)"
         )
     check_output_writable(opts.output, so)
     if storage.exists(_state_url(opts.output, "plan.json"), so):
-        raise UpdateError(
+        raise ConfigError(
             f"{storage.redact(opts.output)} holds an unfinished make-shards run (_state/plan.json); "
             "rerun that make-shards command to finish it first"
         )
@@ -454,7 +454,7 @@ def _apply(plan: Plan, crash: Callable[[str], None]) -> UpdateSummary:
     listing = set(storage.listdir(out, so))
     clash = sorted(n for n in new_names if n in listing and n not in ours)
     if clash:
-        raise UpdateError(
+        raise ConfigError(
             f"{storage.redact(out)} holds {', '.join(clash[:3])}, which pass-wds did not write but this update "
             "would write; move it away"
         )
@@ -563,4 +563,4 @@ def _delete_superseded(opts: UpdateOptions, state: dict[str, Any], crash: Callab
     return deleted
 
 
-__all__ = ["CRASH_ENV", "UpdateError", "UpdateOptions", "UpdateSummary", "plan_update", "run_update"]
+__all__ = ["CRASH_ENV", "UpdateOptions", "UpdateSummary", "plan_update", "run_update"]
