@@ -649,8 +649,9 @@ def _bucket_contents(bucket: Any, prefix: str) -> dict[str, bytes]:
 def test_update_on_s3_matches_local_and_survives_kill_9(
     base: Path, crash_reference: tuple[Path, Path], s3: Any, point: str | None
 ) -> None:
-    """The same update on S3 (moto) writes the bytes the local one writes; killed mid-shard (an incomplete
-    multipart upload) or after the manifest swap, the rerun finishes it: no leftover object or upload."""
+    """The same update on S3 (moto) writes the bytes the local one writes; killed mid-shard (the upload never
+    committed: these shards are below the multipart size, so it was still in the writer's buffer) or after the
+    manifest swap, the rerun finishes it: no leftover object or upload."""
     ref, kf = crash_reference
     _upload_tree(s3, "pass", base)
     url = f"{s3.url}/pass"
