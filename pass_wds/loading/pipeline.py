@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pass_wds.augment.recipes import RecipeLike
+from pass_wds.decoding import DecodeError
+from pass_wds.errors import PassWdsError
 from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
@@ -57,11 +59,15 @@ class NoImage(ValueError):
     reason = reasons.NO_IMAGE
 
 
-class SampleError(RuntimeError):
+class SampleError(DecodeError):
     """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen (message redacted)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        PassWdsError.__init__(self, redact(message))
+        self.reason, self.detail = reasons.FAILED, str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle it to the main process
+        return (SampleError, (str(self),))
 
 
 @dataclass
