@@ -84,6 +84,12 @@ class ConvertConfig:
     creator_column: str | None = option(
         None, "metadata column naming the creator to credit (default: auto, e.g. unickname)", output=True
     )
+    dataset_version: str | None = option(
+        None,
+        "the dataset version recorded in index.json, e.g. v3 (make-shards update records later ones)",
+        metavar="NAME",
+        recorded=False,  # a field of index.json itself, not of its recorded config; the shards do not depend on it
+    )
     storage_options: dict[str, Any] = option(
         factory=dict,
         help="fsspec storage options (flag: --storage-options JSON); never recorded: they may hold secrets",
@@ -160,6 +166,8 @@ class ConvertConfig:
         if not self.output:
             raise ConfigError("--output is required")
         self.shard_bounds()
+        if self.dataset_version is not None and not 0 < len(self.dataset_version) <= 200:
+            raise ConfigError("--dataset-version must be 1 to 200 characters")
 
     @property
     def shard_bytes(self) -> int:
