@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pass_wds.errors import ConfigError
+
 T = TypeVar("T")
 
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -38,10 +40,6 @@ _UNITS = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the problem in one line."""
 
 
 def parse_size(value: str | int | float) -> int:

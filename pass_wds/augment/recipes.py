@@ -31,6 +31,7 @@ import torch
 
 from pass_wds.augment.colour import ColourParams, apply_colour, normalize, sample_colour_params
 from pass_wds.augment.geometry import sample_crop
+from pass_wds.buffers import BufferPool
 from pass_wds.config import ConfigError, from_dict, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
@@ -465,6 +466,17 @@ class Recipe:
         result[self.output_key] = views[0] if self.output_key == "image" else views
         return result
 
+    def _host_buffers(self) -> BufferPool:
+        """Reused buffers for the CPU device stage's float batches (see :mod:`pass_wds.buffers`); made in the
+        process that runs the stage, never pickled."""
+        pool = self.__dict__.get("_pool")
+        if pool is None:
+            pool = self.__dict__["_pool"] = BufferPool()
+        return pool  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
     def _cpu_stage(
         self,
         views: list[torch.Tensor],
@@ -481,7 +493,7 @@ class Recipe:
         offset = 0
         for i in idx:
             view = views[i]
-            out = torch.empty(view.shape, dtype=torch.float32)
+            out = self._host_buffers().empty(view.shape, torch.float32)
             for start in range(0, view.shape[0], self.cpu_chunk):
                 part = out[start : start + self.cpu_chunk]
                 part.copy_(view[start : start + self.cpu_chunk])

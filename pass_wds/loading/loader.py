@@ -21,6 +21,7 @@ from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.loading.handoff import BatchArenas, to_wire
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
@@ -49,7 +50,10 @@ log = get_logger("pass_wds.loading")
 
 
 DECODE_STATS = "__decode_stats__"  # pass_wds.augment.recipes.DECODE_STATS: device-stage decode failures
-MAX_EPOCH_SAMPLES = 100_000_000  # a resampled epoch is planned in memory by every reader
+MAX_EPOCH_SAMPLES = 100_000_000
+# arenas per worker beyond prefetch_factor: the batch being returned and the one the training loop still
+# holds while it asks for the next (more live batches make a worker fall back to a fresh segment)
+ARENA_SPARE = 2  # a resampled epoch is planned in memory by every reader
 
 
 @dataclass
@@ -75,6 +79,7 @@ class LoaderConfig:
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
+    reuse_buffers: bool = True  # workers hand batches over in reused shared-memory arenas (docs/loader.md)
     pin_memory: bool = False
     persistent_workers: bool = True
     device: str | None = None
@@ -118,6 +123,8 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if not isinstance(self.reuse_buffers, bool):
+            raise ConfigError(f"reuse_buffers must be true or false, got {self.reuse_buffers!r}")
         parse_size(self.shuffle_buffer_bytes)
         parse_size(self.cache_bytes)
 
@@ -213,6 +220,12 @@ class Loader:
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
+        # shared-memory arenas the workers stack batches into, reused while the main process frees them
+        self._arenas = (
+            BatchArenas(config.num_workers, config.prefetch_factor + ARENA_SPARE)
+            if config.reuse_buffers and config.num_workers > 0
+            else None
+        )
         self.dropped_keys: list[str] = []
         if self.recipe is not None:
             self._check_images()
@@ -302,6 +315,7 @@ class Loader:
                 if self.config.cache_dir
                 else None
             ),
+            arenas=self._arenas,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -401,6 +415,7 @@ class Loader:
             prefetch_factor=self.config.prefetch_factor,
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
+            collate_fn=to_wire,
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
