@@ -23,7 +23,7 @@ from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.revisions import revision_of
 from pass_wds.format.samples import IMAGE_EXTS
 from pass_wds.loading import carry
-from pass_wds.loading.handoff import BatchArenas, to_wire
+from pass_wds.loading.handoff import BatchArenas, init_worker, to_wire
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
@@ -443,6 +443,7 @@ class Loader:
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
             collate_fn=to_wire,
+            worker_init_fn=init_worker,
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
