@@ -4,7 +4,7 @@ Usage: PYTHONPATH=.:tests torchrun --nproc_per_node N tests/ddp/run_loader.py SP
 
 Each scenario: {"name", "source", "batch_size", "num_workers", "seed", "remainder", "epochs": [...],
 "segment_samples", "shuffle_buffer_bytes", "recipe": null | "tiny", "resume": STATE.json | null,
-"storage_options", "cache_dir"} (the last two per node in the multi-node test: each agent gets its own spec).
+"storage_options", "cache_dir", "across_revisions"} (storage_options and cache_dir per node in the multi-node test: each agent gets its own spec).
 Per rank it writes OUTDIR/<name>.rank<r>.json with per-epoch len, batch keys, the state_dict after every
 batch, the dropped keys and the loader stats. Every batch also does a gloo all_reduce, as DDP would.
 """
@@ -40,6 +40,7 @@ def main() -> None:
             recipe=TinyRecipe() if sc.get("recipe") == "tiny" else None,
             storage_options=sc.get("storage_options"),
             cache_dir=sc.get("cache_dir"),
+            across_revisions=sc.get("across_revisions", False),
         )
         if sc.get("resume"):
             loader.load_state_dict(json.loads(Path(sc["resume"]).read_text()))
