@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fake_output
+from conftest import FakeOutputs
 
 from pass_wds.cli import make_shards_main
 from pass_wds.format.idx import parse_idx
@@ -35,8 +35,8 @@ KW: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_output(tmp_path_factory, "200KB", 72)[1]
+def base(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("200KB", n_images=72)
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
-from conftest import fake_output
+from conftest import FakeOutputs
 
+from pass_wds import fakedata as fd
 from pass_wds.cli import main as pass_wds_main
 from pass_wds.cli import make_shards_main
 from pass_wds.convert.update import CRASH_POINTS
@@ -40,8 +40,9 @@ MAKE_SHARDS = [
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[fd.FakePassResult, Path]:
-    return fake_output(tmp_path_factory, SHARD, 90, bad=True)
+def converted(fake_outputs: FakeOutputs) -> tuple[fd.FakePassResult, Path]:
+    raw = fake_outputs.raw(n_images=90, bad=True)
+    return raw, fake_outputs.output(raw, SHARD)
 
 
 @pytest.fixture(scope="module")

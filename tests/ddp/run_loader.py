@@ -1,6 +1,6 @@
 """torchrun worker for the loader tests: runs the scenarios of a JSON spec and writes what each rank saw.
 
-Usage: torchrun --nproc_per_node N tests/ddp/run_loader.py SPEC.json OUTDIR
+Usage: PYTHONPATH=.:tests torchrun --nproc_per_node N tests/ddp/run_loader.py SPEC.json OUTDIR
 
 Each scenario: {"name", "source", "batch_size", "num_workers", "seed", "remainder", "epochs": [...],
 "segment_samples", "shuffle_buffer_bytes", "recipe": null | "tiny", "resume": STATE.json | null,
@@ -18,11 +18,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from shardkit import TinyRecipe  # tests/shardkit.py: the launching test puts tests/ on PYTHONPATH
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shardkit import TinyRecipe  # noqa: E402
-
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds.loading import make_loader
 
 
 def main() -> None:
