@@ -32,7 +32,7 @@ import torch
 from pass_wds.augment.colour import ColourParams, apply_colour, normalize, sample_colour_params
 from pass_wds.augment.geometry import sample_crop
 from pass_wds.buffers import BufferPool
-from pass_wds.config import ConfigError, from_dict, load_yaml
+from pass_wds.config import ConfigError, did_you_mean, from_dict, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
 from pass_wds.format.reasons import reason_of
@@ -184,7 +184,10 @@ def builtin_config(name: str) -> RecipeConfig:
     """A built-in recipe's config, read from its YAML file in the package (``pass_wds/augment/recipes/``,
     shipped as package data), the only definition of the published parameters; sources in each file."""
     if name not in BUILTIN_RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
+        raise ConfigError(
+            f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}"
+            + did_you_mean(name, BUILTIN_RECIPES)
+        )
     path = RECIPE_DIR / f"{name}.yaml"
     return RecipeConfig.from_mapping(load_yaml(path), source=str(path))
 
@@ -626,7 +629,8 @@ def load_recipe(
             cfg = RecipeConfig.from_mapping(load_yaml(path), source=text)
         else:
             raise ConfigError(
-                f"unknown recipe {text!r}: give one of {', '.join(BUILTIN_RECIPES)}, a YAML path, or a callable"
+                f"unknown recipe {text!r}: give one of {', '.join(BUILTIN_RECIPES)}, a YAML path, or a "
+                f"callable{did_you_mean(text, BUILTIN_RECIPES)}"
             )
         recipe = Recipe(cfg)
     elif callable(spec):

@@ -9,6 +9,7 @@ are imported statically; each imports its heavy library code only when its comma
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from pass_wds import __version__
@@ -27,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser(), argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):  # bare `pass-wds`: what it can do
+        parser.print_help()
+        return 2
+    return run(parser, argv)
 
 
 def make_shards_main(argv: Sequence[str] | None = None) -> int:
