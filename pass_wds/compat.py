@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
+from pass_wds.errors import PassWdsError
+
 TESTED = (("2.13.0", "0.28.0"), ("2.14.1", "0.29.1"))
 """The oldest and newest torch/torchvision pairs tested (pyproject's lower bounds are the oldest)."""
 
 _TORCH_INDEX = "https://download.pytorch.org/whl"
 
 
-class TorchMismatchError(ImportError):
+class TorchMismatchError(PassWdsError, ImportError):
     """The installed torch and torchvision were not built for each other; the message says how to fix it."""
 
 

@@ -9,13 +9,13 @@ ignored).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from pass_wds.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -40,17 +40,6 @@ _UNITS = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the problem in one line."""
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean X?)`` for the closest candidate to a misspelt name (``--metdata``, ``simclrr``), or
-    nothing when none is close: a typo should cost one rerun, not a search through ``--help``."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def parse_size(value: str | int | float) -> int:

@@ -12,20 +12,18 @@ before pass-wds's dependencies are installed.
 
 from __future__ import annotations
 
-import importlib.util
+import re
 import sys
 from importlib import metadata
-from pathlib import Path
 
 
-def _compat():  # type: ignore[no-untyped-def]
-    """pass_wds/compat.py by its path: importing the package would need its dependencies."""
-    path = Path(__file__).resolve().parent.parent / "pass_wds" / "compat.py"
-    spec = importlib.util.spec_from_file_location("_pass_wds_compat", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def matching_torchvision(torch_version: str) -> str | None:
+    """pass_wds.compat.matching_torchvision, repeated here because this runs before pass-wds's dependencies
+    are installed (tests/test_compat.py checks that the two agree)."""
+    m = re.match(r"(\d+)\.(\d+)", torch_version)
+    if not m or int(m[1]) != 2:
+        return None
+    return f"0.{int(m[2]) + 15}"
 
 
 def constraints() -> list[str]:
@@ -34,7 +32,7 @@ def constraints() -> list[str]:
     except metadata.PackageNotFoundError:
         return ["# no torch installed: pip chooses (see docs/install.md for the CPU-only line)"]
     lines = [f"# keep the installed torch {torch}", f"torch=={torch}"]
-    want = _compat().matching_torchvision(torch)
+    want = matching_torchvision(torch)
     try:
         vision: str | None = metadata.version("torchvision")
     except metadata.PackageNotFoundError:

@@ -7,8 +7,10 @@ fixture is marked ``corpus`` automatically; marked tests skip, with the reason, 
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ IMAGE_FOLDERS = ("photos", "hard-images")
 QUICK_MODULES = {
     "test_augment",
     "test_decoding",
+    "test_errors",
     "test_format",
     "test_loading",
     "test_loading_state",
@@ -123,6 +126,39 @@ def image_bytes(request: pytest.FixtureRequest) -> Callable[[str], bytes]:
     unmarked test cannot silently depend on files that a fresh clone lacks)."""
     marked = request.node.get_closest_marker("corpus") is not None
     return lambda name: find_image(name, corpus=marked).read_bytes()
+
+
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+"""OS errors that are the machine's, not pass-wds's: the CLI reports them as they are (one line)."""
+
+
+@pytest.fixture(autouse=True)
+def cli_errors_are_one_line_from_the_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every error line any CLI run of a test prints (in this process or a subprocess that inherits the
+    environment) is recorded by pass_wds.cli (``PASS_WDS_ERROR_LOG``); after the test, each must be one line
+    from a ``PassWdsError`` subclass (or a full disk / read-only / failing device). So every CLI error path
+    the suite exercises is checked, without a second copy of its setup."""
+    from pass_wds.cli.common import ERROR_LOG
+
+    log = tmp_path_factory.mktemp("cli-errors", numbered=True) / "errors.jsonl"
+    old = os.environ.get(ERROR_LOG)
+    os.environ[ERROR_LOG] = str(log)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ERROR_LOG, None)
+        else:
+            os.environ[ERROR_LOG] = old
+    if not log.exists():
+        return
+    bad = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        e = json.loads(line)
+        machine = e["errno"] in MACHINE_ERRNOS and not e["root"]
+        if not (e["root"] or machine) or e["lines"] != 1:
+            bad.append(f"{e['prog']}: {e['type']} ({e['lines']} lines, exit {e['rc']}): {e['message'][:120]}")
+    assert not bad, "CLI errors that are not one line from a PassWdsError subclass:\n" + "\n".join(bad)
 
 
 # Real loopback servers (moto S3, range-capable HTTP, fault proxy) for every test module.

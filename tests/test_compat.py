@@ -145,3 +145,13 @@ def test_keep_torch_pins_the_installed_torch_and_its_own_torchvision(tmp_path: P
     )
     pins = [ln.split("#")[0].strip() for ln in r.stdout.splitlines() if ln.split("#")[0].strip()]
     assert pins == [f"torch=={TORCH}", f"torchvision=={matching_torchvision(TORCH)}.*"]
+
+
+def test_keep_torch_uses_the_same_pairing_rule() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import keep_torch
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    for v in ("2.0.1", "2.1.2+cu121", "2.13.0+cpu", "2.14.1", "2.15.0", "1.13.1", "3.0.0", "nightly"):
+        assert keep_torch.matching_torchvision(v) == matching_torchvision(v), v

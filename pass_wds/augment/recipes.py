@@ -32,9 +32,10 @@ import torch
 from pass_wds.augment.colour import ColourParams, apply_colour, normalize, sample_colour_params
 from pass_wds.augment.geometry import sample_crop
 from pass_wds.buffers import BufferPool
-from pass_wds.config import ConfigError, did_you_mean, from_dict, load_yaml
+from pass_wds.config import ConfigError, from_dict, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
+from pass_wds.errors import did_you_mean
 from pass_wds.format.reasons import reason_of
 
 DEFERRED_COLOUR = "__colour__"  # per-sample CPU colour parameters, applied per batch (Recipe.finish_batch)

@@ -27,8 +27,8 @@ from concurrent.futures import (
 )
 from typing import Any, TypeVar
 
-from pass_wds.config import ConfigError
 from pass_wds.convert.options import ConvertConfig
+from pass_wds.errors import ConfigError, PassWdsError
 
 log = logging.getLogger("pass_wds.make_shards")
 
@@ -40,8 +40,10 @@ MISSING_DASK = (
 )
 
 
-class EngineError(RuntimeError):
-    """The execution engine itself failed (not a task): one line for the user, exit 1."""
+class EngineError(PassWdsError, RuntimeError):
+    """The execution engine itself failed (not a task): one line for the user, exit 1 (rerun to resume)."""
+
+    exit_code = 1
 
 
 class Executor:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pass_wds import storage
+from pass_wds.errors import first_line
 from pass_wds.format import reasons
 from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
@@ -94,11 +95,6 @@ def _reencode_or_reject(data: bytes, opts: WriteOptions) -> tuple[bytes, int, in
         )
     except Exception as e:
         raise rejection(e, "re-encoding failed: ") from None
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 class TarWriter:
@@ -246,7 +242,7 @@ class _Prefetcher:
         except OSError as e:
             if isinstance(e, PermissionError) and not storage.is_local(item.url):
                 raise  # a store refusing us (expired credentials) refuses every item: not this item's fault
-            return Rejected(reasons.READ_ERROR, storage.redact(_one_line(e), self._so))
+            return Rejected(reasons.READ_ERROR, storage.redact(first_line(e), self._so))
 
     def __iter__(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
         if all(item.from_tar and storage.is_local(item.url) for item in self._items):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pass_wds.errors import PassWdsError
+
 try:  # libjpeg-turbo through its TurboJPEG API, bundled in the wheel: no Pillow parse, any M/8 DCT scale.
     import simplejpeg
 except ImportError:  # optional (the ``fast`` extra); the accurate path then uses torchvision or Pillow
@@ -19,7 +21,7 @@ __all__ = ["DEFAULT_OPTIONS", "JPEG_MODES", "Crop", "DecodeError", "DecodeOption
 JPEG_MODES = ("accurate", "fast")
 
 
-class DecodeError(Exception):
+class DecodeError(PassWdsError):
     """An image could not be decoded; ``reason`` is a word of :mod:`pass_wds.format.reasons`, ``detail`` the
     underlying message."""
 

@@ -147,6 +147,10 @@ class ManifestError(ShardError):
     """An ``index.json`` that is malformed or points outside its dataset; the message names the field."""
 
 
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """There is no ``index.json`` where one was asked for (also a ``FileNotFoundError``)."""
+
+
 MAX_SHARD_SAMPLES = 10_000_000
 """More samples than any tar shard holds; a larger count is a lie that would cost gigabytes of planning arrays."""
 MIN_SAMPLE_BYTES = 512
@@ -256,7 +260,7 @@ def load_index(
     try:
         raw = storage.read_bytes(url, storage_options)
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise ManifestNotFoundError(
             f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
         ) from None
     data = parse_index(raw, url, require_filesize=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from pass_wds.errors import first_line
 from pass_wds.format import reasons
 from pass_wds.format.samples import EXTENSIONS
 from pass_wds.imaging import jpeg
@@ -130,8 +131,7 @@ def rejection(e: Exception, doing: str = "") -> Rejected:
         return Rejected(reasons.BOMB, "too large to decode")
     if isinstance(e, UnidentifiedImageError):
         return Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify")
-    lines = str(e).strip().splitlines()
-    return Rejected(reasons.CORRUPT, f"{doing}{type(e).__name__}: {lines[0] if lines else type(e).__name__}")
+    return Rejected(reasons.CORRUPT, f"{doing}{type(e).__name__}: {first_line(e)}")
 
 
 def sniff_header(data: bytes) -> tuple[str, int, int] | None:

@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pass_wds.augment.recipes import RecipeLike
+from pass_wds.decoding import DecodeError
+from pass_wds.errors import PassWdsError
 from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
@@ -29,6 +31,7 @@ from pass_wds.loading.plan import (
     plan_worker_and_batch,
     shard_offsets,
 )
+from pass_wds.loading.rngs import batch_generators
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import get_logger, redact
@@ -56,11 +59,15 @@ class NoImage(ValueError):
     reason = reasons.NO_IMAGE
 
 
-class SampleError(RuntimeError):
+class SampleError(DecodeError):
     """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen (message redacted)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        PassWdsError.__init__(self, redact(message))
+        self.reason, self.detail = reasons.FAILED, str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle it to the main process
+        return (SampleError, (str(self),))
 
 
 @dataclass
@@ -196,6 +203,11 @@ def _rng(job: EpochJob, plan_index: int, q: int, substitute: int) -> np.random.G
     return np.random.default_rng([job.params.seed, job.epoch, plan_index, q, substitute, _AUG_TAG])
 
 
+def _rngs(job: EpochJob, plan_index: int, qs: list[int], substitute: int) -> list[np.random.Generator]:
+    """``[_rng(job, plan_index, q, substitute) for q in qs]``, the same streams, seeded together."""
+    return batch_generators([job.params.seed, job.epoch, plan_index], qs, [substitute, _AUG_TAG])
+
+
 def collate(
     outs: list[dict[str, Any]], samples: list[Sample], arenas: BatchArenas | None = None
 ) -> dict[str, Any]:
@@ -323,9 +335,9 @@ def batch_stream(
             chunk = []
             continue
         outs: list[dict[str, Any] | None] = []
-        for q, s in chunk:
+        for (_, s), rng in zip(chunk, _rngs(job, plan_index, [q for q, _ in chunk], 0), strict=True):
             try:
-                outs.append(apply_recipe(job.recipe, s, _rng(job, plan_index, q, 0), job.verify_samples))
+                outs.append(apply_recipe(job.recipe, s, rng, job.verify_samples))
             except Exception as e:  # any failure of decode/augment is a bad sample
                 if job.on_error == "raise":
                     raise SampleError(

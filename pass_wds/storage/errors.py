@@ -10,12 +10,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pass_wds.errors import PassWdsError
+from pass_wds.errors import first_line as _first_line
 from pass_wds.storage.urls import HTTP as _HTTP
 from pass_wds.storage.urls import endpoint
 from pass_wds.storage.urls import protocol as _protocol
 
 
-class StorageError(RuntimeError):
+class StorageError(PassWdsError, RuntimeError):
     """A storage location cannot be used (missing, unreadable, not writable); the message is one line."""
 
 
@@ -110,11 +112,6 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
