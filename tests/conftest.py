@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,12 +75,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40) -> Path:
     """A finished make-shards output of a small generated PASS-shaped set (for hosting/loading tests)."""
+    return fake_output(tmp_path_factory, shard_size, n_images)[1]
+
+
+def fake_output(
+    tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40, *, bad: bool = False
+) -> tuple[Any, Path]:
+    """A generated PASS-shaped raw set (``fakedata.FakePassResult``; ``bad``: with every kind of bad input) and
+    its finished make-shards output."""
     import fakedata as fd
 
     from pass_wds import ConvertConfig, make_shards
 
     src = fd.make_fake_pass(
-        fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=n_images, parts=2)
+        fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=n_images, parts=2, bad=bad)
     )
     out = tmp_path_factory.mktemp("local") / "out"
     make_shards(
@@ -91,7 +100,7 @@ def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_im
             progress=False,
         )
     )
-    return out
+    return src, out
 
 
 @pytest.fixture(scope="session")

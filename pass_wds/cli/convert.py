@@ -93,6 +93,12 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         help="metadata column naming the creator to credit (default: auto, e.g. unickname)",
     )
     p.add_argument(
+        "--dataset-version",
+        default=S,
+        metavar="NAME",
+        help="the dataset version recorded in index.json, e.g. v3 (make-shards update records later ones)",
+    )
+    p.add_argument(
         "--max-image-pixels",
         type=int,
         default=S,

@@ -30,6 +30,7 @@ class ConvertConfig:
     resize_max_side: int | None = None
     quality: int | None = None  # re-encode as JPEG at this quality (95 when only resizing)
     creator_column: str | None = None
+    dataset_version: str | None = None  # recorded in index.json (e.g. "v3"); the shards do not depend on it
     storage_options: dict[str, Any] = field(default_factory=dict)
     max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
@@ -78,6 +79,8 @@ class ConvertConfig:
         if self.resize_max_side is not None and self.resize_max_side < 1:
             raise ConfigError(f"--resize-max-side must be >= 1, got {self.resize_max_side}")
         self.shard_bounds()
+        if self.dataset_version is not None and not 0 < len(self.dataset_version) <= 200:
+            raise ConfigError("--dataset-version must be 1 to 200 characters")
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, got {self.quality}")
 
@@ -107,6 +110,7 @@ _CONVERT_TYPES: dict[str, tuple[Any, ...]] = {
     "resize_max_side": (int, None),
     "quality": (int, None),
     "creator_column": (str, None),
+    "dataset_version": (str, None),
     "storage_options": (dict,),
     "max_image_pixels": (int,),
     "progress": (bool, None),
@@ -130,7 +134,16 @@ OUTPUT_OPTIONS = (
 """Options that change the bytes of the output (part of the plan digest); anything else (workers, progress,
 the engine …) may differ on resume."""
 
-_NOT_RECORDED = ("storage_options", "overwrite", "progress", "output", "workers", "shard_range")
+_NOT_RECORDED = (
+    "storage_options",
+    "overwrite",
+    "progress",
+    "output",
+    "workers",
+    "shard_range",
+    "dataset_version",
+)
+"""Not in the recorded config: where and how a run ran, and ``dataset_version`` (a field of index.json itself)."""
 _ENGINE_OPTIONS = ("scheduler", "cluster")
 
 

@@ -161,6 +161,16 @@ class TarWriter:
             self._flush()
         return offsets
 
+    def add_raw(self, blocks: bytes) -> None:
+        """Append members that are already in tar form (headers, data, padding: whole 512-byte blocks), e.g.
+        a sample's blocks copied from another shard by ``make-shards update``."""
+        if len(blocks) % BLOCK:
+            raise ValueError(f"{len(blocks)} bytes are not whole tar blocks")
+        self._parts.append(blocks)
+        self.offset += len(blocks)
+        if self.offset - self._written >= self.BATCH or len(self._parts) >= self.MAX_PARTS:
+            self._flush()
+
     def close(self) -> None:
         """Write the end-of-archive blocks and finish the hash."""
         self._parts.append(b"\0" * END_OF_ARCHIVE)

@@ -238,6 +238,29 @@ def _rebuild_view(
     return whole.as_strided(shape, stride, offset // item)
 
 
+# glibc malloc in the loader's worker processes: blocks below 32 MB from the heap, and up to 32 MB of free heap
+# kept instead of returned at once. With the defaults, each batch's float temporaries (the colour ops' 4.8 MB
+# chunks, decode buffers) were mmap'd or the heap trimmed and regrown, and every page of them faulted in
+# anew: ~2 % of a `simclr-cpu` worker's CPU in page faults (docs/loader.md, "Worker processes").
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+WORKER_MALLOC = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 32 << 20}
+
+
+def init_worker(_worker_id: int) -> None:
+    """The DataLoader's ``worker_init_fn``: tune glibc's allocator for this worker process (not the training
+    process); nothing where it is not glibc, or where the user set ``MALLOC_*_THRESHOLD_`` themselves."""
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        for param, value in WORKER_MALLOC.items():
+            libc.mallopt(param, value)
+    except (OSError, AttributeError):
+        pass
+
+
 ARENA_KEY = "__arena__"  # the Arena a worker's batch was stacked into (removed before the batch is sent)
 
 
@@ -268,4 +291,4 @@ def to_wire(batch: Any) -> Any:
     return out
 
 
-__all__ = ["ARENA_KEY", "Arena", "ArenaWriter", "BatchArenas", "to_wire"]
+__all__ = ["ARENA_KEY", "Arena", "ArenaWriter", "BatchArenas", "init_worker", "to_wire"]

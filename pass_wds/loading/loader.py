@@ -20,8 +20,10 @@ from pass_wds.augment import RecipeLike, load_recipe
 from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
+from pass_wds.format.revisions import revision_of
 from pass_wds.format.samples import IMAGE_EXTS
-from pass_wds.loading.handoff import BatchArenas, to_wire
+from pass_wds.loading import carry
+from pass_wds.loading.handoff import BatchArenas, init_worker, to_wire
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
@@ -36,10 +38,11 @@ from pass_wds.loading.plan import (
     GenerationPlan,
     HistoryError,
     PlanParams,
+    epoch_sequence,
     shard_offsets,
 )
 from pass_wds.loading.quality import ShuffleReport, plan_report
-from pass_wds.loading.shards import resolve_source
+from pass_wds.loading.shards import resolve_dataset
 from pass_wds.loading.state import STATE_VERSION, LoaderState, StateError, parse_state
 from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
@@ -76,6 +79,9 @@ class LoaderConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
     allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
+    across_revisions: bool = (
+        False  # resume a state saved on an earlier revision of the dataset (docs/revisions.md)
+    )
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
     prefetch_factor: int = 2
@@ -185,12 +191,17 @@ class Loader:
         self.config = config
         remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
-        self.shards: list[ShardInfo] = resolve_source(
+        dataset = resolve_dataset(
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
             allow_raw_archives=config.allow_raw_archives,
         )
+        self.shards: list[ShardInfo] = dataset.shards
+        self._manifest = dataset.manifest or {}
+        self.revision = revision_of(self._manifest)
+        """The dataset revision (``index.json``'s ``revision``; 0 without one): ``make-shards update`` makes the
+        next one, and a state saved on another is refused unless ``across_revisions``."""
         if recipe is None and config.decode is not None:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
@@ -215,6 +226,11 @@ class Loader:
         self.readers = max(1, config.num_workers)
         self.epoch = 0
         self._history: list[Generation] = []
+        # an epoch carried over from earlier revisions (across_revisions): their parts, and the sequence of
+        # what they left, on this revision's shards
+        self._carried: tuple[tuple[int, tuple[Generation, ...]], ...] = ()
+        self._start: np.ndarray | None = None
+        self._workers_start: np.ndarray | None = None  # the start the persistent workers were given
         self.stats = LoaderStats()
         self._cache = IndexCache(self.shards, config.storage_options or None)
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
@@ -267,17 +283,26 @@ class Loader:
             self._plans = (key, self._plan(self.epoch, history))
         return self._plans[1]
 
-    def _plan(self, epoch: int, history: tuple[Generation, ...]) -> list[GenerationPlan]:
+    def _sizes(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Sample sizes by global id (what the shuffle buffer holds), read from the ``.idx`` files as needed."""
         offsets = shard_offsets(self.params.counts)
-        sizes = (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
-        return EpochPlanner(self.params, sizes).generations(epoch, history)
+        return (lambda g: self._cache.sizes(offsets, g)) if self.params.shuffle else None
+
+    def _plan(self, epoch: int, history: tuple[Generation, ...]) -> list[GenerationPlan]:
+        sizes = self._sizes()
+        start = self._start if epoch == self.epoch else None
+        return EpochPlanner(self.params, sizes).generations(epoch, history, start)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch != self.epoch:
             self.epoch = epoch
-            self._history = []
+            self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self._history = []
+        self._carried, self._start = (), None
 
     def __len__(self) -> int:
         hist = self._current_history()
@@ -316,6 +341,8 @@ class Loader:
                 else None
             ),
             arenas=self._arenas,
+            start=self._start,
+            start_epoch=self.epoch if self._start is not None else -1,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -376,7 +403,7 @@ class Loader:
         if delivered != expected:
             raise RuntimeError(f"rank {self.rank} got {delivered} batches, planned {expected} (loader bug)")
         self.epoch += 1
-        self._history = []
+        self._new_epoch()
 
     def _deliver(self, batch: dict[str, Any], stats: dict[str, Any], event: Any) -> dict[str, Any]:
         """Count a batch as delivered (statistics and the resumable position) just before it is yielded; a
@@ -416,12 +443,18 @@ class Loader:
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
             collate_fn=to_wire,
+            worker_init_fn=init_worker,
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
         """One DataLoader for the whole run: its workers read each epoch's plan from shared memory, so a new
         epoch (or a resumed position) starts without new processes or re-reading shard indexes."""
+        if self._workers is not None and self._workers_start is not self._start:
+            self._workers = (
+                None  # they plan a carried epoch (or no longer one): new workers with this one's job
+            )
         if self._workers is None:
+            self._workers_start = self._start
             self._epoch_state = torch.zeros(STATE_SLOTS, dtype=torch.int64).share_memory_()
             self._workers = self._dataloader(
                 LiveBatches(self._job(history), self._epoch_state), persistent=True
@@ -500,23 +533,97 @@ class Loader:
     def fingerprint(self) -> str:
         """Identifies the data (shard names, counts and content: the manifest's sha256, else the layout read
         from the ``.idx`` or a header scan, else the size) and every setting that changes the sample order."""
-        p = self.params
-        desc = {
-            "shards": [
+        return fingerprint_of(
+            [
                 [without_query(s.url).rsplit("/", 1)[-1], s.nsamples, s.sha256 or s.layout or s.filesize]
                 for s in self.shards
             ],
-            "params": [
-                p.seed,
-                p.batch_size,
-                p.remainder,
-                p.shuffle,
-                p.segment_samples,
-                p.shuffle_buffer_bytes,
-                p.epoch_samples,
+            self.params,
+        )
+
+    def _carry(
+        self, parsed: LoaderState
+    ) -> tuple[tuple[tuple[int, tuple[Generation, ...]], ...], np.ndarray | None, tuple[Generation, ...]]:
+        """``(carried parts, start sequence, generations)`` of a checked state on this dataset's revision.
+
+        A state of this revision resumes as it is. One saved on an earlier revision ``r`` is refused unless
+        ``across_revisions``: then revision ``r``'s epoch is replayed on its own layout (rebuilt from the
+        manifest's history, checked against the state's fingerprint), and the samples it had not delivered,
+        minus the removed ones, become the sequence of a new generation here (:mod:`pass_wds.loading.carry`)."""
+        if parsed.revision == self.revision and not parsed.carried:
+            if parsed.fingerprint != self.fingerprint():
+                raise StateError(
+                    f"loader state field 'fingerprint' ({parsed.fingerprint}) belongs to different shards or "
+                    f"settings than this loader ({self.fingerprint()}): shard names, counts or content, seed, "
+                    "batch_size, remainder, shuffle, segment_samples, shuffle_buffer_bytes or epoch_samples"
+                )
+            return (), None, parsed.generations
+        if parsed.revision != self.revision and not self.config.across_revisions:
+            raise StateError(
+                f"loader state field 'revision' is {parsed.revision}: it was saved on revision {parsed.revision} "
+                f"of this dataset, which is now revision {self.revision} (make-shards update changed it); pass "
+                "across_revisions=True to finish that epoch with the samples this revision still has"
+            )
+        if parsed.revision > self.revision:
+            raise StateError(
+                f"loader state field 'revision' is {parsed.revision}, newer than this dataset (revision "
+                f"{self.revision}): it belongs to a later revision of it"
+            )
+        if parsed.carried and parsed.carried[-1][0] >= parsed.revision:
+            raise StateError(
+                f"loader state field 'carried' holds revision {parsed.carried[-1][0]}, not older than the "
+                f"state's revision {parsed.revision}"
+            )
+        parts = (
+            parsed.carried
+            if parsed.revision == self.revision
+            else (
+                *parsed.carried,
+                (parsed.revision, parsed.generations),
+            )
+        )
+        try:
+            chain = carry.steps(self._manifest, parts[0][0])
+        except (carry.LineageError, KeyError, TypeError, ValueError) as e:
+            raise StateError(
+                f"loader state field 'revision' is {parsed.revision}, but this dataset's history cannot rebuild "
+                f"it: {str(e).splitlines()[0]}"
+            ) from None
+        saved_on = next((s.old for s in chain if s.old.revision == parsed.revision), chain[-1].new)
+        expected = fingerprint_of(
+            [
+                [e["url"].rsplit("/", 1)[-1], e["nsamples"], e.get("sha256") or e.get("filesize")]
+                for e in saved_on.shards
             ],
-        }
-        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+            dataclasses.replace(self.params, counts=saved_on.counts),
+        )
+        if parsed.fingerprint != expected:
+            raise StateError(
+                f"loader state field 'fingerprint' ({parsed.fingerprint}) does not match revision "
+                f"{parsed.revision} of this dataset ({expected}): other shards or settings (seed, batch_size, "
+                "remainder, shuffle, segment_samples, shuffle_buffer_bytes or epoch_samples)"
+            )
+        current = self._sizes()
+        sizes = carry.layout_sizes(chain, current) if current is not None else [None] * (len(chain) + 1)
+        done = dict(parts)
+        start: np.ndarray | None = None
+        for k, step in enumerate(chain):
+            gens = done.get(step.old.revision)
+            if gens:
+                planner = EpochPlanner(dataclasses.replace(self.params, counts=step.old.counts), sizes[k])
+                try:
+                    start = planner.unseen(parsed.epoch, gens, start)
+                except HistoryError as e:
+                    raise StateError(
+                        f"loader state: revision {step.old.revision}'s generation {e.index} delivered "
+                        f"{e.batches} batches, but it has only {e.batches_per_rank} per rank"
+                    ) from None
+            if start is None:  # nothing was delivered before this revision: the epoch had not begun
+                start = epoch_sequence(dataclasses.replace(self.params, counts=step.old.counts), parsed.epoch)
+            mapped = step.to_new[start]
+            start = mapped[mapped >= 0]
+        history = parsed.generations if parsed.revision == self.revision else ()
+        return parts, start, history
 
     def state_dict(self) -> dict[str, Any]:
         """Small and identical on every rank: epoch, delivered batches per generation, fingerprint (the schema:
@@ -528,6 +635,8 @@ class Loader:
             batch_size=self.params.batch_size,
             fingerprint=self.fingerprint(),
             generations=tuple(self._history),
+            revision=self.revision,
+            carried=self._carried,
         ).to_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -535,22 +644,16 @@ class Loader:
         and the whole history is planned before anything is changed, so a refused state (a
         :class:`~pass_wds.loading.state.StateError`, one line naming the field) leaves the loader as it was."""
         parsed = parse_state(state)
-        if parsed.fingerprint != self.fingerprint():
-            raise StateError(
-                f"loader state field 'fingerprint' ({parsed.fingerprint}) belongs to different shards or settings "
-                f"than this loader ({self.fingerprint()}): shard names, counts or content, seed, batch_size, "
-                "remainder, shuffle, segment_samples, shuffle_buffer_bytes or epoch_samples"
-            )
+        carried, start, history = self._carry(parsed)
         for name, mine in (("seed", self.params.seed), ("batch_size", self.params.batch_size)):
             if getattr(parsed, name) != mine:
                 raise StateError(
                     f"loader state field '{name}' is {getattr(parsed, name)}, this loader's is {mine}"
                 )
-        history = parsed.generations
         plans: list[GenerationPlan] | None = None
         if history:
             try:
-                plans = self._plan(parsed.epoch, history)
+                plans = EpochPlanner(self.params, self._sizes()).generations(parsed.epoch, history, start)
             except HistoryError as e:
                 raise StateError(
                     f"loader state field 'generations[{e.index}][2]' is {e.batches}, but that part of the epoch "
@@ -563,10 +666,30 @@ class Loader:
                 )
         self.epoch = parsed.epoch
         self._history = list(history)
+        self._carried, self._start = carried, start
         self._plans = None
         if plans is not None:
             key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
             self._plans = (key, plans)
+
+
+def fingerprint_of(shards: Sequence[Sequence[Any]], params: PlanParams) -> str:
+    """A loader state's fingerprint: ``[name, count, content]`` per shard (content: the sha256, else the
+    layout or the size) and the settings that change the sample order."""
+    p = params
+    desc = {
+        "shards": [list(s) for s in shards],
+        "params": [
+            p.seed,
+            p.batch_size,
+            p.remainder,
+            p.shuffle,
+            p.segment_samples,
+            p.shuffle_buffer_bytes,
+            p.epoch_samples,
+        ],
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def make_loader(

@@ -86,6 +86,12 @@ class EpochJob:
     shard_cache: ShardCache | None = None
     cache: IndexCache | None = field(default=None, repr=False)
     arenas: BatchArenas | None = field(default=None, repr=False)  # reused hand-off buffers (workers only)
+    start: np.ndarray | None = field(default=None, repr=False)
+    """The sequence of epoch ``start_epoch`` when it was carried over from an earlier dataset revision."""
+    start_epoch: int = -1
+
+    def epoch_start(self) -> np.ndarray | None:
+        return self.start if self.epoch == self.start_epoch else None
 
     def index_cache(self) -> IndexCache:
         if self.cache is None:
@@ -111,7 +117,7 @@ class ReaderPlan:
 def reader_plan(job: EpochJob, worker_id: int) -> ReaderPlan:
     """Pure: the rest of this worker's emission order and the base indices it must read, in read order."""
     planner = job.planner()
-    plan = planner.generations(job.epoch, job.history)[-1]
+    plan = planner.generations(job.epoch, job.history, job.epoch_start())[-1]
     gen = job.history[-1]
     plan_worker, start_local = plan_worker_and_batch(worker_id, gen.batches, gen.num_workers)
     order = planner.worker_order(plan, job.rank, plan_worker)[start_local * job.params.batch_size :]
