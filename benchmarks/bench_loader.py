@@ -42,6 +42,7 @@ versus local disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -57,14 +58,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
-from PIL import Image, ImageFilter, ImageOps
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import contextlib
-
-from _common import (  # noqa: E402
+from _common import (
     DATA,
     FULL_IMAGES,
     QUICK_IMAGES,
@@ -77,6 +71,7 @@ from _common import (  # noqa: E402
     table,
     write_result,
 )
+from PIL import Image, ImageFilter, ImageOps
 
 OURS_RECIPES = (
     "decode", "decode-fast", "eval", "simclr", "simclr-fast", "simclr-cpu", "simclr-cpu-fast", "simclr-device",

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from pass_wds import fakedata as fd
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 CORPUS = Path(os.environ.get("PASS_WDS_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -27,6 +29,7 @@ QUICK_MODULES = {
     "test_decoding",
     "test_errors",
     "test_format",
+    "test_imaging",
     "test_loading",
     "test_loading_state",
     "test_pins",
@@ -73,34 +76,83 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def small_output(tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40) -> Path:
-    """A finished make-shards output of a small generated PASS-shaped set (for hosting/loading tests)."""
-    return fake_output(tmp_path_factory, shard_size, n_images)[1]
+class FakeOutputs:
+    """Fake PASS sets (:mod:`pass_wds.fakedata`) and their make-shards outputs, each built once per session for
+    each distinct set of options and shared by every test that asks for the same: the suite's one "fake PASS,
+    then convert" recipe. What it returns is read-only: a test that changes files copies them first, and
+    :meth:`check_unchanged` (at the end of the session) fails the run if one did not."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._raw: dict[tuple[Any, ...], fd.FakePassResult] = {}
+        self._out: dict[tuple[Any, ...], Path] = {}
+        self._snapshots: dict[Path, list[tuple[str, int, int]]] = {}
+
+    def raw(
+        self, n_images: int = 40, parts: int = 2, seed: int = 0, bad: bool = False, workers: int = 1
+    ) -> fd.FakePassResult:
+        """``make_fake_pass`` with these options (``workers`` only changes how fast: the bytes are the same)."""
+        key = (n_images, parts, seed, bad)
+        if key not in self._raw:
+            out = self._tmp.mktemp(f"raw-{n_images}-{parts}-{seed}{'-bad' if bad else ''}")
+            cfg = fd.FakePassConfig(
+                out=str(out), n_images=n_images, parts=parts, seed=seed, bad=bad, workers=workers
+            )
+            self._raw[key] = fd.make_fake_pass(cfg)
+            self._snapshot(out)
+        return self._raw[key]
+
+    def output(
+        self, raw: fd.FakePassResult, shard_size: str | int, *, brace: bool = False, **options: Any
+    ) -> Path:
+        """A finished make-shards output of ``raw`` (its tars and metadata) with ``shard_size`` and any other
+        ConvertConfig ``options``; ``brace`` names the inputs as one ``PASS.{0..N}.tar`` pattern, as a user
+        would (index.json records the inputs as given)."""
+        key = (str(raw.metadata), str(shard_size), brace, tuple(sorted(options.items())))
+        if key not in self._out:
+            from pass_wds import ConvertConfig, make_shards
+
+            d = raw.metadata.parent
+            inputs = [f"{d}/PASS.{{0..{len(raw.tars) - 1}}}.tar"] if brace else [str(t) for t in raw.tars]
+            out = self._tmp.mktemp("out") / "out"
+            cfg = ConvertConfig(
+                inputs=inputs,
+                metadata=str(raw.metadata),
+                output=str(out),
+                shard_size=str(shard_size),
+                **{"progress": False, **options},
+            )
+            make_shards(cfg)
+            self._snapshot(out)
+            self._out[key] = out
+        return self._out[key]
+
+    def small_output(self, shard_size: str, n_images: int = 40) -> Path:
+        """A finished output of a small clean set (for hosting/loading tests)."""
+        return self.output(self.raw(n_images=n_images), shard_size)
+
+    def _snapshot(self, root: Path) -> None:
+        self._snapshots[root] = _tree(root)
+
+    def check_unchanged(self) -> None:
+        changed = [str(root) for root, files in self._snapshots.items() if _tree(root) != files]
+        assert not changed, f"a test changed shared fake-PASS files (copy them first): {changed}"
 
 
-def fake_output(
-    tmp_path_factory: pytest.TempPathFactory, shard_size: str, n_images: int = 40, *, bad: bool = False
-) -> tuple[Any, Path]:
-    """A generated PASS-shaped raw set (``fakedata.FakePassResult``; ``bad``: with every kind of bad input) and
-    its finished make-shards output."""
-    import fakedata as fd
-
-    from pass_wds import ConvertConfig, make_shards
-
-    src = fd.make_fake_pass(
-        fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=n_images, parts=2, bad=bad)
+def _tree(root: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
     )
-    out = tmp_path_factory.mktemp("local") / "out"
-    make_shards(
-        ConvertConfig(
-            inputs=[str(t) for t in src.tars],
-            metadata=str(src.metadata),
-            output=str(out),
-            shard_size=shard_size,
-            progress=False,
-        )
-    )
-    return src, out
+
+
+@pytest.fixture(scope="session")
+def fake_outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeOutputs]:
+    """The session's :class:`FakeOutputs`."""
+    outputs = FakeOutputs(tmp_path_factory)
+    yield outputs
+    outputs.check_unchanged()
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import gc
 import pickle
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import find_image
+from shardkit import TinyRecipe, write_shards
+from test_loading_recipes import PHOTOS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from conftest import find_image  # noqa: E402
-from shardkit import TinyRecipe, write_shards  # noqa: E402
-from test_loading_recipes import PHOTOS  # noqa: E402
-
-from pass_wds.augment import load_recipe  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
-from pass_wds.loading.handoff import BatchArenas, _Lease  # noqa: E402
+from pass_wds.augment import load_recipe
+from pass_wds.loading import make_loader
+from pass_wds.loading.handoff import BatchArenas, _Lease
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import dataclasses
 import itertools
 import json
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import webdataset as wds
+from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards  # noqa: E402
-
-from pass_wds.augment import CallableRecipe  # noqa: E402
-from pass_wds.config import ConfigError  # noqa: E402
-from pass_wds.loading import (  # noqa: E402
+from pass_wds.augment import CallableRecipe
+from pass_wds.config import ConfigError
+from pass_wds.loading import (
     EpochJob,
     EpochPlanner,
     Generation,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fake_output
+from conftest import FakeOutputs
 
 from pass_wds.cli import make_shards_main
 from pass_wds.format.idx import parse_idx
@@ -35,8 +35,8 @@ KW: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fake_output(tmp_path_factory, "200KB", 72)[1]
+def base(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("200KB", n_images=72)
 
 
 @pytest.fixture
@@ -208,3 +208,24 @@ def test_states_that_cannot_be_carried_are_refused(out: Path, tmp_path: Path) ->
     plain = make_loader(shards, **KW, across_revisions=True)
     with pytest.raises(StateError, match="revision"):
         plain.load_state_dict({**state, "revision": 1})
+
+
+def test_across_a_revision_under_torchrun(out: Path, tmp_path: Path) -> None:
+    """A state saved by one process (world size 1, 2 workers) on revision 0 resumes on revision 1 under real
+    torchrun: 2 ranks × 2 DataLoader workers, gloo all_reduce after every batch (a rank with one batch more
+    would hang), each kept sample of the epoch delivered once."""
+    from test_loading_ddp import torchrun
+
+    epoch, before, state = _interrupted(out, 1, 4, num_workers=2)
+    removed = set([k for k in epoch if k not in before][::3])
+    _remove(out, sorted(removed), tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    spec = [
+        {"name": "carried", "source": str(out / "index.json"), "batch_size": KW["batch_size"], "num_workers": 2,
+         "seed": KW["seed"], "segment_samples": KW["segment_samples"], "shuffle_buffer_bytes": 150_000,
+         "epochs": [1], "resume": str(tmp_path / "state.json"), "across_revisions": True},
+    ]  # fmt: skip
+    res = torchrun(spec, tmp_path / "run")["carried"]
+    assert res[0]["len"]["1"] == res[1]["len"]["1"]
+    after = [k for r in range(2) for b in res[r]["batches"]["1"] for k in b]
+    _check_rest(epoch, before, after, set(res[0]["dropped"]["1"]), removed)

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import jpeg_bytes, write_shards  # noqa: E402
+from shardkit import jpeg_bytes, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "train_ssl.py"

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
 
 import pass_wds
+from pass_wds import fakedata as fd
 from pass_wds.cli import make_shards_main
 
 PRINT = os.environ.get("PASS_WDS_PRINT_PINS") == "1"

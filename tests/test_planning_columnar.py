@@ -12,12 +12,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import fakedata as fd
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from pass_wds import ConvertConfig, make_shards
+from pass_wds import fakedata as fd
 from pass_wds.convert.inputs import InputItem, InputSpec, Listing, merge_listings
 from pass_wds.convert.metadata import Metadata, read_metadata
 from pass_wds.convert.planning import plan_shards

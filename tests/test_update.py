@@ -19,10 +19,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
-from conftest import fake_output
+from conftest import FakeOutputs
 
+from pass_wds import fakedata as fd
 from pass_wds.cli import main as pass_wds_main
 from pass_wds.cli import make_shards_main
 from pass_wds.convert.update import CRASH_POINTS
@@ -40,8 +40,9 @@ MAKE_SHARDS = [
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[fd.FakePassResult, Path]:
-    return fake_output(tmp_path_factory, SHARD, 90, bad=True)
+def converted(fake_outputs: FakeOutputs) -> tuple[fd.FakePassResult, Path]:
+    raw = fake_outputs.raw(n_images=90, bad=True)
+    return raw, fake_outputs.output(raw, SHARD)
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +479,6 @@ def test_refresh_metadata(
 def test_keep_superseded_then_the_next_update_deletes_them(
     out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = index(out)
     rc, stdout, _ = update(
         str(out),
         "--remove",
@@ -486,20 +486,47 @@ def test_keep_superseded_then_the_next_update_deletes_them(
         "--keep-superseded",
         capsys=capsys,
     )
-    assert rc == 0 and "kept 2 superseded" in stdout or "kept 1 superseded" in stdout
+    assert rc == 0 and "superseded shards (--keep-superseded)" in stdout
     kept = [r["old"] for r in index(out)["history"][0]["replaced"]]
     for e in kept:  # a reader of the old manifest can finish: every old shard is still there, unchanged
         assert (out / e["url"]).exists() and hashlib.sha256((out / e["url"]).read_bytes()).hexdigest() == e[
             "sha256"
         ]
     assert all(c.ok for c in verify(str(out)))
-    assert old["shardlist"]  # (the old manifest's shards are all present)
     rc, stdout, _ = update(
         str(out), "--remove", str(keys_file(tmp_path, spread_keys(out, 1), "b.txt")), capsys=capsys
     )
     assert rc == 0
     for e in kept:
         assert not (out / e["url"]).exists() and not (out / e["idx"]).exists()
+
+
+def test_purge_superseded_alone_ends_the_grace_period(
+    out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = spread_keys(out, 2)
+    assert (
+        update(str(out), "--remove", str(keys_file(tmp_path, gone)), "--keep-superseded", capsys=capsys)[0]
+        == 0
+    )
+    kept = [r["old"] for r in index(out)["history"][0]["replaced"]]
+    manifest_before = (out / "index.json").read_bytes()
+    rc, stdout, _ = update(str(out), "--purge-superseded", "--dry-run", capsys=capsys)
+    assert (
+        rc == 0
+        and f"would delete {2 * len(kept)} superseded files" in stdout
+        and (out / kept[0]["url"]).exists()
+    )
+    before = snapshot(out)
+    rc, stdout, _ = update(str(out), "--purge-superseded", capsys=capsys)
+    assert rc == 0 and "deleted superseded shards" in stdout
+    after = snapshot(out)
+    assert set(before) - set(after) == {n for e in kept for n in (e["url"], e["idx"])}
+    assert all(after[n] == before[n] for n in after)  # nothing else touched, index.json included
+    assert (out / "index.json").read_bytes() == manifest_before
+    for key in gone:  # the takedown is now complete: no byte of it is left
+        for name, data in contents(out).items():
+            assert key.encode() not in data, (key, name)
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -530,7 +557,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         ([str(out), "--metadata", str(no_key)], "'hash'"),
         ([str(out), "--metadata", str(tmp_path / "nothere.csv")], "not found"),
         ([str(out), "--refresh-metadata", "--remove", str(keys)], "--refresh-metadata needs --metadata"),
-        ([str(out)], "one of the arguments"),
+        ([str(out)], "needs --metadata ALLOWLIST or --remove KEYS_FILE"),
+        ([str(out), "--metadata", str(no_key), "--remove", str(keys)], "not allowed with"),
+        ([str(out), "--purge-superseded", "--keep-superseded"], "exclude each other"),
     ]
     before = {p: snapshot(p) for p in (out, empty, foreign)}
     for args, expected in cases:
@@ -621,8 +650,9 @@ def _bucket_contents(bucket: Any, prefix: str) -> dict[str, bytes]:
 def test_update_on_s3_matches_local_and_survives_kill_9(
     base: Path, crash_reference: tuple[Path, Path], s3: Any, point: str | None
 ) -> None:
-    """The same update on S3 (moto) writes the bytes the local one writes; killed mid-shard (an incomplete
-    multipart upload) or after the manifest swap, the rerun finishes it: no leftover object or upload."""
+    """The same update on S3 (moto) writes the bytes the local one writes; killed mid-shard (the upload never
+    committed: these shards are below the multipart size, so it was still in the writer's buffer) or after the
+    manifest swap, the rerun finishes it: no leftover object or upload."""
     ref, kf = crash_reference
     _upload_tree(s3, "pass", base)
     url = f"{s3.url}/pass"

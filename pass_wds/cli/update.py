@@ -17,7 +17,7 @@ UPDATE_DESCRIPTION = (
 
 def add_update_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", metavar="OUT", help="the output folder or URL (s3://bucket/prefix) to update")
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group()
     what.add_argument(
         "-m",
         "--metadata",
@@ -43,6 +43,12 @@ def add_update_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the replaced shards for a grace period (readers of the old index.json can finish); the "
         "next update without this flag deletes them (default: delete them once index.json is replaced)",
+    )
+    p.add_argument(
+        "--purge-superseded",
+        action="store_true",
+        help="delete the shards earlier updates kept with --keep-superseded (alone: nothing else is done; with "
+        "--metadata/--remove this is the default)",
     )
     p.add_argument(
         "--record-keys",
@@ -76,6 +82,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             refresh_metadata=args.refresh_metadata,
             dataset_version=args.dataset_version,
             keep_superseded=args.keep_superseded,
+            purge_superseded=args.purge_superseded,
             record_keys=args.record_keys,
             yes=args.yes,
             dry_run=args.dry_run,

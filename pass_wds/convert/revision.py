@@ -40,6 +40,9 @@ class UpdateOptions:
     refresh_metadata: bool = False
     dataset_version: str | None = None
     keep_superseded: bool = False
+    purge_superseded: bool = (
+        False  # alone: delete the shards earlier revisions kept (--keep-superseded), nothing else
+    )
     record_keys: bool = False
     yes: bool = False
     dry_run: bool = False
@@ -220,13 +223,28 @@ def _matches(keys: KeysFile, sample_keys: dict[str, int]) -> tuple[set[str], lis
     return found, unknown
 
 
+def check_options(opts: UpdateOptions) -> None:
+    """The option combinations, before anything is read."""
+    if opts.metadata is not None and opts.remove is not None:
+        raise ConfigError(
+            "make-shards update takes one of --metadata ALLOWLIST or --remove KEYS_FILE, not both"
+        )
+    if opts.metadata is None and opts.remove is None and not opts.purge_superseded:
+        raise ConfigError(
+            "make-shards update needs --metadata ALLOWLIST or --remove KEYS_FILE (or --purge-superseded alone)"
+        )
+    if opts.purge_superseded and opts.keep_superseded:
+        raise ConfigError("--purge-superseded and --keep-superseded exclude each other")
+
+
+def is_purge_only(opts: UpdateOptions) -> bool:
+    return opts.purge_superseded and opts.metadata is None and opts.remove is None
+
+
 def plan_update(opts: UpdateOptions) -> Plan:
     """Everything the update will do, decided before anything is written (``--dry-run`` prints it)."""
     so = opts.storage_options
-    if (opts.metadata is None) == (opts.remove is None):
-        raise ConfigError(
-            "make-shards update needs exactly one of --metadata ALLOWLIST or --remove KEYS_FILE"
-        )
+    check_options(opts)
     if opts.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {opts.workers}")
     if opts.refresh_metadata and opts.metadata is None:

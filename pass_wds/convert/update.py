@@ -43,8 +43,11 @@ from pass_wds.convert.revision import (
     Plan,
     ShardEdit,
     UpdateOptions,
+    check_options,
     dry_run_lines,
     errors_after,
+    is_purge_only,
+    load_output,
     mb,
     plan_update,
     sample_spans,
@@ -350,6 +353,15 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
 
     so = opts.storage_options
     storage.remember_secrets(so)
+    check_options(opts)
+    if opts.dry_run and is_purge_only(opts):
+        index = load_output(opts.output, so, opts.workers).index
+        names = sorted(revisions.superseded_names(index) & set(storage.listdir(opts.output, so)))
+        return UpdateSummary(
+            [f"would delete {len(names)} superseded files: {', '.join(names[:8])}" + (" …" if len(names) > 8 else ""),
+             f"nothing written to {storage.redact(opts.output)}"],
+            revision=-1,
+        )  # fmt: skip
     if opts.dry_run:
         return UpdateSummary(dry_run_lines(plan_update(opts)), revision=-1)
     if not storage.exists(storage.join(opts.output, manifest.INDEX), so):  # before the lock creates anything
@@ -365,6 +377,14 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     crash = _Crash()
     with OutputLock(ConvertConfig(output=opts.output, storage_options=so), shared=False):
         finished = _finish_interrupted(opts, crash)
+        if is_purge_only(opts):
+            load_output(opts.output, so, opts.workers)  # a pass-wds output, whole
+            deleted = _delete_superseded(opts, {}, crash)
+            summary = UpdateSummary(
+                [*finished, f"deleted superseded shards kept by earlier revisions ({mb(deleted)})"], -1
+            )
+            _remove_state_folder(opts)
+            return summary
         plan = plan_update(opts)
         if not plan.edits and not side_files_change(plan):
             summary = UpdateSummary(_nothing_lines(plan), revision=plan.out.revision)
