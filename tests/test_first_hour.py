@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 from servers import Bucket, FaultProxy
 
 from pass_wds import dataset, hosting, make_loader, verify
@@ -126,8 +126,8 @@ def test_a_misspelt_recipe_gets_the_closest_name(demo: Path, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def local_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB")
+def local_out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB")
 
 
 def test_upload_verify_reads_every_shard_back(local_out: Path, s3: Bucket, fault_proxy: object) -> None:
