@@ -33,6 +33,7 @@ QUICK_MODULES = {
     "test_loading",
     "test_loading_state",
     "test_pins",
+    "test_options",
     "test_planning",
     "test_shuffle_quality",
     "test_sources",

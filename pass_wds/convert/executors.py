@@ -229,8 +229,6 @@ def check(cfg: ConvertConfig) -> None:
     """Fail fast (before any listing) on engine options that cannot work; imports Dask only when asked."""
     if cfg.scheduler and cfg.cluster:
         raise ConfigError("--scheduler and --cluster exclude each other (join a cluster, or start one)")
-    if cfg.cluster not in (None, "local", "slurm"):
-        raise ConfigError(f"--cluster must be 'local' or 'slurm', got {cfg.cluster!r}")
     slurm = {k: v for k, v in vars(cfg).items() if k.startswith("slurm_") and v is not None}
     if slurm and cfg.cluster != "slurm":
         raise ConfigError(f"{', '.join(sorted(slurm))} only apply with --cluster slurm")

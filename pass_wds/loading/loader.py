@@ -7,17 +7,18 @@ import hashlib
 import inspect
 import json
 import os
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from pass_wds.augment import RecipeLike, load_recipe
-from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
+from pass_wds.config import ConfigError, check_options, from_dict, load_yaml, option, option_table, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.revisions import revision_of
@@ -61,36 +62,75 @@ ARENA_SPARE = 2  # a resampled epoch is planned in memory by every reader
 
 @dataclass
 class LoaderConfig:
-    """Options of the loader; field names are the YAML keys of ``configs/loader.yaml``."""
+    """Options of the loader; field names are the YAML keys of ``configs/loader.yaml`` and the keywords of
+    :func:`make_loader`. Each is declared once here (:func:`pass_wds.config.option`): type and value checks
+    and the option table of ``make_loader``'s docstring derive from the declaration; ``output=True`` marks
+    the options that change the sample order (the state's fingerprint)."""
 
-    source: str | list[str] | None = None
-    batch_size: int = 64
-    recipe: str | None = None
-    decode: str | None = None  # override the recipe's decode: "accurate", "fast" or "device"
-    num_workers: int = 4
-    seed: int = 0
-    shuffle: bool = True
-    remainder: str = "drop"
-    shuffle_buffer_bytes: str | int = "64MB"
-    segment_samples: int = 256
-    epoch_samples: int | None = None
-    on_error: str = "substitute"
-    verify_samples: bool = True  # check each image against the crc32 make-shards recorded in its JSON
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    allow_external_urls: bool = False  # trust an index.json that names shards outside its own folder
-    allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
-    across_revisions: bool = (
-        False  # resume a state saved on an earlier revision of the dataset (docs/revisions.md)
+    source: str | list[str] | None = option(
+        None, "an output folder or prefix, its index.json, a glob, a brace pattern, or a list of those"
     )
-    cache_dir: str | None = None
-    cache_bytes: str | int = "100GB"
-    prefetch_factor: int = 2
-    reuse_buffers: bool = True  # workers hand batches over in reused shared-memory arenas (docs/loader.md)
-    pin_memory: bool = False
-    persistent_workers: bool = True
-    device: str | None = None
-    rank: int | None = None
-    world_size: int | None = None
+    batch_size: int = option(64, "samples per batch, per rank", output=True, minimum=1)
+    recipe: str | None = option(
+        None, "eval | simclr | mocov2 | byol | dino | swav | a recipe YAML; None: undecoded batches"
+    )
+    decode: str | None = option(
+        None,
+        "override the recipe's decode: accurate, fast or device (decoded in the device stage; needs device)",
+        choices=("accurate", "fast", "device"),
+    )
+    num_workers: int = option(4, "DataLoader workers per rank (0: read in the main process)", minimum=0)
+    seed: int = option(0, "seed of every epoch's order and of the augmentations", output=True)
+    shuffle: bool = option(True, "shuffle (False: shards and samples in order)", output=True)
+    remainder: str = option(
+        "drop",
+        "drop: leave out the samples that do not fill world_size x batch_size (rotating per epoch); pad: repeat",
+        output=True,
+        choices=("drop", "pad"),
+    )
+    shuffle_buffer_bytes: str | int = option(
+        "64MB", "per worker, raw (undecoded) sample bytes held for shuffling", output=True, size=True
+    )
+    segment_samples: int = option(
+        256, "shards are cut into segments of this many samples, permuted per epoch", output=True, minimum=1
+    )
+    epoch_samples: int | None = option(
+        None, "resampled mode: this many samples per epoch, drawn with replacement", output=True, minimum=1
+    )
+    on_error: str = option(
+        "substitute",
+        "a bad sample: substitute (a good one of the same batch) or raise",
+        choices=("substitute", "raise"),
+    )
+    verify_samples: bool = option(
+        True,
+        "check each image against the crc32 make-shards recorded in its JSON (a mismatch is a bad sample)",
+    )
+    storage_options: dict[str, Any] = option(factory=dict, help="fsspec storage options (never logged)")
+    allow_external_urls: bool = option(
+        False, "trust an index.json that names shards outside its own folder (see docs/security.md)"
+    )
+    allow_raw_archives: bool = option(
+        False, "read shards that look like raw image archives (lone images in folders, no sample JSON)"
+    )
+    across_revisions: bool = option(
+        False, "resume a state saved on an earlier revision of the dataset (docs/revisions.md)"
+    )
+    cache_dir: str | None = option(None, "node-local shard cache: remote shards are downloaded once per node")
+    cache_bytes: str | int = option("100GB", "size cap of that cache (LRU)", size=True)
+    prefetch_factor: int = option(2, "batches each worker prepares ahead (the DataLoader's)", minimum=1)
+    reuse_buffers: bool = option(
+        True, "workers hand batches over in reused shared-memory arenas (docs/loader.md)"
+    )
+    pin_memory: bool = option(False, "pin batches in page-locked memory (the DataLoader's)")
+    persistent_workers: bool = option(
+        True, "keep the worker processes (and the shard indexes they read) from epoch to epoch"
+    )
+    device: str | None = option(None, "run the recipe's batched device stage there (cpu, cuda, cuda:1 …)")
+    rank: int | None = option(None, "this process's rank (default: torch.distributed, else RANK, else 0)")
+    world_size: int | None = option(
+        None, "number of ranks (default: torch.distributed, else WORLD_SIZE, else 1)"
+    )
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> LoaderConfig:
@@ -101,38 +141,20 @@ class LoaderConfig:
         return cfg
 
     def validate_values(self) -> None:
+        """The declared types and values (one line naming the option), then what no single declaration says."""
+        check_options(self, flags=False)
         if not self.source:
             raise ConfigError("loader needs a source (index.json, brace pattern or list of shard URLs)")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.remainder not in ("drop", "pad"):
-            raise ConfigError(f"remainder must be 'drop' or 'pad', got {self.remainder!r}")
-        if self.on_error not in ("substitute", "raise"):
-            raise ConfigError(f"on_error must be 'substitute' or 'raise', got {self.on_error!r}")
-        if self.segment_samples < 1:
-            raise ConfigError(f"segment_samples must be >= 1, got {self.segment_samples}")
-        if self.epoch_samples is not None and self.epoch_samples < 1:
-            raise ConfigError(f"epoch_samples must be >= 1, got {self.epoch_samples}")
         if self.epoch_samples is not None and self.epoch_samples > MAX_EPOCH_SAMPLES:
             raise ConfigError(
                 f"epoch_samples={self.epoch_samples:,} is too large: every reader plans its epoch as an index "
                 f"(8 bytes a sample); use virtual epochs of at most {MAX_EPOCH_SAMPLES:,} samples and set_epoch()"
             )
-        if self.decode is not None and self.decode not in ("accurate", "fast", "device"):
-            raise ConfigError(f"decode must be 'accurate', 'fast' or 'device', got {self.decode!r}")
         if self.decode == "device" and not self.device:
             raise ConfigError(
                 "decode='device' decodes in the device stage, so it needs device= (e.g. 'cuda', or 'cpu' to run "
                 "the same code on the CPU)"
             )
-        if self.prefetch_factor < 1:
-            raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
-        if not isinstance(self.reuse_buffers, bool):
-            raise ConfigError(f"reuse_buffers must be true or false, got {self.reuse_buffers!r}")
-        parse_size(self.shuffle_buffer_bytes)
-        parse_size(self.cache_bytes)
 
     def build(self, recipe: str | RecipeLike | Callable[..., Any] | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
@@ -697,32 +719,56 @@ def make_loader(
     *,
     batch_size: int,
     recipe: str | RecipeLike | Callable[..., Any] | None = None,
-    **options: Any,
+    decode: str | None = None,
+    num_workers: int = 4,
+    seed: int = 0,
+    shuffle: bool = True,
+    remainder: str = "drop",
+    shuffle_buffer_bytes: str | int = "64MB",
+    segment_samples: int = 256,
+    epoch_samples: int | None = None,
+    on_error: str = "substitute",
+    verify_samples: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
+    across_revisions: bool = False,
+    cache_dir: str | None = None,
+    cache_bytes: str | int = "100GB",
+    prefetch_factor: int = 2,
+    reuse_buffers: bool = True,
+    pin_memory: bool = False,
+    persistent_workers: bool = True,
+    device: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    **unknown: NoReturn,
 ) -> Loader:
     """Build the loader for ``source``: an output folder or prefix, its ``index.json``, a glob, a brace
     pattern, or a list (see :mod:`pass_wds.dataset`).
 
     ``recipe``: a recipe name/YAML path (``pass_wds.augment``), any callable
-    ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches.
-    ``decode`` (an option) overrides the recipe's: ``accurate``, ``fast``, or ``device`` (needs ``device``).
-    ``options``: any other :class:`LoaderConfig` field (``num_workers``, ``seed``, ``epoch_samples``,
-    ``cache_dir``, ``device``, …); their defaults and validation live there, once.
-    ``allow_external_urls=True`` trusts an ``index.json`` that lists absolute shard URLs or paths outside its
-    own folder (refused by default: a manifest from elsewhere could make the loader read local files);
-    ``verify_samples=False`` skips the per-sample crc32 check; ``allow_raw_archives=True`` reads shards that
-    look like raw image archives (lone images under folders, no sample JSON: PASS's own tars are refused
-    without it, as they are not the dataset).
+    ``(image_bytes, ext, rng) -> {"image": …} | {"views": […]}``, or None for undecoded batches. Every other
+    keyword is the :class:`LoaderConfig` option of that name (the same as its YAML key), checked there: a
+    wrong type or value is one :class:`~pass_wds.config.ConfigError` line naming it, and so is an unknown
+    keyword (which static type checkers also flag). The options:
+
     """
-    if options.get("storage_options") is None:
-        options.pop("storage_options", None)
-    fields = {
+    options = {k: v for k, v in locals().items() if k not in ("source", "recipe", "unknown")}
+    if unknown:
+        raise ConfigError(f"unknown option(s) in make_loader(): {', '.join(sorted(unknown))}")
+    if options["storage_options"] is None:
+        options["storage_options"] = {}
+    cfg = LoaderConfig(
+        source=source if isinstance(source, str) else list(source),
+        recipe=recipe if isinstance(recipe, str) else None,
         **options,
-        "source": source if isinstance(source, str) else list(source),
-        "batch_size": batch_size,
-        "recipe": recipe if isinstance(recipe, str) else None,
-    }
-    cfg = from_dict(LoaderConfig, fields, source="make_loader()")
+    )
     return cfg.build(recipe if callable(recipe) else None)
+
+
+if make_loader.__doc__ is not None:  # None under python -OO
+    make_loader.__doc__ += textwrap.indent(option_table(LoaderConfig), "    ") + "\n"
 
 
 __all__ = ["Loader", "LoaderConfig", "LoaderStats", "distributed_topology", "make_loader"]
