@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pass_wds.config import ConfigError, from_dict, load_yaml
+from pass_wds.errors import did_you_mean
 
 DECODE_MODES = ("accurate", "fast", "device")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -139,6 +140,9 @@ def builtin_config(name: str) -> RecipeConfig:
     """A built-in recipe's config, read from its YAML file in the package (``pass_wds/augment/recipes/``,
     shipped as package data), the only definition of the published parameters; sources in each file."""
     if name not in BUILTIN_RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
+        raise ConfigError(
+            f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}"
+            + did_you_mean(name, BUILTIN_RECIPES)
+        )
     path = RECIPE_DIR / f"{name}.yaml"
     return RecipeConfig.from_mapping(load_yaml(path), source=str(path))

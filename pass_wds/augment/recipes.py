@@ -43,6 +43,7 @@ from pass_wds.buffers import BufferPool
 from pass_wds.config import ConfigError, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
+from pass_wds.errors import did_you_mean
 from pass_wds.format.reasons import reason_of
 
 DEFERRED_COLOUR = "__colour__"  # per-sample CPU colour parameters, applied per batch (Recipe.finish_batch)
@@ -502,7 +503,8 @@ def load_recipe(
             cfg = RecipeConfig.from_mapping(load_yaml(path), source=text)
         else:
             raise ConfigError(
-                f"unknown recipe {text!r}: give one of {', '.join(BUILTIN_RECIPES)}, a YAML path, or a callable"
+                f"unknown recipe {text!r}: give one of {', '.join(BUILTIN_RECIPES)}, a YAML path, or a "
+                f"callable{did_you_mean(text, BUILTIN_RECIPES)}"
             )
         recipe = Recipe(cfg)
     elif callable(spec):
