@@ -12,8 +12,11 @@ Local paths, ``file://``, ``s3://`` (s3fs; standard AWS configuration and ``AWS_
   (:class:`RangeReader`) that resume at the byte offset reached.
 * :mod:`~pass_wds.storage.cache`: the node-local shard cache of the loader (imported on its own; it builds on
   the modules above, never the other way round).
+* :mod:`~pass_wds.storage.forks`: a forked child (a DataLoader worker) never touches its parent's connections
+  (registered on import, before any filesystem exists).
 """
 
+from pass_wds.storage import forks  # noqa: F401  (registers the fork hook)
 from pass_wds.storage.errors import (
     ReadOnlyError,
     StorageConnectionError,
