@@ -104,6 +104,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_seconds(name: str, value: Any, *, positive: bool = False) -> None:
+    """One line for a duration option (``retry_seconds``, ``read_timeout``) that is not a number of seconds
+    ``>= 0`` (``> 0`` when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or positive and value == 0:
+        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value}")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
     """Build a dataclass from a mapping, rejecting unknown keys with a clear message."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from pass_wds import storage
 from pass_wds.config import ConfigError
 from pass_wds.convert.executors import EngineError
 from pass_wds.format.errors import ShardError
+from pass_wds.storage.log import redacting_filter
 
 SOURCE_HELP = (
     "dataset source: an output folder or bucket prefix, its index.json, a glob ('out/*.tar'), a brace pattern "
@@ -46,7 +47,6 @@ def _json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
-    storage.remember_secrets(value)  # nothing this process prints or logs may show them
     return value
 
 
@@ -60,6 +60,46 @@ def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.S
         help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
         "(standard AWS environment variables and profiles work without it)",
     )
+
+
+def _seconds(positive: bool) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if value < 0 or positive and value == 0 or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'> 0' if positive else '>= 0'} seconds, got {text}")
+        return value
+
+    return parse
+
+
+def add_retry_options(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """``--retry-seconds`` and ``--read-timeout``: the retry policy of every remote read the command makes
+    (``suppress``: only a flag actually given sets a value, so a YAML config can set it too)."""
+    from pass_wds.storage.retry import READ_TIMEOUT, RETRY_SECONDS
+
+    p.add_argument(
+        "--retry-seconds",
+        type=_seconds(False),
+        default=argparse.SUPPRESS if suppress else RETRY_SECONDS,
+        metavar="S",
+        help="retry transient storage failures (refused or reset connections, timeouts, 5xx, 429, SlowDown) for "
+        f"up to S seconds without progress before giving up; 0: never (default: {RETRY_SECONDS:g})",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=_seconds(True),
+        default=argparse.SUPPRESS if suppress else READ_TIMEOUT,
+        metavar="S",
+        help=f"a request that gets no answer or byte for S seconds is a failed try (default: {READ_TIMEOUT:g})",
+    )
+
+
+def retry_policy(args: argparse.Namespace) -> storage.RetryPolicy:
+    """The retry policy of ``--retry-seconds`` / ``--read-timeout``."""
+    return storage.RetryPolicy.of(getattr(args, "retry_seconds", None), getattr(args, "read_timeout", None))
 
 
 def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
@@ -101,6 +141,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     )
     for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
+    so = getattr(args, "storage_options", None)
+    for handler in logging.getLogger().handlers:  # nothing this process (or its forks) logs may show them
+        handler.addFilter(redacting_filter(so))
     try:
         rc = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
@@ -108,10 +151,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except (ConfigError, ShardError, storage.StorageError) as e:
-        print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
+        print(f"{parser.prog}: error: {storage.redact(storage.first_line(e), so)}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
-        print(f"{parser.prog}: error: {storage.redact(str(e))}", file=sys.stderr)
+        print(f"{parser.prog}: error: {storage.redact(storage.first_line(e), so)}", file=sys.stderr)
         return 2
     except EngineError as e:  # the cluster itself failed (not a task): one line, exit 1
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from pass_wds.cli.common import add_storage_options
+from pass_wds.cli.common import add_retry_options, add_storage_options
 from pass_wds.config import from_dict, load_yaml
 from pass_wds.convert.options import ConvertConfig
 
@@ -131,6 +131,7 @@ def add_make_shards_arguments(p: argparse.ArgumentParser) -> None:
         help="list, join and plan only: print the shard count, sizes and rejections; write nothing",
     )
     add_storage_options(p)
+    add_retry_options(p, suppress=True)
 
 
 def config_from_args(args: argparse.Namespace) -> ConvertConfig:

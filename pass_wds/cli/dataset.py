@@ -11,8 +11,10 @@ from pass_wds import storage
 from pass_wds.cli.common import (
     add_allow_external_urls,
     add_allow_raw_archives,
+    add_retry_options,
     add_source,
     add_storage_options,
+    retry_policy,
     source_arg,
 )
 
@@ -33,6 +35,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         on_shard=report,
         allow_external_urls=args.allow_external_urls,
         allow_raw_archives=args.allow_raw_archives,
+        retry=retry_policy(args),
     )
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -58,6 +61,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             so,
             allow_external_urls=args.allow_external_urls,
             allow_raw_archives=args.allow_raw_archives,
+            retry=retry_policy(args),
         )
         if meta is None:
             print(f"no sample with key or file name {args.sample!r}", file=sys.stderr)
@@ -70,6 +74,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             so,
             allow_external_urls=args.allow_external_urls,
             allow_raw_archives=args.allow_raw_archives,
+            retry=retry_policy(args),
         )
     )
     return 0
@@ -85,6 +90,7 @@ def register(sub: Any) -> None:
     add_source(p, "output")
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
     add_storage_options(p)
+    add_retry_options(p)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_verify)
@@ -101,6 +107,7 @@ def register(sub: Any) -> None:
         help="print the JSON metadata of the sample with this key or original file name (abc.jpeg)",
     )
     add_storage_options(p)
+    add_retry_options(p)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_inspect)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.config import ConfigError, check_types, parse_size, to_dict
+from pass_wds.config import ConfigError, check_seconds, check_types, parse_size, to_dict
 
 
 @dataclass
@@ -34,6 +34,8 @@ class ConvertConfig:
     max_image_pixels: int = 89_478_485  # Pillow's default decompression-bomb threshold
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     shard_range: str | None = None  # "START:END": write only these shards (one Slurm array task); no manifest
+    retry_seconds: float = storage.RETRY_SECONDS  # transient storage failures are retried this long
+    read_timeout: float = storage.READ_TIMEOUT  # no answer or byte from storage for this long is a failed try
     # Execution engine (pass_wds.executors); none of these changes the output's bytes.
     scheduler: str | None = None  # address of a running Dask scheduler (tcp://host:8786)
     cluster: str | None = None  # start a Dask cluster: "local" (--workers processes) or "slurm"
@@ -80,6 +82,13 @@ class ConvertConfig:
         self.shard_bounds()
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, got {self.quality}")
+        check_seconds("--retry-seconds", self.retry_seconds)
+        check_seconds("--read-timeout", self.read_timeout, positive=True)
+
+    @property
+    def retry(self) -> storage.RetryPolicy:
+        """The retry policy of every read of inputs, metadata and the output's own state."""
+        return storage.RetryPolicy.of(self.retry_seconds, self.read_timeout)
 
     @property
     def shard_bytes(self) -> int:
@@ -111,6 +120,8 @@ _CONVERT_TYPES: dict[str, tuple[Any, ...]] = {
     "max_image_pixels": (int,),
     "progress": (bool, None),
     "shard_range": (str, None),
+    "retry_seconds": (int, float),
+    "read_timeout": (int, float),
 }
 
 
@@ -130,7 +141,16 @@ OUTPUT_OPTIONS = (
 """Options that change the bytes of the output (part of the plan digest); anything else (workers, progress,
 the engine …) may differ on resume."""
 
-_NOT_RECORDED = ("storage_options", "overwrite", "progress", "output", "workers", "shard_range")
+_NOT_RECORDED = (
+    "storage_options",
+    "overwrite",
+    "progress",
+    "output",
+    "workers",
+    "shard_range",
+    "retry_seconds",
+    "read_timeout",
+)
 _ENGINE_OPTIONS = ("scheduler", "cluster")
 
 

@@ -32,11 +32,13 @@ LOCK = "lock"  # _state/lock: flock'ed by every run into a local output
 _PROBE = ".pass-wds-probe"  # storage.check_writable's probe object
 
 
-def check_output_writable(output: str, storage_options: dict[str, Any] | None = None) -> None:
+def check_output_writable(
+    output: str, storage_options: dict[str, Any] | None = None, retry: storage.RetryPolicy | None = None
+) -> None:
     """Fail before any real work when the output cannot be written: a local folder is checked without writing;
     an object store gets a tiny probe object (endpoint, bucket and permission), removed at once."""
     if not storage.is_local(output):
-        storage.check_writable(output, storage_options)
+        storage.check_writable(output, storage_options, retry=retry)
         return
     path = output.removeprefix("file://")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -67,6 +69,7 @@ class OutputLock:
     def __init__(self, cfg: ConvertConfig, *, shared: bool) -> None:
         self.out = str(cfg.output)
         self.so = cfg.storage_options
+        self.retry = cfg.retry
         self.shared = shared
         self._fd: int | None = None
         self._created: list[str] = []
@@ -83,7 +86,7 @@ class OutputLock:
     def _remote_holder(self) -> dict[str, Any] | None:
         """The live holder of the remote lock object, if any (None: absent, ours or stale)."""
         assert self._remote is not None
-        held = read_json(self._remote, self.so)
+        held = read_json(self._remote, self.so, self.retry)
         if held is None or held.get("token") == self._token:
             return None
         age = time.time() - float(held.get("time") or 0)
@@ -151,7 +154,7 @@ class OutputLock:
             if self._beat is not None:
                 self._beat.join()
             with contextlib.suppress(Exception):  # unreachable store: the lock goes stale on its own
-                held = read_json(self._remote, self.so)
+                held = read_json(self._remote, self.so, self.retry)
                 if held is not None and held.get("token") == self._token:
                     storage.remove(self._remote, self.so)
             self._remote = None
@@ -174,9 +177,11 @@ def state_url(cfg: ConvertConfig, name: str) -> str:
     return storage.join(str(cfg.output), STATE, name)
 
 
-def read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
+def read_json(
+    url: str, so: dict[str, Any], retry: storage.RetryPolicy | None = None
+) -> dict[str, Any] | None:
     try:
-        data = json.loads(storage.read_bytes(url, so))
+        data = json.loads(storage.read_bytes(url, so, retry=retry))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
@@ -189,8 +194,10 @@ def owned_entries(cfg: ConvertConfig) -> set[str]:
     Never a name pattern: a ``pass-backup.tar`` or someone's ``*.tmp-*`` file is not ours because of its name.
     """
     out, so = str(cfg.output), cfg.storage_options
-    owned = {STATE, _PROBE} | manifest.listed_names(read_json(storage.join(out, manifest.INDEX), so))
-    plan = read_json(state_url(cfg, "plan.json"), so)
+    owned = {STATE, _PROBE} | manifest.listed_names(
+        read_json(storage.join(out, manifest.INDEX), so, cfg.retry)
+    )
+    plan = read_json(state_url(cfg, "plan.json"), so, cfg.retry)
     if plan is not None and isinstance(plan.get("plan_digest"), str):
         owned |= manifest.OUTPUT_FILES
         name, count = plan.get("name", cfg.name), plan.get("shards")
@@ -203,7 +210,7 @@ def check_output_owned(cfg: ConvertConfig) -> set[str]:
     """Refuse an output folder holding anything pass-wds did not write (unless ``--overwrite``), before any
     input is read; returns those foreign names (they are never deleted or rewritten)."""
     out, so = str(cfg.output), cfg.storage_options
-    entries = storage.listdir(out, so)
+    entries = storage.listdir(out, so, retry=cfg.retry)
     if not entries:
         return set()
     owned = owned_entries(cfg)
@@ -240,7 +247,9 @@ def claim_output(
     out, so = str(cfg.output), cfg.storage_options
     planned = {f(cfg.name, i) for i in range(shards) for f in (manifest.shard_name, manifest.idx_name)}
     _refuse_collisions(cfg, foreign, planned)
-    previous = read_json(state_url(cfg, "plan.json"), so) or read_json(storage.join(out, manifest.INDEX), so)
+    previous = read_json(state_url(cfg, "plan.json"), so, cfg.retry) or read_json(
+        storage.join(out, manifest.INDEX), so, cfg.retry
+    )
     if previous is not None and previous.get("plan_digest") != digest:
         if not cfg.overwrite:
             raise ConfigError(
@@ -248,11 +257,11 @@ def claim_output(
                 "use a new --output, or --overwrite to replace it"
             )
         _clear_output(cfg, keep=foreign)
-    storage.makedirs(out, so)
+    storage.makedirs(out, so, retry=cfg.retry)
     if not partial:
         # temp files of names the output itself lists (a crashed run's leftovers); a temp file named for one of
         # our names in a folder that never held our output is someone else's
-        storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE}, keep=foreign)
+        storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE}, keep=foreign, retry=cfg.retry)
     storage.write_bytes(
         state_url(cfg, "plan.json"),
         manifest.dumps({"plan_digest": digest, "name": cfg.name, "shards": shards}),
@@ -264,11 +273,11 @@ def _clear_output(cfg: ConvertConfig, keep: set[str] | frozenset[str] = frozense
     """``--overwrite``: remove what the earlier output itself lists (manifest, state), nothing else."""
     out, so = str(cfg.output), cfg.storage_options
     owned = owned_entries(cfg) - {STATE, _PROBE}
-    for name in storage.listdir(out, so):
+    for name in storage.listdir(out, so, retry=cfg.retry):
         if name not in keep and (name in owned or storage.temp_of(name) in owned):
             storage.remove(storage.join(out, name), so)
     state = storage.join(out, STATE)
-    for name in storage.listdir(state, so):
+    for name in storage.listdir(state, so, retry=cfg.retry):
         if name not in (LOCK, "lock.json"):  # the lock is held by this run
             storage.remove(storage.join(state, name), so, recursive=True)
 
@@ -277,14 +286,14 @@ def kept_result(cfg: ConvertConfig, digest: str, index: int, listing: set[str]) 
     """The recorded result of shard ``index`` when an earlier run of the same plan finished it (its record,
     shard and ``.idx`` present, the shard at its recorded size); None when it must be written."""
     so = cfg.storage_options
-    record = read_json(state_url(cfg, f"shard-{index:06d}.json"), so)
+    record = read_json(state_url(cfg, f"shard-{index:06d}.json"), so, cfg.retry)
     name = manifest.shard_name(cfg.name, index)
     if record is None or record.get("plan_digest") != digest or name not in listing:
         return None
     if manifest.idx_name(cfg.name, index) not in listing:
         return None
     result = ShardResult(**record["result"])
-    if storage.file_size(storage.join(str(cfg.output), name), so) != result.filesize:
+    if storage.file_size(storage.join(str(cfg.output), name), so, retry=cfg.retry) != result.filesize:
         return None
     return result
 
@@ -307,4 +316,6 @@ def remove_leftovers(cfg: ConvertConfig, foreign: set[str] | frozenset[str]) -> 
     """Temp files of a worker killed mid-shard (its retry wrote the shard). Only temp files of names this output
     lists are ours, never one that was there, foreign, before the run."""
     out, so = str(cfg.output), cfg.storage_options
-    storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE, _PROBE}, keep=foreign)
+    storage.remove_temp_files(
+        out, so, names=owned_entries(cfg) - {STATE, _PROBE}, keep=foreign, retry=cfg.retry
+    )

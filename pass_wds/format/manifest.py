@@ -247,14 +247,18 @@ def is_index_url(url: str) -> bool:
 
 
 def load_index(
-    out: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    out: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """The validated manifest of a pass-wds output (folder/URL or its index.json): every entry has url,
     nsamples and filesize, and every shard and ``.idx`` it names lies inside the output's folder unless
     ``allow_external_urls``."""
     url = out if is_index_url(out) else storage.join(out, INDEX)
     try:
-        raw = storage.read_bytes(url, storage_options)
+        raw = storage.read_bytes(url, storage_options, retry=retry)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
@@ -293,14 +297,20 @@ def _dirname(url: str) -> str:
 
 
 def read_index_json(
-    url: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> list[ShardInfo]:
     """Shards of a wids ``index.json`` (validated; URLs relative to its folder and kept inside it unless
     ``allow_external_urls``); ``nsamples`` is required."""
     where = storage.redact(url)
     try:
-        raw = storage.read_bytes(url, storage_options)
-    except (OSError, FileNotFoundError) as e:
+        raw = storage.read_bytes(url, storage_options, retry=retry)
+    except storage.StorageError:
+        raise  # it names the URL and the cause already
+    except OSError as e:
         raise ShardError(
             f"{where}: cannot read shard index: {storage.redact(str(e), storage_options)}"
         ) from None

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pass_wds.augment import load_recipe
-from pass_wds.config import ConfigError, from_dict, load_yaml, parse_size
+from pass_wds.config import ConfigError, check_seconds, from_dict, load_yaml, parse_size
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS
@@ -43,7 +43,9 @@ from pass_wds.loading.shards import resolve_source
 from pass_wds.loading.state import STATE_VERSION, LoaderState, StateError, parse_state
 from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
-from pass_wds.storage.errors import get_logger, remember_secrets
+from pass_wds.storage.errors import StorageError
+from pass_wds.storage.log import get_logger
+from pass_wds.storage.retry import READ_TIMEOUT, RETRY_SECONDS, RetryPolicy
 from pass_wds.storage.urls import without_query
 
 log = get_logger("pass_wds.loading")
@@ -75,6 +77,8 @@ class LoaderConfig:
     allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
+    retry_seconds: float = RETRY_SECONDS  # transient storage failures are retried this long without progress
+    read_timeout: float = READ_TIMEOUT  # no answer or byte from storage for this long is a failed try
     prefetch_factor: int = 2
     pin_memory: bool = False
     persistent_workers: bool = True
@@ -119,6 +123,8 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        check_seconds("retry_seconds", self.retry_seconds)
+        check_seconds("read_timeout", self.read_timeout, positive=True)
         parse_size(self.shuffle_buffer_bytes)
         parse_size(self.cache_bytes)
 
@@ -175,13 +181,14 @@ class Loader:
 
     def __init__(self, config: LoaderConfig, recipe: str | Recipe | None = None) -> None:
         self.config = config
-        remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
+        self.retry = RetryPolicy.of(config.retry_seconds, config.read_timeout)
         self.shards: list[ShardInfo] = resolve_source(
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
             allow_raw_archives=config.allow_raw_archives,
+            retry=self.retry,
         )
         if recipe is None and config.decode is not None:
             raise ConfigError(
@@ -208,7 +215,7 @@ class Loader:
         self.epoch = 0
         self._history: list[Generation] = []
         self.stats = LoaderStats()
-        self._cache = IndexCache(self.shards, config.storage_options or None)
+        self._cache = IndexCache(self.shards, config.storage_options or None, retry=self.retry)
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
@@ -296,8 +303,9 @@ class Loader:
             on_error=self.config.on_error,
             verify_samples=self.config.verify_samples,
             storage_options=self.config.storage_options or None,
+            retry=self.retry,
             shard_cache=(
-                ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes))
+                ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes), retry=self.retry)
                 if self.config.cache_dir
                 else None
             ),
@@ -334,7 +342,7 @@ class Loader:
         on_cuda = device is not None and device.type == "cuda"
         side = torch.cuda.Stream(device) if staged and self.decode_on_device and on_cuda else None
         pending: tuple[dict[str, Any], dict[str, Any], Any] | None = None
-        for batch in batches:
+        for batch in _one_line_errors(batches):
             stats = batch.pop("__stats__", {})
             received += 1
             event = None
@@ -474,7 +482,7 @@ class Loader:
         kind, _, name = group_by.partition(":")
         if kind != "json" or not name:
             raise ConfigError(f"group_by must be 'json:FIELD', got {group_by!r}")
-        values = json_field(self.shards, name, self.config.storage_options or None)
+        values = json_field(self.shards, name, self.config.storage_options or None, retry=self.retry)
         names = sorted(set(values), key=str)
         code = {v: i for i, v in enumerate(names)}
         return f"json:{name}", np.array([code[v] for v in values], dtype=np.int64), [str(v) for v in names]
@@ -551,6 +559,29 @@ class Loader:
         if plans is not None:
             key = (self.epoch, history[:-1], history[-1].world_size, history[-1].num_workers)
             self._plans = (key, plans)
+
+
+def _one_line_errors(batches: Any) -> Iterator[dict[str, Any]]:
+    """Batches, with a storage or shard error raised in a DataLoader worker re-raised as the one line it was
+    there: torch re-raises it with "Caught … in DataLoader worker process N. Original Traceback …" as its
+    message, and a user's mistake (a 403, a missing shard) must not read as a crash."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (StorageError, ShardError) as e:
+            text = str(e)
+            if not (text.startswith("Caught ") and "Original Traceback" in text):
+                raise
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            try:
+                unwrapped = type(e)(last.partition(": ")[2] or last)
+            except Exception:
+                raise e from None
+            raise unwrapped from None
+        yield batch
 
 
 def make_loader(

@@ -29,7 +29,9 @@ from pass_wds.loading.plan import (
 )
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
-from pass_wds.storage.errors import get_logger, redact
+from pass_wds.storage.errors import redact
+from pass_wds.storage.log import get_logger
+from pass_wds.storage.retry import RetryPolicy
 
 log = get_logger("pass_wds.loading")
 
@@ -74,11 +76,12 @@ class EpochJob:
     verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
     shard_cache: ShardCache | None = None
+    retry: RetryPolicy | None = None
     cache: IndexCache | None = field(default=None, repr=False)
 
     def index_cache(self) -> IndexCache:
         if self.cache is None:
-            self.cache = IndexCache(self.shards, self.storage_options)
+            self.cache = IndexCache(self.shards, self.storage_options, retry=self.retry)
         return self.cache
 
     def planner(self) -> EpochPlanner:
