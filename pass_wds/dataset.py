@@ -26,7 +26,7 @@ from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
-from pass_wds.format.manifest import INDEX, KIND, ShardInfo, read_index_json
+from pass_wds.format.manifest import INDEX, KIND, MIN_SAMPLE_BYTES, ManifestError, ShardInfo, read_index_json
 from pass_wds.format.samples import IMAGE_EXTS
 
 SHARD_EXTENSIONS = (".tar", ".tgz", ".tar.gz")
@@ -292,6 +292,40 @@ def _check_layouts(
             key,
             more,
         )
+
+
+PLAN_CHECK_SAMPLES = 1_000_000
+"""Above this many samples claimed by a manifest, the loader checks each claim against the shard's real size
+before it plans an epoch from them (planning costs tens of bytes a sample; below this it is small whatever
+the claim, and each shard's ``.idx`` count is checked against the manifest when the shard is read)."""
+
+
+def check_counts_fit_data(
+    shards: Sequence[ShardInfo],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
+    threads: int = 16,
+) -> None:
+    """Sample counts that a manifest claims must fit the data before anything is sized by them: a shard of
+    ``size`` real bytes holds at most ``size / 1024`` samples. Counts read from the data itself (an ``.idx``,
+    a header scan) need no check; manifest counts are checked (one size lookup per shard, in parallel) when
+    they add up to more than :data:`PLAN_CHECK_SAMPLES`. A claim that cannot fit is a :class:`ManifestError`
+    naming the shard, raised before planning allocates anything."""
+    claimed = [s for s in shards if s.index is None and s.layout is None]
+    if sum(s.nsamples for s in claimed) <= PLAN_CHECK_SAMPLES:
+        return
+
+    def one(shard: ShardInfo) -> None:
+        size = storage.file_size(shard.url, storage_options, retry=retry)
+        if shard.nsamples * MIN_SAMPLE_BYTES > size:
+            raise ManifestError(
+                f"{storage.redact(shard.url)}: the manifest claims {shard.nsamples:,} samples, but the shard has "
+                f"{size:,} bytes (a sample takes >= {MIN_SAMPLE_BYTES} bytes); its index.json is not this data's"
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(claimed)))) as pool:
+        list(pool.map(one, claimed))
 
 
 def _read_manifest(

@@ -97,6 +97,8 @@ class MotoServer(_ChildServer):
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                "--parent",
+                str(os.getpid()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -585,6 +587,7 @@ class TcpRelay(_ChildServer):
                 str(self.port),
                 parts.hostname or "127.0.0.1",
                 str(parts.port),
+                str(os.getpid()),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -631,5 +634,8 @@ def _relay_main(port: int, host: str, upstream_port: int) -> None:
     asyncio.run(serve())
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "relay":
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "relay":
+    from pass_wds.lifeline import die_with_parent
+
+    die_with_parent(int(sys.argv[5]))  # a killed pytest must not leave a relay behind
     _relay_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

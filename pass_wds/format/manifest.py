@@ -149,8 +149,9 @@ class ManifestError(ShardError):
 
 MAX_SHARD_SAMPLES = 10_000_000
 """More samples than any tar shard holds; a larger count is a lie that would cost gigabytes of planning arrays."""
-MIN_SAMPLE_BYTES = 512
-"""A sample takes at least one tar header, so a shard of ``filesize`` bytes holds at most filesize/512 samples."""
+MIN_SAMPLE_BYTES = 1024
+"""A sample takes at least two 512-byte tar blocks (two members' headers, or one header and its data), so a
+shard of ``size`` bytes holds at most size/1024 samples: what a count may claim is bounded by the data."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _ALLOW_HINT = "pass allow_external_urls=True (--allow-external-urls) only if this manifest is trusted"
@@ -202,7 +203,8 @@ def validate_index(data: Any, where: str, *, require_filesize: bool = False) -> 
                 raise bad(f"{f}.filesize", "must be a whole number >= 0")
             if n * MIN_SAMPLE_BYTES > size:
                 raise bad(
-                    f"{f}.nsamples", f"({n:,}) cannot fit in filesize {size:,} (a sample takes >= 512 bytes)"
+                    f"{f}.nsamples",
+                    f"({n:,}) cannot fit in filesize {size:,} (a sample takes >= {MIN_SAMPLE_BYTES} bytes)",
                 )
         sha = entry.get("sha256")
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):

@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader
 
 from pass_wds.augment import load_recipe
 from pass_wds.config import ConfigError, check_seconds, from_dict, load_yaml, parse_size
+from pass_wds.dataset import check_counts_fit_data
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.lifeline import ParentWatch
 from pass_wds.loading.pipeline import (
     STATE_SLOTS,
     EpochJob,
@@ -77,6 +79,7 @@ class LoaderConfig:
     allow_raw_archives: bool = False  # read shards that look like raw image archives (lone images in folders)
     cache_dir: str | None = None
     cache_bytes: str | int = "100GB"
+    cache_full: str = "error"  # a shard the cache's disk cannot hold: "error", or "stream" it directly
     retry_seconds: float = RETRY_SECONDS  # transient storage failures are retried this long without progress
     read_timeout: float = READ_TIMEOUT  # no answer or byte from storage for this long is a failed try
     prefetch_factor: int = 2
@@ -123,6 +126,8 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.cache_full not in ("error", "stream"):
+            raise ConfigError(f"cache_full must be 'error' or 'stream', got {self.cache_full!r}")
         check_seconds("retry_seconds", self.retry_seconds)
         check_seconds("read_timeout", self.read_timeout, positive=True)
         parse_size(self.shuffle_buffer_bytes)
@@ -190,6 +195,8 @@ class Loader:
             allow_raw_archives=config.allow_raw_archives,
             retry=self.retry,
         )
+        # manifest counts are claims: they must fit the shards' bytes before they size any plan
+        check_counts_fit_data(self.shards, config.storage_options or None, retry=self.retry)
         if recipe is None and config.decode is not None:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
@@ -216,6 +223,13 @@ class Loader:
         self._history: list[Generation] = []
         self.stats = LoaderStats()
         self._cache = IndexCache(self.shards, config.storage_options or None, retry=self.retry)
+        self._shard_cache = (  # one per loader: what it says once stays said
+            ShardCache(
+                config.cache_dir, parse_size(config.cache_bytes), retry=self.retry, on_full=config.cache_full
+            )
+            if config.cache_dir
+            else None
+        )
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
@@ -304,11 +318,7 @@ class Loader:
             verify_samples=self.config.verify_samples,
             storage_options=self.config.storage_options or None,
             retry=self.retry,
-            shard_cache=(
-                ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes), retry=self.retry)
-                if self.config.cache_dir
-                else None
-            ),
+            shard_cache=self._shard_cache,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -408,6 +418,7 @@ class Loader:
             prefetch_factor=self.config.prefetch_factor,
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
+            worker_init_fn=ParentWatch(),  # workers end with this rank, however it ends (see lifeline)
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:

@@ -23,6 +23,7 @@ they belong to, and retry settings with each call (``retry=RetryPolicy(...)``).
 """
 
 from pass_wds.storage.errors import (
+    CacheFullError,
     Cause,
     ReadOnlyError,
     StorageConnectionError,
@@ -76,6 +77,7 @@ __all__ = [
     "RETRY_SECONDS",
     "TMP_MARK",
     "Attempts",
+    "CacheFullError",
     "Cause",
     "RangeReader",
     "ReadOnlyError",

@@ -39,6 +39,13 @@ class ReadOnlyError(StorageError):
     """The location cannot be written (``http(s)://``)."""
 
 
+class CacheFullError(StorageError):
+    """The node-local cache's disk cannot hold a shard, even after evicting the cache's own entries."""
+
+    fact: str = ""
+    """The message without its advice (what a loader that streams instead says)."""
+
+
 _SECRET_PARAM = re.compile(
     r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|credential|awsaccesskeyid|"
     r"access_token|id_token|token|api[_-]?key|secret|password|policy|key-pair-id)=([^&\s,'\"<>]+)"
