@@ -108,14 +108,26 @@ async def _open_http(fs: Any, url: str, pos: int, end: int | None) -> _Response:
 async def http_stat(fs: Any, url: str) -> int | None:
     """The size of an HTTP(S) object, or None when the server says it does not exist (404, 410).
 
-    One ``GET`` of its first byte (a presigned URL is often signed for GET only, so no HEAD), its status
-    classified like every other answer: 401/403 and other 4xx are permanent errors, 5xx/408/429 transient.
-    fsspec's own ``exists``/``info`` call every failure "not found", which is how a 503 used to read as a
-    missing ``index.json``.
+    A ``HEAD`` first; where that is refused (a presigned URL is often signed for GET only: 403, or 405/501 from
+    a server without HEAD) or says no length, one ``GET`` of the first byte. Every answer is classified like
+    any other: 401/403 and other 4xx are permanent errors, 5xx/408/429 transient. fsspec's own
+    ``exists``/``info`` call every failure "not found", which is how a 503 used to read as a missing
+    ``index.json``.
     """
     session = await fs.set_session()
     kw = dict(fs.kwargs)
     headers = dict(kw.pop("headers", None) or {})
+    r = await session.head(fs.encode_url(url), headers=headers, allow_redirects=True, **kw)
+    try:
+        length = r.headers.get("Content-Length", "")
+        if r.status == 200 and length.isdigit() and "gzip" not in r.headers.get("Content-Encoding", ""):
+            return int(length)
+        if r.status in (404, 410):
+            return None
+        if r.status >= 500 or r.status in (408, 429):
+            raise HttpStatusError(r.status)
+    finally:
+        r.close()
     headers["Range"] = "bytes=0-0"
     r = await session.get(fs.encode_url(url), headers=headers, **kw)
     try:
@@ -128,8 +140,8 @@ async def http_stat(fs: Any, url: str) -> int | None:
             m = re.match(r"bytes \*/(\d+)", r.headers.get("Content-Range", ""))
             return int(m.group(1)) if m else 0
         if status in (200, 206):
-            length = r.headers.get("Content-Length")
-            if status == 200 and length and length.isdigit():
+            length = r.headers.get("Content-Length", "")
+            if status == 200 and length.isdigit():
                 return int(length)
             raise StorageError(f"{redact(url)}: the server did not say how large the object is")
         if status in (404, 410):
