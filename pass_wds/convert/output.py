@@ -16,9 +16,11 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pass_wds import storage
@@ -73,6 +75,7 @@ class OutputLock:
         self.shared = shared
         self._fd: int | None = None
         self._created: list[str] = []
+        self._made_lock = False
         self._kept = False
         self._remote: str | None = None
         self._stop = threading.Event()
@@ -133,6 +136,7 @@ class OutputLock:
         self._created = [d for d in (root, state) if not os.path.isdir(d)]
         os.makedirs(state, exist_ok=True)
         self._path = os.path.join(state, LOCK)
+        self._made_lock = not os.path.exists(self._path)
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -160,14 +164,23 @@ class OutputLock:
             self._remote = None
         if self._fd is None:
             return
-        if not self._kept and self._created:
+        if not self._kept and (self._created or self._made_lock) and self._alone():
             with contextlib.suppress(OSError):
-                os.remove(self._path)
+                os.remove(self._path)  # a lock file this run made (a folder of a user's files stays)
             for d in reversed(self._created):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)  # only when empty
         os.close(self._fd)
         self._fd = None
+
+    def _alone(self) -> bool:
+        """Whether no other run holds the lock file (a shared ``--shard-range`` task may): only then may it go."""
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._release()
@@ -276,10 +289,43 @@ def _clear_output(cfg: ConvertConfig, keep: set[str] | frozenset[str] = frozense
     for name in storage.listdir(out, so, retry=cfg.retry):
         if name not in keep and (name in owned or storage.temp_of(name) in owned):
             storage.remove(storage.join(out, name), so)
+    _remove_state_files(cfg, keep_lock=True)  # the lock is held by this run
+
+
+_SHARD_RECORD = re.compile(r"shard-(\d{6,})\.json")
+
+
+def _ours_in_state(cfg: ConvertConfig) -> Callable[[str], bool]:
+    """Whether a name in ``_state/`` is one pass-wds writes there, by name and as the output's own
+    ``plan.json`` records it: ``plan.json``, the locks, ``shard-NNNNNN.json`` for the shards of that plan,
+    and the temp files of their atomic writes. Anything else (a user's notes, a copy, a subfolder) is not."""
+    plan = read_json(state_url(cfg, "plan.json"), cfg.storage_options, cfg.retry) or {}
+    recorded = plan.get("shards")
+    count = recorded if isinstance(recorded, int) else 0
+
+    def ours(name: str) -> bool:
+        name = storage.temp_of(name) or name
+        if name in ("plan.json", LOCK, "lock.json"):
+            return True
+        m = _SHARD_RECORD.fullmatch(name)
+        return m is not None and int(m.group(1)) < count
+
+    return ours
+
+
+def _remove_state_files(cfg: ConvertConfig, *, keep_lock: bool = False) -> None:
+    """Remove the files pass-wds wrote in ``_state/`` (never recursively, never a name it did not write);
+    the folder itself goes when nothing else is left in it."""
+    out, so = str(cfg.output), cfg.storage_options
     state = storage.join(out, STATE)
-    for name in storage.listdir(state, so, retry=cfg.retry):
-        if name not in (LOCK, "lock.json"):  # the lock is held by this run
-            storage.remove(storage.join(state, name), so, recursive=True)
+    ours = _ours_in_state(cfg)
+    names = storage.listdir(state, so, retry=cfg.retry)
+    for name in names:
+        if ours(name) and not (keep_lock and name in (LOCK, "lock.json")):
+            storage.remove(storage.join(state, name), so)
+    if storage.is_local(out):
+        with contextlib.suppress(OSError):
+            os.rmdir(state.removeprefix("file://"))  # only when empty: a user's files keep it
 
 
 def kept_result(cfg: ConvertConfig, digest: str, index: int, listing: set[str]) -> ShardResult | None:
@@ -308,8 +354,8 @@ def record_shard(cfg: ConvertConfig, digest: str, result: ShardResult) -> None:
 
 
 def remove_state(cfg: ConvertConfig) -> None:
-    """The output is finished (its manifest written): its resume records go."""
-    storage.remove(storage.join(str(cfg.output), STATE), cfg.storage_options, recursive=True)
+    """The output is finished (its manifest written): its resume records go, and only they."""
+    _remove_state_files(cfg)
 
 
 def remove_leftovers(cfg: ConvertConfig, foreign: set[str] | frozenset[str]) -> None:
