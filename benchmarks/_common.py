@@ -178,3 +178,92 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]
             cells.append("–" if v is None else format(v, fmt) if fmt else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- local S3 (moto)
+
+MOTO_CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(cmd: Sequence[str], url: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> Any:
+    """Start a server process and return it once ``url`` answers HTTP (any status); kill it and raise if it
+    exits or stays silent for ``timeout`` seconds."""
+    import urllib.error
+    import urllib.request
+
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=0.5):
+                return proc
+        except urllib.error.HTTPError:
+            return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{cmd[0]} … did not start serving {url} within {timeout}s")
+        time.sleep(0.05)
+
+
+class LocalS3:
+    """moto's S3 server (``python -m moto.server``) as a child process on a free loopback port, for benchmarks
+    that compare S3 with local disk in the same run. ``close()`` kills it; moto keeps everything in memory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = serve(cmd, self.endpoint, env={**os.environ, **MOTO_CREDS})
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {
+            "key": MOTO_CREDS["AWS_ACCESS_KEY_ID"],
+            "secret": MOTO_CREDS["AWS_SECRET_ACCESS_KEY"],
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=MOTO_CREDS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=MOTO_CREDS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        ).create_bucket(Bucket=name)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (the benchmarks time the training script's own model and loss; a
+    script is not a package, so it is loaded from its file, without changing ``sys.path``)."""
+    import importlib.util
+
+    path = REPO / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"pass_wds_script_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +31,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from pass_wds.augment import load_recipe
+from pass_wds.decoding import decode_tensor
 
-from pass_wds.augment import load_recipe  # noqa: E402
-from pass_wds.decoding import decode_tensor  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def pass_like_images(corpus: Path, long_side: int = 500) -> list[bytes]:

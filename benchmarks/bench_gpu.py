@@ -35,13 +35,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import load_script, machine, machine_line, table
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "scripts"))
-
-from _common import machine, machine_line, table  # noqa: E402
 
 
 def sample_jpegs(source: str, n: int = 256) -> list[bytes]:
@@ -89,7 +85,8 @@ def nvjpeg_floor(images: list[bytes], seconds: float, batch: int, device: str = 
 def resnet50_step(batch_size: int, device: str = "cuda") -> Any:
     """A SimCLR step of torchvision's ResNet-50 (channels-last, bf16 autocast) on a list of two views."""
     import torchvision
-    from train_ssl import nt_xent
+
+    nt_xent = load_script("train_ssl").nt_xent
 
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = True
@@ -233,7 +230,8 @@ def decode_section(
 
 
 def end_to_end(source: str, seconds: float, batch_size: int, workers: int) -> dict[str, dict[str, float]]:
-    from train_ssl import TinyResNet, nt_xent
+    train_ssl = load_script("train_ssl")
+    TinyResNet, nt_xent = train_ssl.TinyResNet, train_ssl.nt_xent
 
     from pass_wds import make_loader
 

@@ -42,6 +42,7 @@ versus local disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -57,14 +58,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
-from PIL import Image, ImageFilter, ImageOps
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import contextlib
-
-from _common import (  # noqa: E402
+from _common import (
     DATA,
     FULL_IMAGES,
     QUICK_IMAGES,
@@ -77,6 +71,7 @@ from _common import (  # noqa: E402
     table,
     write_result,
 )
+from PIL import Image, ImageFilter, ImageOps
 
 OURS_RECIPES = (
     "decode", "decode-fast", "eval", "simclr", "simclr-fast", "simclr-cpu", "simclr-cpu-fast", "simclr-device",
@@ -85,8 +80,9 @@ OURS_RECIPES = (
 # eval-nocheck: eval with verify_samples=False, to measure the per-sample checksum check in the same run
 EXTRA_RECIPES = ("eval-nocheck",)
 BASELINE_RECIPES = ("decode", "eval", "simclr", "dino")
-BASELINES = ("webdataset", "imagefolder", "litdata", "dali")
-BASELINE_SUPPORTS = {"dali": ("decode", "eval", "simclr")}  # the others run every baseline recipe
+BASELINES = ("webdataset", "webdataset-ftz", "dali", "spdl", "floor", "imagefolder", "litdata")
+# the others run every baseline recipe
+BASELINE_SUPPORTS = {"dali": ("decode", "eval", "simclr"), "spdl": ("decode", "simclr"), "floor": ("decode",)}
 # which baseline recipe each of our recipes is compared with
 BASELINE_OF = {
     "decode": "decode", "decode-fast": "decode", "eval": "eval", "eval-nocheck": "eval", "simclr": "simclr",
@@ -412,12 +408,111 @@ def dali_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: i
     return _DaliBatches(p, batch_size, data["samples"])
 
 
+def _flush_denormal(_worker_id: int = 0) -> None:
+    torch.set_flush_denormal(True)
+
+
+def webdataset_ftz_pipeline(
+    data: dict[str, Any], recipe: str, workers: int, batch_size: int
+) -> Iterable[Any]:
+    """The webdataset pipeline with flush-to-zero (``torch.set_flush_denormal(True)``) in its workers: for
+    sigma below ~1.9 the 23x23 Gaussian kernel's corner weights are float32 subnormals and torchvision's blur
+    runs ~7x slower without it; a careful user sets it."""
+    loader = webdataset_pipeline(data, recipe, workers, batch_size)
+    loader.worker_init_fn = _flush_denormal  # type: ignore[attr-defined]
+    _flush_denormal()  # the main process too (and the only process with workers=0)
+    return loader
+
+
+def _shard_jpegs(urls: list[str]) -> Iterator[bytes]:
+    import tarfile
+
+    for url in urls:
+        with tarfile.open(url) as tf:
+            for m in tf:
+                if m.name.endswith(".jpg"):
+                    yield tf.extractfile(m).read()  # type: ignore[union-attr]
+
+
+class _SpdlBatches:
+    """Meta SPDL's thread pipeline (what its ImageNet example does): tar members → FFmpeg decode to RGB in
+    ``workers`` threads (``spdl.io.demux_image`` + ``decode_packets``) → the transform → batches."""
+
+    def __init__(self, urls: list[str], recipe: str, workers: int, batch_size: int) -> None:
+        import spdl.io
+
+        self.urls, self.workers, self.batch_size = urls, workers, batch_size
+        self.transform = baseline_transform(recipe)
+        self.decode_only = recipe == "decode"
+        self.filter_desc = spdl.io.get_video_filter_desc(pix_fmt="rgb24")
+        self.epoch = 0
+
+    def _decode(self, data: bytes) -> Any:
+        import spdl.io
+
+        frames = spdl.io.decode_packets(spdl.io.demux_image(data), filter_desc=self.filter_desc)
+        arr = spdl.io.to_numpy(spdl.io.convert_frames(frames))
+        if self.decode_only:
+            return arr.shape
+        return self.transform(Image.fromarray(arr))
+
+    def _collate(self, items: list[Any]) -> Any:
+        if self.decode_only:
+            return {"__key__": items}
+        return {"__key__": [None] * len(items), "views": [torch.stack(v) for v in zip(*items, strict=True)]}
+
+    def __iter__(self) -> Iterator[Any]:
+        from spdl.pipeline import PipelineBuilder
+
+        urls = list(self.urls)
+        random.Random(self.epoch).shuffle(urls)
+        self.epoch += 1
+        pipe = (
+            PipelineBuilder()
+            .add_source(_shard_jpegs(urls))
+            .pipe(self._decode, concurrency=self.workers, output_order="completion")
+            .aggregate(self.batch_size, drop_last=True)
+            .pipe(self._collate)
+            .add_sink(4)
+            .build(num_threads=self.workers + 1)
+        )
+        with pipe.auto_stop():
+            yield from pipe
+
+
+def spdl_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    return _SpdlBatches(data["urls"], recipe, max(1, workers), batch_size)
+
+
+class _FloorBatches:
+    """The decode floor: libjpeg-turbo alone (simplejpeg, accurate IDCT and upsampling as our default) on the
+    same JPEG bytes, held in memory, one thread, no reading, shuffling or checks."""
+
+    def __init__(self, urls: list[str], batch_size: int) -> None:
+        self.images = list(_shard_jpegs(urls))
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        import simplejpeg
+
+        for i in range(0, len(self.images) - self.batch_size + 1, self.batch_size):
+            shapes = [simplejpeg.decode_jpeg(b, "RGB").shape for b in self.images[i : i + self.batch_size]]
+            yield {"__key__": shapes}
+
+
+def floor_pipeline(data: dict[str, Any], recipe: str, workers: int, batch_size: int) -> Iterable[Any]:
+    return _FloorBatches(data["urls"], batch_size)
+
+
 PIPELINES: dict[str, Callable[[dict[str, Any], str, int, int], Iterable[Any]]] = {
     "pass-wds": ours,
     "webdataset": webdataset_pipeline,
     "imagefolder": imagefolder_pipeline,
     "litdata": litdata_pipeline,
     "dali": dali_pipeline,
+    "webdataset-ftz": webdataset_ftz_pipeline,
+    "spdl": spdl_pipeline,
+    "floor": floor_pipeline,
 }
 
 
@@ -545,21 +640,29 @@ def measure(
 
 
 class _RssPoller(threading.Thread):
-    """Peak RSS of this process and of each child process, sampled every 50 ms."""
+    """Peak RSS and PSS of this process and of each child process, and peak PSS of the tree, every 50 ms."""
 
     def __init__(self, me: psutil.Process) -> None:
         super().__init__(daemon=True)
         self.me = me
-        self.main_peak = 0.0
+        self.main_peak = self.main_pss_peak = self.tree_pss_peak = 0.0
         self.peaks: dict[int, float] = {}
+        self.pss_peaks: dict[int, float] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.main_peak = max(self.main_peak, self.me.memory_info().rss / 2**20)
+            info = self.me.memory_full_info()
+            self.main_peak = max(self.main_peak, info.rss / 2**20)
+            self.main_pss_peak = max(self.main_pss_peak, info.pss / 2**20)
+            tree = info.pss / 2**20
             for c in self.me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    self.peaks[c.pid] = max(self.peaks.get(c.pid, 0.0), c.memory_info().rss / 2**20)
+                    ci = c.memory_full_info()
+                    self.peaks[c.pid] = max(self.peaks.get(c.pid, 0.0), ci.rss / 2**20)
+                    self.pss_peaks[c.pid] = max(self.pss_peaks.get(c.pid, 0.0), ci.pss / 2**20)
+                    tree += ci.pss / 2**20
+            self.tree_pss_peak = max(self.tree_pss_peak, tree)
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -595,10 +698,18 @@ def rss_over_epochs(
         main_peak, peaks = poller.main_peak, poller.peaks
         worker_peaks = sorted(peaks.values())
         out.append(
-            {"epoch": epoch, "main_peak_mb": main_peak, "worker_peak_mb": max(worker_peaks, default=0.0)}
+            {
+                "epoch": epoch,
+                "main_peak_mb": main_peak,
+                "worker_peak_mb": max(worker_peaks, default=0.0),
+                "tree_peak_pss_mb": poller.tree_pss_peak,
+                "main_peak_pss_mb": poller.main_pss_peak,
+                "worker_peak_pss_mb": max(poller.pss_peaks.values(), default=0.0),
+            }
         )
         print(
-            f"  epoch {epoch}: main {main_peak:.0f} MB, max worker {out[-1]['worker_peak_mb']:.0f} MB",
+            f"  epoch {epoch}: RSS main {main_peak:.0f} MB, max worker {out[-1]['worker_peak_mb']:.0f} MB; "
+            f"PSS tree {poller.tree_pss_peak:.0f} MB",
             flush=True,
         )
     return {
@@ -608,6 +719,7 @@ def rss_over_epochs(
         "epochs": out,
         "worker_growth_mb": out[-1]["worker_peak_mb"] - out[0]["worker_peak_mb"],
         "main_growth_mb": out[-1]["main_peak_mb"] - out[0]["main_peak_mb"],
+        "tree_pss_growth_mb": out[-1]["tree_peak_pss_mb"] - out[0]["tree_peak_pss_mb"],
         "shuffle_buffer_bytes": 64_000_000,
         "peak_buffer_bytes": loader.stats.peak_buffer_bytes,
     }
@@ -670,11 +782,88 @@ def s3_vs_local(
 # ------------------------------------------------------------------------------------------------ main
 
 
+def baseline_available(name: str) -> str | None:
+    """None when the baseline can run here, else why not (benchmarks/setup_baselines.sh installs them)."""
+    mods = {"dali": "nvidia.dali", "spdl": "spdl.io", "litdata": "litdata", "floor": "simplejpeg"}
+    if name not in mods:
+        return None
+    try:
+        __import__(mods[name])
+    except Exception as e:  # a missing package or, for spdl, missing FFmpeg 5.1 libraries
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:160]} (bash benchmarks/setup_baselines.sh)"
+    return None
+
+
+def _tree_pss(root: psutil.Process) -> dict[int, float]:
+    """PSS in MB of ``root`` and each of its descendants (shared pages split between their users)."""
+    out = {}
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            out[p.pid] = p.memory_full_info().pss / 2**20
+    return out
+
+
+def run_isolated(case: str, args: argparse.Namespace, poll_s: float = 0.25) -> dict[str, Any]:
+    """Run one case in a fresh interpreter that imports only its own pipeline (as a training script would),
+    and poll the PSS of that process tree from here, outside the measured CPU time: peak of the tree (summed
+    at one instant), of its main process and of its largest worker."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-case", case, "--images", str(args.images)]
+    cmd += ["--batch-size", str(args.batch_size), "--seconds", str(args.seconds)]
+    cmd += ["--poll-seconds", str(args.poll_seconds)] + (["--photos"] if args.photos else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    tree = main_peak = worker_peak = 0.0
+    procs = 0
+    while proc.poll() is None:
+        pss = _tree_pss(root)
+        if pss:
+            tree = max(tree, sum(pss.values()))
+            main_peak = max(main_peak, pss.get(proc.pid, 0.0))
+            others = [v for k, v in pss.items() if k != proc.pid]
+            worker_peak = max([worker_peak, *others])
+            procs = max(procs, len(pss))
+        time.sleep(poll_s)
+    out, _ = proc.communicate()
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        raise RuntimeError(f"case {case} failed (exit {proc.returncode}):\n{out[-2000:]}")
+    r: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    r.update(peak_pss_mb=tree, main_peak_pss_mb=main_peak, worker_peak_pss_mb=worker_peak, processes=procs)
+    return r
+
+
+def run_case(case: str, args: argparse.Namespace) -> None:
+    """``--run-case PIPE/RECIPE/wN``: measure one case in this process and print its result as JSON."""
+    pipe, recipe, w = case.split("/")
+    workers = int(w[1:])
+    data = prepare(args.images, args.photos, (pipe,))
+    r = measure(
+        lambda: PIPELINES[pipe](data, recipe, workers, args.batch_size),
+        args.seconds,
+        workers,
+        args.poll_seconds,
+    )
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+def _ratios(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+    """Median over rounds of the per-core rate of ``a`` over that of ``b`` in the same round."""
+    return median([x["images_per_cpu_s"] / y["images_per_cpu_s"] for x, y in zip(a, b, strict=False)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=FULL_IMAGES)
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images, 2 repeats, 3 s per case")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    ap.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 1, os.cpu_count() or 1],
+        help="DataLoader workers of our cases; 0 = in-process (the reference of the 'x in-process' column)",
+    )
     ap.add_argument("--baseline-workers", type=int, default=None, help="default: the largest --workers")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -685,7 +874,7 @@ def main() -> None:
         help=f"comma-separated, of {', '.join(OURS_RECIPES + EXTRA_RECIPES)}",
     )
     ap.add_argument("--baselines", default=",".join(BASELINES))
-    ap.add_argument("--epochs", type=int, default=4, help="epochs of the RSS check (0: skip)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of the memory check (0: skip)")
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument(
         "--photos",
@@ -702,6 +891,12 @@ def main() -> None:
     ap.add_argument(
         "--in-process-rounds", type=int, default=0, help="also: decode per core without worker processes"
     )
+    ap.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run every case in this process (no PSS figures; the main process then holds every pipeline's imports)",
+    )
+    ap.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.images = QUICK_IMAGES
@@ -709,10 +904,16 @@ def main() -> None:
         args.seconds = min(args.seconds, 3.0)
     logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
     torch.set_num_threads(1)
+    if args.run_case:
+        run_case(args.run_case, args)
+        return
     workers = sorted(set(args.workers))
-    bw = args.baseline_workers or max(workers)
+    bw = args.baseline_workers or max(max(workers), 1)
     recipes = [r for r in args.recipes.split(",") if r]
-    baselines = [b for b in args.baselines.split(",") if b]
+    skipped = {b: why for b in args.baselines.split(",") if b and (why := baseline_available(b))}
+    for b, why in skipped.items():
+        print(f"skipping baseline {b}: {why}")
+    baselines = [b for b in args.baselines.split(",") if b and b not in skipped]
 
     data = prepare(args.images, args.photos, tuple(baselines))
     m = machine()
@@ -723,30 +924,37 @@ def main() -> None:
 
     cases: list[tuple[str, str, int]] = [("pass-wds", r, w) for r in recipes for w in workers]
     cases += [
-        (b, r, bw)
+        (b, r, 1 if b == "floor" else bw)
         for b in baselines
         for r in BASELINE_RECIPES
         if r in {BASELINE_OF[x] for x in recipes} and r in BASELINE_SUPPORTS.get(b, BASELINE_RECIPES)
     ]
     runs: dict[str, list[dict[str, float]]] = {}
-    print("warm-up (imports, page cache) ...", flush=True)
-    for pipe in dict.fromkeys(c[0] for c in cases):
-        measure(lambda pipe=pipe: PIPELINES[pipe](data, "eval", bw, args.batch_size), 0.5, bw)
+    if args.no_isolate:
+        print("warm-up (imports, page cache) ...", flush=True)
+        for pipe in dict.fromkeys(c[0] for c in cases):
+            measure(lambda pipe=pipe: PIPELINES[pipe](data, "eval", bw, args.batch_size), 0.5, bw)
+    load = [os.getloadavg()[0]]
     for rep in range(args.repeats):
-        print(f"round {rep + 1}/{args.repeats}", flush=True)
+        print(f"round {rep + 1}/{args.repeats} (load average {os.getloadavg()[0]:.1f})", flush=True)
         for pipe, recipe, w in cases:
             name = f"{pipe}/{recipe}/w{w}"
-            r = measure(
-                lambda pipe=pipe, recipe=recipe, w=w: PIPELINES[pipe](data, recipe, w, args.batch_size),
-                args.seconds,
-                w,
-                args.poll_seconds,
-            )
+            if args.no_isolate:
+                r = measure(
+                    lambda pipe=pipe, recipe=recipe, w=w: PIPELINES[pipe](data, recipe, w, args.batch_size),
+                    args.seconds,
+                    w,
+                    args.poll_seconds,
+                )
+            else:
+                r = run_isolated(name, args)
             runs.setdefault(name, []).append(r)
+            pss = f"  PSS {r['peak_pss_mb']:6.0f} MB" if "peak_pss_mb" in r else ""
             print(
-                f"  {name:28s} {r['images_per_s']:8.1f} images/s  {r['images_per_cpu_s']:8.1f} /cpu-s  first batch {r['first_batch_s']:5.2f} s",
+                f"  {name:32s} {r['images_per_s']:8.1f} images/s  {r['images_per_cpu_s']:8.1f} /cpu-s  first batch {r['first_batch_s']:5.2f} s{pss}",
                 flush=True,
             )
+        load.append(os.getloadavg()[0])
 
     rows = []
     for pipe, recipe, w in cases:
@@ -759,48 +967,50 @@ def main() -> None:
             "first_batch_s",
             "main_process_cpu_share",
             "worker_cpu_ms_per_image",
+            "peak_pss_mb",
+            "main_peak_pss_mb",
+            "worker_peak_pss_mb",
         ):
-            row[k] = median([x[k] for x in rs])
-        row["images_per_s_per_worker"] = row["images_per_s"] / w
+            if k in rs[0]:
+                row[k] = median([x[k] for x in rs])
+        if "peak_pss_mb" in rs[0]:
+            row["max_peak_pss_mb"] = max(x["peak_pss_mb"] for x in rs)
+        row["images_per_s_per_worker"] = row["images_per_s"] / max(w, 1)
         row["mb_per_s"] = row["images_per_s"] * data["mean_sample_bytes"] / 1e6
         if pipe == "pass-wds":
             for b in baselines:
-                key = f"{b}/{BASELINE_OF[recipe]}/w{bw}"
+                key = f"{b}/{BASELINE_OF[recipe]}/w{1 if b == 'floor' else bw}"
                 if key in runs:  # per-round ratios of CPU rates, then their median
-                    ratios = [
-                        a["images_per_cpu_s"] / c["images_per_cpu_s"]
-                        for a, c in zip(rs, runs[key], strict=False)
-                    ]
-                    row[f"x_{b}"] = median(ratios)
+                    row[f"x_{b}"] = _ratios(rs, runs[key])
+            inproc = f"pass-wds/{recipe}/w0"
+            if w > 0 and inproc in runs:  # the worker-process tax: same recipe in-process, same round
+                row["x_in_process"] = _ratios(rs, runs[inproc])
             # decode modes against the accurate path of the same recipe, workers and round
             same = {"decode-fast": "decode", "simclr-fast": "simclr", "simclr-cpu-fast": "simclr-cpu"}
             ref = f"pass-wds/{same.get(recipe, '')}/w{w}"
             if recipe in same and ref in runs:
-                row["x_accurate"] = median(
-                    [
-                        a["images_per_cpu_s"] / c["images_per_cpu_s"]
-                        for a, c in zip(rs, runs[ref], strict=False)
-                    ]
-                )
+                row["x_accurate"] = _ratios(rs, runs[ref])
         row["runs"] = rs
         rows.append(row)
 
     cols = [
         ("case", "case", ""),
         ("images_per_s", "images/s", ".1f"),
-        ("images_per_s_per_worker", "per worker", ".1f"),
         ("images_per_cpu_s", "per core (CPU-s)", ".1f"),
-        ("mb_per_s", "MB/s", ".1f"),
         ("first_batch_s", "first batch s", ".2f"),
-        ("main_process_cpu_share", "main proc CPU share", ".0%"),
         ("worker_cpu_ms_per_image", "worker CPU ms/image", ".3f"),
-    ] + [(f"x_{b}", f"× {b} (per core)", ".2f") for b in baselines]
-    cols.append(("x_accurate", "× accurate (per core)", ".2f"))
+        ("peak_pss_mb", "peak PSS MB (tree)", ".0f"),
+        ("main_peak_pss_mb", "main PSS MB", ".0f"),
+        ("worker_peak_pss_mb", "max worker PSS MB", ".0f"),
+        ("x_in_process", "× in-process", ".3f"),
+    ] + [(f"x_{b}", f"× {b}", ".2f") for b in baselines]
+    cols.append(("x_accurate", "× accurate", ".2f"))
     print()
     print(table(rows, cols))
 
     record: dict[str, Any] = {
         "machine": m,
+        "load_average": {"start": load[0], "after_each_round": load[1:]},
         "images": data["samples"],
         "shards": len(data["urls"]),
         "mean_sample_bytes": data["mean_sample_bytes"],
@@ -808,18 +1018,22 @@ def main() -> None:
         "seconds_per_case": args.seconds,
         "repeats": args.repeats,
         "torch_threads": 1,
+        "isolated": not args.no_isolate,
+        "skipped_baselines": skipped,
         "command": " ".join(sys.argv),
         "results": rows,
     }
     if args.epochs:
-        print(f"\nRSS over {args.epochs} epochs (pass-wds simclr, {max(workers)} workers):")
-        record["rss"] = rss_over_epochs(data, "simclr", max(workers), args.batch_size, args.epochs)
+        w = max(max(workers), 1)
+        print(f"\nmemory over {args.epochs} epochs (pass-wds simclr, {w} workers):")
+        record["rss"] = rss_over_epochs(data, "simclr", w, args.batch_size, args.epochs)
     if args.in_process_rounds:
         print("\nplain decode without worker processes (ours num_workers=0 vs DALI 1 thread):")
         record["in_process_decode"] = in_process_decode(data, args.in_process_rounds)
     if not args.no_s3:
-        print(f"\nS3 (moto on loopback) vs local disk, {max(workers)} workers:")
-        record["s3"] = s3_vs_local(data, max(workers), args.batch_size, args.seconds, args.repeats)
+        w = max(max(workers), 1)
+        print(f"\nS3 (moto on loopback) vs local disk, {w} workers:")
+        record["s3"] = s3_vs_local(data, w, args.batch_size, args.seconds, args.repeats)
     record["data"] = "photos" if args.photos else "synthetic"
     write_result(args.name or ("loader_photos" if args.photos else "loader"), record)
 

@@ -28,8 +28,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_MAX_ITEMS = 2_000_000
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # the test-data generator (not shipped in the wheel)
 
 
 def _rss_mb() -> float:
@@ -127,7 +125,7 @@ def main() -> None:
         print(json.dumps(fn(data)))
         return
     if not (data / "listing.csv").exists():
-        from fakedata import make_listing
+        from pass_wds.fakedata import make_listing
 
         t = time.perf_counter()
         make_listing(data, args.items)

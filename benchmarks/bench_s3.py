@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pass_wds import storage  # noqa: E402
-from tests.servers import CREDS, MotoServer, free_port, make_bucket, wait_for_port  # noqa: E402  (the test suite's servers)
+from _common import MOTO_CREDS, LocalS3, free_port, serve
+
+from pass_wds import storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,10 +69,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "bench_s3.json"))
     args = ap.parse_args()
 
-    os.environ.update(CREDS)
+    os.environ.update(MOTO_CREDS)
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     procs: list[subprocess.Popen[bytes]] = []
-    moto: MotoServer | None = None
+    moto: LocalS3 | None = None
     try:
         names = [f"pass-{i:06d}.tar" for i in range(args.shards)]
         for name in names:
@@ -81,27 +81,21 @@ def main() -> int:
                     f.write(os.urandom(1 << 20))
         nbytes = args.shards * args.shard_mb * (1 << 20)
 
-        moto = MotoServer().start()
+        moto = LocalS3()
         http_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "http.server",
-                    str(http_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--directory",
-                    str(work),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_for_port(http_port)
-        so = moto.storage_options()
-        make_bucket(moto, "bench")
+        cmd = [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(http_port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(work),
+        ]
+        procs.append(serve(cmd, f"http://127.0.0.1:{http_port}/"))
+        so = moto.storage_options
+        moto.make_bucket("bench")
         fs, _ = storage.get_fs("s3://bench", so)
         for name in names:
             fs.put_file(str(work / name), f"bench/{name}")
@@ -143,7 +137,7 @@ def main() -> int:
         print(f"wrote {args.out}")
     finally:
         if moto is not None:
-            moto.kill()
+            moto.close()
         for p in procs:
             p.kill()
             p.wait()

@@ -19,17 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import CORPUS, machine, write_result
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from _common import CORPUS, machine, write_result  # noqa: E402
-
-from pass_wds.augment import load_recipe  # noqa: E402
-from pass_wds.augment.geometry import random_resized_crop_box  # noqa: E402
-from pass_wds.decoding import Crop, DecodeError, DecodeOptions, open_image  # noqa: E402
-from pass_wds.loading.pipeline import collate  # noqa: E402
+from pass_wds.augment import load_recipe
+from pass_wds.augment.geometry import random_resized_crop_box
+from pass_wds.decoding import Crop, DecodeError, DecodeOptions, open_image
+from pass_wds.loading.pipeline import collate
 
 
 def corpus_images(corpus: Path) -> list[tuple[str, bytes]]:

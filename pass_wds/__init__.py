@@ -2,14 +2,16 @@
 
 from typing import TYPE_CHECKING, Any
 
-from pass_wds.config import ConfigError
 from pass_wds.convert.options import ConvertConfig
+from pass_wds.errors import ConfigError, InputError, PassWdsError
 
 if TYPE_CHECKING:
     from pass_wds.augment import load_recipe
     from pass_wds.convert.make import make_shards
     from pass_wds.decoding import DecodeError
+    from pass_wds.format.errors import ShardError
     from pass_wds.loading import LoaderConfig, make_loader
+    from pass_wds.storage import StorageError
 
 _LAZY = {
     "make_shards": "pass_wds.convert.make",
@@ -17,6 +19,8 @@ _LAZY = {
     "LoaderConfig": "pass_wds.loading",
     "load_recipe": "pass_wds.augment",
     "DecodeError": "pass_wds.decoding",
+    "ShardError": "pass_wds.format.errors",
+    "StorageError": "pass_wds.storage",
 }
 
 
@@ -35,7 +39,11 @@ __all__ = [
     "ConfigError",
     "ConvertConfig",
     "DecodeError",
+    "InputError",
     "LoaderConfig",
+    "PassWdsError",
+    "ShardError",
+    "StorageError",
     "__version__",
     "load_recipe",
     "make_loader",

@@ -204,6 +204,8 @@ def summarize(
         )
         lines.append(f"per shard    {min(counts)}–{max(counts)} samples")
     lines.append(f"seed         {index.get('seed', '(no index.json)')}")
+    if index:
+        lines += _lineage_lines(index)
     try:
         if ds.folder is None:
             raise FileNotFoundError
@@ -216,6 +218,27 @@ def summarize(
     except FileNotFoundError:
         lines.append("rejected     (no errors.jsonl)")
     return "\n".join(lines)
+
+
+def _lineage_lines(index: dict[str, Any]) -> list[str]:
+    """``revision`` and one line per ``history`` entry (make-shards update); the manifest was validated."""
+    version = index.get("dataset_version")
+    lines = [
+        f"revision     {index.get('revision', 0)}" + (f" (dataset version {version})" if version else "")
+    ]
+    for h in index.get("history", []):
+        what = f"removed {h['removed']['count']:,} samples"
+        if h.get("refreshed"):
+            what += f", refreshed {h['refreshed']:,}"
+        replaced = h.get("replaced", [])
+        dropped = sum(1 for r in replaced if r.get("new") is None)
+        lines.append(
+            f"  r{h['revision']} {h['date']}: {what}; {len(replaced)} shards replaced"
+            + (f" ({dropped} emptied)" if dropped else "")
+            + (f"; version {h['dataset_version']}" if h.get("dataset_version") else "")
+            + f"; keys sha256 {h['removed'].get('sha256', '?')[:16]}…"
+        )
+    return lines
 
 
 def find_sample(
@@ -251,6 +274,26 @@ def find_sample(
                     meta.setdefault("__shard__", storage.redact(shard.url))
                     return meta
     return None
+
+
+def json_members(
+    url: str,
+    layout: ShardIndex,
+    positions: list[int],
+    storage_options: dict[str, Any] | None = None,
+    retry: storage.RetryPolicy | None = None,
+) -> dict[int, bytes]:
+    """The JSON members of the samples at ``positions`` of one shard (one positional read each)."""
+    reader = storage.RangeReader(url, storage_options, retry=retry)
+    try:
+        out = {}
+        for i in positions:
+            m = next((m for m in layout.members[i] if m.ext == "json"), None)
+            if m is not None:
+                out[i] = reader.read(m.offset, m.size)
+        return out
+    finally:
+        reader.close()
 
 
 def load_layout(

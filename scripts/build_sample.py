@@ -27,20 +27,11 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from pass_wds import fakedata
+
 REPO = Path(__file__).resolve().parent.parent
 MTIME = 1_632_000_000  # fixed member mtime (2021-09-18, the month PASS was released)
-COLUMNS = (
-    "hash",
-    "unickname",
-    "datetaken",
-    "dateuploaded",
-    "latitude",
-    "longitude",
-    "photoid",
-    "license",
-    "url",
-    "origin",
-)
+COLUMNS = (*fakedata.COLUMNS, "origin")  # PASS's metadata columns (as the generator writes them) + provenance
 SKIMAGE = "https://pypi.org/project/scikit-image/0.25.2/"
 SKLEARN = "https://pypi.org/project/scikit-learn/1.7.2/"
 

@@ -14,12 +14,8 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test-data generator (not shipped)
-
-from fakedata import FakePassConfig, make_fake_pass, make_listing  # noqa: E402
+from pass_wds.fakedata import FakePassConfig, make_fake_pass, make_listing
 
 
 def main(argv: list[str] | None = None) -> int:

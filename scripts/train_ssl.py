@@ -122,6 +122,58 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
+@torch.no_grad()
+def pair_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """SimCLR's contrastive accuracy: the share of the 2B views whose most similar other view is their own
+    partner (the other view of the same image). Chance is 1/(2B-1); an untrained or collapsed model sits there."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t()
+    sim.fill_diagonal_(float("-inf"))
+    n = z1.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return float((sim.argmax(dim=1) == target).float().mean())
+
+
+def chance(batch: int) -> tuple[float, float]:
+    """NT-Xent loss and pair accuracy of a model that tells no view from another: ln(2B-1) and 1/(2B-1)."""
+    return float(np.log(2 * batch - 1)), 1.0 / (2 * batch - 1)
+
+
+class Progress:
+    """Loss and pair accuracy averaged over the steps since the last log line, next to their chance levels,
+    and the first and last averages for the summary: what tells a researcher that the model is learning."""
+
+    def __init__(self, batch: int) -> None:
+        self.chance_loss, self.chance_acc = chance(batch)
+        self.loss: list[float] = []
+        self.acc: list[float] = []
+        self.first: tuple[float, float] | None = None
+        self.last: tuple[float, float] | None = None
+
+    def add(self, loss: float, acc: float) -> None:
+        self.loss.append(loss)
+        self.acc.append(acc)
+
+    def line(self) -> str:
+        avg = (float(np.mean(self.loss)), float(np.mean(self.acc)))
+        self.first = self.first or avg
+        self.last = avg
+        self.loss, self.acc = [], []
+        return (
+            f"loss {avg[0]:.3f} (chance {self.chance_loss:.3f})  "
+            f"pair acc {avg[1]:.0%} (chance {self.chance_acc:.1%})"
+        )
+
+    def summary(self) -> str:
+        if self.first is None or self.last is None:
+            return ""
+        (l0, a0), (l1, a1) = self.first, self.last
+        return (
+            f"; loss {l0:.3f} -> {l1:.3f} (chance {self.chance_loss:.3f}), "
+            f"pair acc {a0:.0%} -> {a1:.0%} (chance {self.chance_acc:.1%})"
+        )
+
+
 # ------------------------------------------------------------------------------------------------ recipe
 
 
@@ -154,6 +206,23 @@ class TwoViewCrop:
         return {"views": [self._view(img, rng), self._view(img, rng)]}
 
 
+def small_views(name: str, size: int) -> Any:
+    """Recipe ``name`` with its largest view cropped to ``size`` px and every other view, blur kernel and blur
+    sigma scaled with it: the same augmentation for a CPU demo, which a tiny model can learn in seconds."""
+    import copy
+
+    from pass_wds.augment import load_recipe
+    from pass_wds.augment.recipes import Recipe
+
+    config = copy.deepcopy(load_recipe(name).config)  # type: ignore[union-attr]
+    scale = size / max(v.size for v in config.views)
+    for v in config.views:
+        v.size = max(8, round(v.size * scale))
+        v.blur_kernel = max(3, round(v.blur_kernel * scale) // 2 * 2 + 1)
+        v.blur_sigma = [max(0.05, s * scale) for s in v.blur_sigma]
+    return Recipe(config)
+
+
 def to_float(views: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """uint8 views → normalised float on ``device`` (what a recipe's device stage does, minus colour ops)."""
     return [((v.to(device).float() / 255.0) - MEAN.to(device)) / STD.to(device) for v in views]
@@ -172,6 +241,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULTS: dict[str, Any] = {
     "source": None,
     "recipe": "simclr",
+    "view_size": 0,
+    "optimizer": "sgd",
     "batch_size": 8,
     "num_workers": 2,
     "epochs": 1,
@@ -196,7 +267,18 @@ DEFAULTS: dict[str, Any] = {
 }
 # What makes a checkpoint "this run's": the loader's own fingerprint (shards, counts, seed, batch size, order
 # options) plus these. Epochs and --max-steps may change between reruns (that is how a run is extended).
-RUN_KEYS = ("recipe", "lr", "weight_decay", "temperature", "width", "proj_dim", "image_size", "input_size")
+RUN_KEYS = (
+    "recipe",
+    "view_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "temperature",
+    "width",
+    "proj_dim",
+    "image_size",
+    "input_size",
+)
 
 
 class UsageError(Exception):
@@ -232,13 +314,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", help="index.json, brace pattern or list of shard URLs")
     p.add_argument("--output-dir", help="checkpoint.pt and train.log go here (default: see above)")
     p.add_argument("--recipe", help="augmentation recipe name/path (pass_wds.augment), or 'builtin'")
+    p.add_argument(
+        "--view-size",
+        type=int,
+        help="crop the recipe's views to this many px, scaling its blur with them (0: the recipe's own size)",
+    )
     p.add_argument("--batch-size", type=int, help="per rank")
     p.add_argument("--num-workers", type=int, help="DataLoader workers per rank")
     p.add_argument("--epochs", type=int, help="length of the run (and of the learning-rate schedule)")
     p.add_argument(
         "--max-steps", type=int, help="stop after this many optimizer steps in total (at most epochs)"
     )
-    p.add_argument("--lr", type=float, help="SGD learning rate (cosine decay over the epochs)")
+    p.add_argument(
+        "--optimizer", choices=["sgd", "adamw"], help="SGD with momentum 0.9, or AdamW (the CPU demo's)"
+    )
+    p.add_argument("--lr", type=float, help="learning rate (cosine decay over the epochs)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--temperature", type=float, help="NT-Xent temperature")
     p.add_argument("--width", type=int, help="channels of the first ResNet stage")
@@ -267,6 +357,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.source:
         raise UsageError("--source is required (or set source: in --config)")
+    if args.optimizer not in ("sgd", "adamw"):
+        raise UsageError(f"--optimizer: expected sgd or adamw, got {args.optimizer!r}")
+    if args.view_size and args.view_size < 8:
+        raise UsageError(f"--view-size must be >= 8 (or 0: the recipe's own), got {args.view_size}")
     for name in ("batch_size", "epochs", "save_every", "log_every"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -351,6 +445,17 @@ def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def command_line_words(message: str) -> str:
+    """The loader speaks Python (``remainder='pad'``); say the same with this script's options."""
+    for python, flag in (
+        ("remainder='pad'", "--remainder pad"),
+        ("a smaller batch size", "a smaller --batch-size"),
+        ("a larger epoch", "fewer ranks"),
+    ):
+        message = message.replace(python, flag)
+    return message
+
+
 def run_identity(args: argparse.Namespace, loader_fingerprint: str) -> dict[str, Any]:
     return {"loader": loader_fingerprint, **{k: getattr(args, k) for k in RUN_KEYS}}
 
@@ -421,10 +526,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     torch.manual_seed(args.seed)
-    recipe: Any = TwoViewCrop(args.image_size) if args.recipe == "builtin" else args.recipe
     problem = None
     loader: Any = None
     try:
+        recipe: Any = args.recipe
+        if args.recipe == "builtin":
+            recipe = TwoViewCrop(args.image_size)
+        elif args.view_size:
+            recipe = small_views(args.recipe, args.view_size)
         loader = make_loader(
             args.source,
             batch_size=args.batch_size,
@@ -442,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             os.makedirs(args.output_dir, exist_ok=True)
     except (UsageError, ConfigError, ShardError, StorageError, OSError) as e:
-        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        problem = command_line_words(str(e).splitlines()[0]) if str(e) else type(e).__name__
     agree(problem)
     agree(same_everywhere(-1 if ckpt is None else int(ckpt["step"]), ckpt_path))
     if rank == 0:
@@ -455,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     inner = model.module if isinstance(model, DistributedDataParallel) else model
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    opt: torch.optim.Optimizer
+    if args.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     total_steps = args.epochs * loader.batches_per_epoch  # the schedule spans the epochs; --max-steps stops
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total_steps) / total_steps))
@@ -483,6 +596,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("training from scratch; checkpoint and log in %s", args.output_dir)
         if args.max_steps is not None and args.max_steps > total_steps:
             log.info("--max-steps %d is beyond %s: stopping at step %d", args.max_steps, plan, total_steps)
+        loss0, acc0 = chance(args.batch_size)
+        log.info(
+            "%s; each rank contrasts the 2 x %d views of its batch: a model that has learnt nothing scores "
+            "loss %.3f = ln(%d) and pair acc %.1f%% = 1/%d (the share of views whose nearest view is their "
+            "partner); below that loss and above that accuracy, it is learning",
+            plan, args.batch_size, loss0, 2 * args.batch_size - 1, 100 * acc0, 2 * args.batch_size - 1,
+        )  # fmt: skip
     if step >= stop:
         if rank == 0:
             log.info(
@@ -513,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.barrier()
         saved = step
 
+    progress = Progress(args.batch_size)
     keys_log = open(f"{args.keys_log}.rank{rank}", "a") if args.keys_log else None  # noqa: SIM115
     model.train()
     t0, seen = time.perf_counter(), 0
@@ -525,20 +646,23 @@ def main(argv: list[str] | None = None) -> int:
                 if args.recipe == "builtin" or views[0].dtype == torch.uint8:
                     views = to_float(views, device)
                 views = [fit(v.to(device), args.input_size) for v in views[:2]]
-                loss = nt_xent(model(views[0]), model(views[1]), args.temperature)
+                z1, z2 = model(views[0]), model(views[1])
+                loss = nt_xent(z1, z2, args.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 step += 1
                 seen += len(batch["__key__"])
+                if rank == 0:
+                    progress.add(loss.item(), pair_accuracy(z1, z2))
                 if keys_log is not None:
                     record = {"step": step, "keys": batch["__key__"], "loss": loss.item()}
                     keys_log.write(json.dumps(record) + "\n")
                     keys_log.flush()
                 if rank == 0 and step % args.log_every == 0:
                     rate = seen * world / (time.perf_counter() - t0)
-                    log.info("epoch %d step %d loss %.4f  %.1f img/s", loader.epoch, step, loss.item(), rate)
+                    log.info("epoch %d step %d  %s  %.1f img/s", loader.epoch, step, progress.line(), rate)
                 if step % args.save_every == 0:
                     checkpoint()
                 if step >= stop or _INTERRUPTED:
@@ -573,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         quit_now(128 + _INTERRUPTED[0])
     if rank == 0:
-        log.info("done: %d steps, loader stats: %d bad samples", step, loader.stats.errors)
+        log.info(
+            "done: %d steps%s; loader stats: %d bad samples", step, progress.summary(), loader.stats.errors
+        )
     if keys_log is not None:
         keys_log.close()
     if dist.is_initialized():

@@ -21,6 +21,7 @@ from pass_wds.augment import (
     CallableRecipe,
     ColourParams,
     Recipe,
+    RecipeLike,
     ViewConfig,
     apply_colour,
     builtin_config,
@@ -339,6 +340,19 @@ def test_user_callables(photos: list[bytes]) -> None:
     assert r(b"x", "png", np.random.default_rng(0))["ext"] == "png"
     with pytest.raises(ConfigError):
         load_recipe(raw, colour="cpu")
+
+
+def test_both_kinds_of_recipe_are_one_protocol() -> None:
+    """The loader types its recipes as :class:`RecipeLike`; both kinds satisfy it (statically: mypy checks
+    these assignments; at run time: ``isinstance``), and a plain function is not one until wrapped."""
+
+    def tf(img: Any) -> Any:
+        return img
+
+    kinds: list[RecipeLike] = [load_recipe("simclr"), load_recipe(tf), Recipe(builtin_config("eval"))]
+    assert all(isinstance(r, RecipeLike) for r in kinds)
+    assert {type(r) for r in kinds} == {Recipe, CallableRecipe}
+    assert not isinstance(tf, RecipeLike)
 
 
 def test_colour_ops_agree_on_channels_last_batches(small_images: torch.Tensor) -> None:

@@ -8,25 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import FakePassConfig, make_fake_pass
+from conftest import FakeOutputs
 
-from pass_wds import ConvertConfig, cli, make_shards
+from pass_wds import cli
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("bench")
-    fake = make_fake_pass(FakePassConfig(out=str(root / "raw"), n_images=24, parts=1))
-    make_shards(
-        ConvertConfig(
-            inputs=[str(p) for p in fake.tars],
-            metadata=str(fake.metadata),
-            output=str(root / "shards"),
-            shard_size="200KB",
-            progress=False,
-        )
-    )
-    return str(root / "shards" / "index.json")
+def shards(fake_outputs: FakeOutputs) -> str:
+    return str(fake_outputs.output(fake_outputs.raw(n_images=24, parts=1), "200KB") / "index.json")
 
 
 def _bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -81,9 +70,10 @@ def test_bench_cuda(shards: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_rejects_bad_numbers(shards: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out = _bench(capsys, shards, "--batches", "0")
+    rc = cli.main(["bench", shards, "--batches", "0"])
+    err = capsys.readouterr().err  # an error line goes to stderr, as every command's does (issue 17)
     assert rc == 2
-    assert "--batches" in out
+    assert "--batches" in err and err.count("\n") == 1
 
 
 def test_bench_decode_device_on_the_cpu_and_bad_combinations(

@@ -9,20 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import tmpfs
+from servers import HttpServer
+from shardkit import all_keys, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from conftest import tmpfs  # noqa: E402
-from servers import HttpServer  # noqa: E402
-from shardkit import all_keys, write_shards  # noqa: E402
-
-from pass_wds import storage  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds import storage
+from pass_wds.loading import make_loader
 
 COUNTS = [6, 6, 6]  # three shards of ~240 KB
 

@@ -6,6 +6,7 @@ counted exactly. Then one node resumes rank 0's state with 3 ranks.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 from servers import Bucket, FaultProxy, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,11 @@ def _agent(spec: list[dict[str, Any]], out: Path, *, nnodes: int, nproc: int, en
         "--rdzv-id", "walk", "--rdzv-conf", f"is_host={str(host).lower()}", "--max-restarts", "0",
         str(WORKER), str(spec_file), str(out),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -57,9 +62,9 @@ def _results(out: Path, name: str, ranks: int) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(600)
 def test_two_nodes_stream_from_s3_once_per_node_and_one_node_resumes(
-    s3: Bucket, fault_proxy: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    s3: Bucket, fault_proxy: Any, fake_outputs: FakeOutputs, tmp_path: Path
 ) -> None:
-    local = small_output(tmp_path_factory, "300KB", n_images=N)
+    local = fake_outputs.small_output("300KB", n_images=N)
     index = json.loads((local / "index.json").read_text())
     shards = [s["url"] for s in index["shardlist"]]
     assert sum(s["nsamples"] for s in index["shardlist"]) == N and len(shards) >= 4
@@ -149,9 +154,12 @@ def test_two_nodes_stream_from_s3_once_per_node_and_one_node_resumes(
 
 def test_the_sbatch_script_in_docs_parses() -> None:
     """docs/cluster.md's sbatch script: valid bash, and torchrun and train_ssl.py accept its options."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import train_ssl
     from torch.distributed.run import parse_args as torchrun_args
+
+    spec = importlib.util.spec_from_file_location("train_ssl", REPO / "scripts" / "train_ssl.py")
+    assert spec is not None and spec.loader is not None
+    train_ssl = importlib.util.module_from_spec(spec)  # a script, not a package: loaded from its file
+    spec.loader.exec_module(train_ssl)
 
     doc = (REPO / "docs" / "cluster.md").read_text()
     script = re.search(r"## An sbatch script.*?```bash\n(.*?)```", doc, flags=re.S).group(1)  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,8 +94,19 @@ def check_train_ssl_yaml(path: Path, out: Path, tmp: Path) -> None:
     proc = subprocess.run(cmd, env=ENV, cwd=tmp, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "Traceback" not in proc.stderr
-    assert "done: 20 steps" in proc.stderr  # 10 epochs x 2 steps of 2 ranks x 8
+    assert "done: 20 steps" in proc.stderr  # 20 epochs x 1 step of 2 ranks x 18
     assert (tmp / "run" / "checkpoint.pt").is_file() and "step 20" in (tmp / "run" / "train.log").read_text()
+    # The demo shows learning (issue 20 item 5): the chance levels are printed, and the last log interval is
+    # well below the chance loss ln(35) and well above the chance pair accuracy 1/35.
+    assert "loss 3.555 = ln(35) and pair acc 2.9% = 1/35" in proc.stderr
+    done = re.search(
+        r"loss ([\d.]+) -> ([\d.]+) \(chance 3\.555\), pair acc (\d+)% -> (\d+)% \(chance 2\.9%\)",
+        proc.stderr,
+    )
+    assert done, proc.stderr[-3000:]
+    first_loss, last_loss, first_acc, last_acc = (float(g) for g in done.groups())
+    assert last_loss < 0.85 * 3.555 and last_loss < first_loss, done.group(0)
+    assert last_acc >= 5 * 2.9 and last_acc > first_acc, done.group(0)
 
 
 def check_recipe_yaml(path: Path, out: Path, tmp: Path) -> None:

@@ -26,13 +26,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
-from conftest import find_image
+from conftest import FakeOutputs, find_image
 from PIL import Image
 
-from pass_wds import ConvertConfig
-from pass_wds import make_shards as convert
+from pass_wds import fakedata as fd
 
 REPO = Path(__file__).resolve().parent.parent
 _EXE = shutil.which("make-shards")
@@ -160,9 +158,8 @@ def check_metadata(sample_json: dict[str, Any], row: dict[str, str], columns: tu
 
 
 @pytest.fixture(scope="module")
-def clean_src(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    out = tmp_path_factory.mktemp("clean-src")
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(out), n_images=600, parts=3, seed=11, workers=2))
+def clean_src(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=600, parts=3, seed=11, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -185,31 +182,14 @@ def clean_w2(
 
 
 @pytest.fixture(scope="module")
-def clean_w1(
-    clean_src: fd.FakePassResult, clean_shard_size: int, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def clean_w1(clean_src: fd.FakePassResult, clean_shard_size: int, fake_outputs: FakeOutputs) -> Path:
     """The same conversion through the library with one worker."""
-    out = tmp_path_factory.mktemp("clean-w1") / "out"
-    src = clean_src.metadata.parent
-    cfg = ConvertConfig(
-        inputs=[str(src / f"PASS.{i}.tar") for i in range(3)],
-        metadata=str(clean_src.metadata),
-        output=str(out),
-        shard_size=str(clean_shard_size),
-        workers=1,
-        seed=3,
-        progress=False,
-    )
-    convert(cfg)
-    return out
+    return fake_outputs.output(clean_src, clean_shard_size, workers=1, seed=3)
 
 
 @pytest.fixture(scope="module")
-def bad_src(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    out = tmp_path_factory.mktemp("bad-src")
-    return fd.make_fake_pass(
-        fd.FakePassConfig(out=str(out), n_images=80, parts=2, seed=5, bad=True, workers=2)
-    )
+def bad_src(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=80, seed=5, bad=True, workers=2)
 
 
 @pytest.fixture(scope="module")

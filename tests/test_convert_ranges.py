@@ -7,17 +7,17 @@ import filecmp
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fakedata as fd
 import pytest
+from conftest import FakeOutputs
 
 from pass_wds import ConvertConfig, make_shards
+from pass_wds import fakedata as fd
 from pass_wds.config import ConfigError
 
 
 @pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    out = tmp_path_factory.mktemp("ranges-src")
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(out), n_images=240, parts=2, seed=5, workers=1))
+def src(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=240, seed=5)
 
 
 def _cfg(src: fd.FakePassResult, out: Path, **kw: object) -> ConvertConfig:

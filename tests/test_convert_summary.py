@@ -7,15 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fakedata as fd
 import pytest
+from conftest import FakeOutputs
+
+from pass_wds import fakedata as fd
 
 MAKE_SHARDS = [sys.executable, "-m", "pass_wds.cli", "make-shards"]
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=60, parts=2))
+def raw(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=60)
 
 
 def _args(raw: fd.FakePassResult, out: Path, *extra: str) -> list[str]:

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 
 from pass_wds.format.croissant import CONFORMS_TO
 from pass_wds.format.manifest import CROISSANT
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB")
+def out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB")
 
 
 def test_croissant_describes_every_shard_and_column(out: Path) -> None:

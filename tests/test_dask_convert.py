@@ -15,19 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import distributed
-import fakedata as fd
 import pytest
+from conftest import FakeOutputs
 from test_convert_e2e import MAKE_SHARDS, REPO, assert_no_leftovers, assert_same_output, load_index
 
 from pass_wds import ConvertConfig, make_shards
+from pass_wds import fakedata as fd
 
 DASK = [sys.executable, "-m", "dask"]
 
 
 @pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    out = tmp_path_factory.mktemp("dask-src")
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(out), n_images=480, parts=3, seed=5, workers=2))
+def src(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=480, parts=3, seed=5, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +45,9 @@ def _args(src: fd.FakePassResult, shard_size: int, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def local_out(src: fd.FakePassResult, shard_size: int, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_out(src: fd.FakePassResult, shard_size: int, fake_outputs: FakeOutputs) -> Path:
     """The reference: the same conversion with the default engine, one process."""
-    out = tmp_path_factory.mktemp("dask-local") / "out"
-    d = src.metadata.parent
-    make_shards(
-        ConvertConfig(
-            inputs=[f"{d}/PASS.{{0..2}}.tar"],
-            metadata=str(src.metadata),
-            output=str(out),
-            shard_size=str(shard_size),
-            seed=7,
-            progress=False,
-        )
-    )
-    return out
+    return fake_outputs.output(src, shard_size, brace=True, seed=7)
 
 
 class _Cluster:

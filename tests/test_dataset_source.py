@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 
 from pass_wds import dataset, verify
 from pass_wds.hosting import urls
@@ -18,8 +18,8 @@ PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB")
+def out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB")
 
 
 def _shards(out: Path) -> list[Path]:

@@ -8,24 +8,21 @@ runs the same tests on a GPU (skipped without CUDA, see conftest.py).
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import find_image
+from shardkit import write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from conftest import find_image  # noqa: E402
-from shardkit import write_shards  # noqa: E402
-
-from pass_wds.augment import load_recipe  # noqa: E402
-from pass_wds.augment.recipes import Recipe, RecipeConfig  # noqa: E402
-from pass_wds.config import ConfigError  # noqa: E402
-from pass_wds.decoding import DecodeOptions, open_image  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
-from pass_wds.loading.pipeline import SampleError, collate  # noqa: E402
+from pass_wds.augment import load_recipe
+from pass_wds.augment.recipes import Recipe, RecipeConfig
+from pass_wds.config import ConfigError
+from pass_wds.decoding import DecodeOptions, open_image
+from pass_wds.loading import make_loader
+from pass_wds.loading.pipeline import SampleError, collate
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 PHOTOS = [

@@ -208,6 +208,10 @@ def test_shell_block(
         if prog == "make":
             missing = {a for a in args if not a.startswith("-") and "=" not in a} - _makefile_targets()
             assert not missing, f"{what}: no such Makefile target {missing}"
+        elif prog == "make-shards" and args[:1] == ["update"]:  # revisions: run by tests/test_update.py
+            from pass_wds.cli import update
+
+            _parse(update.build(Parser, "make-shards update"), args[1:], capsys, what)
         elif prog == "make-shards":
             _parse(_make_shards_parser(), args, capsys, what)
             if _runnable_make_shards(args):

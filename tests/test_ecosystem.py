@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB", n_images=40)
+def out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB", n_images=40)
 
 
 def test_hugging_face_datasets_reads_every_sample_of_every_format(tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ import time
 import warnings
 from pathlib import Path
 
-import fakedata as fd
 import pytest
 from conftest import DATA
 from PIL import Image
+
+from pass_wds import fakedata as fd
 
 REPO = Path(__file__).resolve().parent.parent
 HEX32 = re.compile(r"[0-9a-f]{32}")

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import Bucket, FaultProxy, HttpServer, TcpRelay, free_port
+from shardkit import all_keys, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from servers import Bucket, FaultProxy, HttpServer, TcpRelay, free_port  # noqa: E402
-from shardkit import all_keys, write_shards  # noqa: E402
-
-from pass_wds import storage  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds import storage
+from pass_wds.loading import make_loader
 
 COUNTS = [20, 20, 20, 20]
 PASSWORD = "hunter2-PASSWORD"

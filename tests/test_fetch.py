@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fakedata as fd
 import pytest
 import yaml
 
+from pass_wds import fakedata as fd
 from pass_wds.fetch import default_sources, load_sources
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]

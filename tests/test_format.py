@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-import fakedata as fd
-
+from pass_wds import fakedata as fd
 from pass_wds.format import manifest, reasons
 from pass_wds.format.idx import idx_line, idx_text, parse_idx
 from pass_wds.format.samples import PROVENANCE, build_sample_json, parse_sample_json, provenance

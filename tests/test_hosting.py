@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 from servers import Bucket, FaultProxy, HttpServer
 
 from pass_wds import hosting, storage, verify
@@ -19,8 +19,8 @@ PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 
 
 @pytest.fixture(scope="module")
-def local_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB")
+def local_out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB")
 
 
 def _expected_keys(local_out: Path, prefix: str) -> list[str]:

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 from servers import Bucket, FaultProxy, HttpServer
 
 from pass_wds import hosting
@@ -16,8 +16,8 @@ from pass_wds.loading import make_loader
 
 
 @pytest.fixture(scope="module")
-def local_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "300KB")
+def local_out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("300KB")
 
 
 def _all_keys(out: Path) -> list[str]:

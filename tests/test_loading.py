@@ -6,7 +6,6 @@ import dataclasses
 import itertools
 import json
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import webdataset as wds
+from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import TinyRecipe, all_keys, jpeg_bytes, write_shards  # noqa: E402
-
-from pass_wds.augment import CallableRecipe  # noqa: E402
-from pass_wds.config import ConfigError  # noqa: E402
-from pass_wds.loading import (  # noqa: E402
+from pass_wds.augment import CallableRecipe
+from pass_wds.config import ConfigError
+from pass_wds.loading import (
     EpochJob,
     EpochPlanner,
     Generation,
@@ -492,3 +489,24 @@ def test_persistent_workers_keep_processes_and_order_across_epochs(shards: Path)
     rest = list(live)
     fresh.set_epoch(3)
     assert [x["__key__"] for x in part + rest] == [x["__key__"] for x in fresh]
+
+
+def test_batched_sample_streams_are_numpys_default_rng() -> None:
+    """The per-sample augmentation streams, seeded for a whole batch at once, are the streams of
+    ``default_rng([*prefix, q, *suffix])`` draw for draw (edge words and numpy's own path for larger values)."""
+    from pass_wds.loading.rngs import batch_generators
+
+    rng = np.random.default_rng(11)
+    cases = [([0, 0, 0], [0, 1, 2**32 - 1], [0, 0xA06]), ([2**32 - 1] * 3, [7], [1, 2**32 - 1])]
+    cases += [
+        ([int(x) for x in rng.integers(0, 2**32, 3)], [int(x) for x in rng.integers(0, 2**32, 9)], [0, 1])
+    ]
+    cases += [([2**40, 1, 2], [3, 4], [0, 5]), ([1], [2, 3], [4])]  # two words; short entropy: numpy's path
+    for prefix, qs, suffix in cases:
+        got = batch_generators(prefix, qs, suffix)
+        assert len(got) == len(qs)
+        for q, g in zip(qs, got, strict=True):
+            want = np.random.default_rng([*prefix, q, *suffix])
+            assert g.bit_generator.state == want.bit_generator.state
+            assert g.integers(0, 1000, 5).tolist() == want.integers(0, 1000, 5).tolist()
+            assert g.random() == want.random()

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shardkit import all_keys, jpeg_bytes, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import all_keys, jpeg_bytes, write_shards  # noqa: E402
-
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds.loading import make_loader
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "ddp" / "run_loader.py"
@@ -36,7 +34,11 @@ def torchrun(spec: list[dict[str, Any]], out: Path, nproc: int = 2) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(spec_file), str(out),

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import find_image
+from shardkit import write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from conftest import find_image  # noqa: E402
-from shardkit import write_shards  # noqa: E402
-
-from pass_wds.augment import load_recipe  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds.augment import load_recipe
+from pass_wds.loading import make_loader
 
 PHOTOS = [
     "img2dataset__123_456.jpg", "img2dataset__208_495.jpg", "img2dataset__321_421.jpg", "img2dataset__389_535.jpg",

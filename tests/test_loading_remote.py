@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from conftest import DATA  # noqa: E402
-from servers import Bucket, HttpServer  # noqa: E402
-from shardkit import TinyRecipe, all_keys, write_shards  # noqa: E402
+from conftest import DATA
+from servers import Bucket, HttpServer
+from shardkit import TinyRecipe, all_keys, write_shards
 
-from pass_wds import ConvertConfig  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds import ConvertConfig
+from pass_wds.loading import make_loader
 
 COUNTS = [9, 4, 11]
 

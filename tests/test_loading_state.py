@@ -7,17 +7,14 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shardkit import jpeg_bytes, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import jpeg_bytes, write_shards  # noqa: E402
-
-from pass_wds.loading import make_loader  # noqa: E402
-from pass_wds.loading.state import LoaderState, StateError, parse_state  # noqa: E402
+from pass_wds.loading import make_loader
+from pass_wds.loading.state import LoaderState, StateError, parse_state
 
 COUNTS = [9, 7, 6]
 KW: dict[str, Any] = {"batch_size": 2, "num_workers": 0, "segment_samples": 3, "seed": 4, "recipe": None}

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import jpeg_bytes, write_shards  # noqa: E402
+from shardkit import jpeg_bytes, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "train_ssl.py"
@@ -174,6 +172,7 @@ def test_option_error_on_the_ranks_is_one_line(tmp_path: Path, launcher: str) ->
     _quiet_ranks(out + err, launcher)
     errors = [ln for ln in err.splitlines() if ln.startswith("train_ssl: error")]
     assert len(errors) == 1 and errors[0].startswith(line), err[-5000:]
+    assert "--remainder pad, a smaller --batch-size" in errors[0] and "remainder='pad'" not in errors[0]
     if launcher == "script":
         assert proc.returncode == 2 and out == "" and err.splitlines() == errors, err[-5000:]
     else:  # torchrun exits 1 after its report, which names the rank's exit status

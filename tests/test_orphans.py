@@ -16,8 +16,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import fakedata as fd
 import pytest
+from servers import free_port
+from shardkit import write_shards
+
+from pass_wds import fakedata as fd
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
@@ -117,9 +120,8 @@ def test_kill_9_of_make_shards_leaves_no_worker(
 
 RANK = textwrap.dedent(
     """
-    import os, random, sys, time
+    import os, time
     import torch.distributed as dist
-    sys.path.insert(0, {ddp!r})
     from pass_wds.loading import make_loader
     dist.init_process_group("gloo")
     loader = make_loader({source!r}, batch_size=8, num_workers=2, recipe=None, prefetch_factor=4, seed=1)
@@ -132,15 +134,10 @@ RANK = textwrap.dedent(
 
 
 def test_kill_9_of_one_torchrun_rank_leaves_no_dataloader_worker(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "ddp"))
-    from shardkit import write_shards
-
     # undecoded batches of 8 x 200 KB: far more than a pipe holds, so a worker blocks in the middle of a send
     write_shards(tmp_path / "d", [64, 64], image=lambda s, i: os.urandom(200_000))
     script = tmp_path / "rank.py"
-    script.write_text(RANK.format(ddp=str(REPO / "tests" / "ddp"), source=str(tmp_path / "d" / "index.json")))
-    from servers import free_port
-
+    script.write_text(RANK.format(source=str(tmp_path / "d" / "index.json")))
     log = tmp_path / "ranks.log"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
@@ -169,7 +166,6 @@ def test_kill_9_of_one_torchrun_rank_leaves_no_dataloader_worker(tmp_path: Path)
 SERVERS = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {tests!r})
     from servers import MotoServer, TcpRelay
     moto = MotoServer().start()
     relay = TcpRelay(moto.endpoint).start()
@@ -181,8 +177,8 @@ SERVERS = textwrap.dedent(
 
 def test_the_test_servers_die_with_a_killed_test_run(tmp_path: Path) -> None:
     """Seen before: moto servers started by a pytest that was killed kept running (and their ports)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    code = SERVERS.format(tests=str(REPO / "tests"))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    code = SERVERS
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

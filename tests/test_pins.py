@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakedata as fd
 import pytest
 
 import pass_wds
+from pass_wds import fakedata as fd
 from pass_wds.cli import make_shards_main
 
 PRINT = os.environ.get("PASS_WDS_PRINT_PINS") == "1"
@@ -97,7 +97,7 @@ def test_validated_conversion_pinned(raw: fd.FakePassResult, tmp_path: Path) -> 
             "attribution.csv": "2c9456732e8f0768f2cb2e79c4b07e007ab783619a467381ec74cda496cd7276",
             "croissant.json": "b95cc922c96fd0cbf7e319abcac23d48d30bb6c02c25e26b4a6ab7d5334f61ff",
             "errors.jsonl": "51950fa838b44a97c177e2747664361a78e87799cbb3f0b4286baf1a8df501f7",
-            "index.json": "bd1a531440abc4522e1b0a1b5b37e941cc7c2535588e8304195efefc2d2ebfdf",
+            "index.json": "8eec4af2a937c23ce4dbd1360f3425c8f85e409d9a73675a2afdbb0f8b8bd6ff",
             "metadata_without_image.txt": "7cc25cac895e09526df729a9c5287eb9c8158c1bcc472c1642bafc955680d7dc",
             "stats.json": "bd00fd294d3e336c8238abf2846481dfe4f91ece2c3bab3e85cc31792c8145dd",
         },
@@ -122,7 +122,7 @@ def test_reencoded_conversion_pinned(raw: fd.FakePassResult, tmp_path: Path) -> 
             "attribution.csv": "635c44f48b54d2a231764a097f4039c97dcdb3729daabe409e2d0484f315d392",
             "croissant.json": "61c04424a1f925728cdc39e8bba8750f143f4103ed618a981694934c6d082835",
             "errors.jsonl": "6741924b3b47aa8ca2e80820ae5f3c0c6c9db94c58030a71a60e62ddea32d1f0",
-            "index.json": "26b8b7dba0a7618d9b6c493c0a18b8ee92d088201e02fa85991edaec500f04af",
+            "index.json": "8e246941234cb0bd0291cbbd711be62a4c083320c0012f8d3e9602a1b9f17c58",
             "metadata_without_image.txt": "7cc25cac895e09526df729a9c5287eb9c8158c1bcc472c1642bafc955680d7dc",
             "stats.json": "665a46629b7c3dc496259fda8a3b9ef0f55bfe28ecc6f2b41b07b2d6f0a6fd3e",
         },
@@ -153,7 +153,7 @@ def test_folder_conversion_pinned(tmp_path: Path) -> None:
             "attribution.csv": "a7998f247bd965694ff227fa325c81169a07471a8b6808d3e002a486c4e65975",
             "croissant.json": "ccd1bfc4b312dcc9b00579ae0bd5398a5e274d9ec2ee5df4466b0b63ef520044",
             "errors.jsonl": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            "index.json": "32e17a0f4d136c301bb10c278741ab1ff78bc424310895daf3cf14f7ce14c611",
+            "index.json": "c831852afc9c7ed2c52ab5698cff3f4a015982dfbdf57f08ca8ce896ca5f2414",
             "metadata_without_image.txt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "stats.json": "1662d75a8bf2a432ecb584fae0b8b66c32cddb539340c10272d0b6eb0a98cfa6",
         },

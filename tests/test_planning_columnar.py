@@ -12,17 +12,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import fakedata as fd
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from pass_wds import ConvertConfig, make_shards
-from pass_wds.config import ConfigError
+from pass_wds import fakedata as fd
 from pass_wds.convert.inputs import InputItem, InputSpec, Listing, merge_listings
 from pass_wds.convert.metadata import Metadata, read_metadata
 from pass_wds.convert.planning import plan_shards
 from pass_wds.convert.prepare import build_plan
+from pass_wds.errors import InputError
 from pass_wds.format.samples import estimate_json_size, estimate_json_sizes
 from pass_wds.format.tar import sample_bytes
 
@@ -135,7 +135,7 @@ def test_metadata_duplicates_are_refused_and_rows_joined(tmp_path: Path) -> None
     p = tmp_path / "m.jsonl"
     rows = [{"hash": "a", "v": 1}, {"hash": "b", "v": 2}, {"hash": "a", "v": 3}, {"hash": "c", "v": "é"}]
     p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(ConfigError, match="key 'a' appears again in row 3"):
+    with pytest.raises(InputError, match="key 'a' appears again in row 3"):
         read_metadata(str(p))
     q = tmp_path / "m2.jsonl"  # the same allowlist without the duplicate
     q.write_text(

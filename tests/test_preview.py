@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
 from PIL import Image
 
 from pass_wds.preview import _to_uint8, first_batch, preview
@@ -18,8 +18,8 @@ PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB", n_images=24)
+def out(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB", n_images=24)
 
 
 def _region(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

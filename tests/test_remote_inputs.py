@@ -7,29 +7,22 @@ import filecmp
 import shutil
 from pathlib import Path
 
-import fakedata as fd
 import pytest
+from conftest import FakeOutputs
 from servers import Bucket, HttpServer
 
 from pass_wds import ConvertConfig, make_shards
+from pass_wds import fakedata as fd
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    out = tmp_path_factory.mktemp("remote-raw")
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(out), n_images=120, parts=2, seed=4, bad=True))
+def raw(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=120, seed=4, bad=True)
 
 
 @pytest.fixture(scope="module")
-def local_out(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("remote-ref") / "out"
-    d = raw.metadata.parent
-    make_shards(
-        ConvertConfig(
-            inputs=[f"{d}/PASS.{{0..1}}.tar"], metadata=str(raw.metadata), output=str(out), shard_size="2MB"
-        )
-    )
-    return out
+def local_out(raw: fd.FakePassResult, fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.output(raw, "2MB", brace=True)
 
 
 def _same_output(a: Path, b: Path) -> None:

@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import fakedata as fd
 import pytest
+from conftest import FakeOutputs
 from servers import Bucket, FaultProxy, MotoServer, free_port, make_bucket
 
-from pass_wds import ConvertConfig, make_shards
+from pass_wds import fakedata as fd
 
 MAKE_SHARDS = [
     sys.executable,
@@ -29,24 +29,14 @@ SHARD = "150KB"
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> fd.FakePassResult:
-    return fd.make_fake_pass(fd.FakePassConfig(out=str(tmp_path_factory.mktemp("raw")), n_images=90, parts=2))
+def raw(fake_outputs: FakeOutputs) -> fd.FakePassResult:
+    return fake_outputs.raw(n_images=90)
 
 
 @pytest.fixture(scope="module")
-def reference(raw: fd.FakePassResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(raw: fd.FakePassResult, fake_outputs: FakeOutputs) -> Path:
     """The same conversion on local disk: what every S3 run must reproduce byte for byte."""
-    out = tmp_path_factory.mktemp("ref") / "out"
-    make_shards(
-        ConvertConfig(
-            inputs=[str(t) for t in raw.tars],
-            metadata=str(raw.metadata),
-            output=str(out),
-            shard_size=SHARD,
-            progress=False,
-        )
-    )
-    return out
+    return fake_outputs.output(raw, SHARD)
 
 
 def _args(raw: fd.FakePassResult, output: str) -> list[str]:

@@ -6,19 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shardkit import write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import write_shards  # noqa: E402
-
-from pass_wds.cli import main as cli_main  # noqa: E402
-from pass_wds.loading import EpochPlanner, PlanParams, make_loader  # noqa: E402
-from pass_wds.loading.plan import shard_offsets  # noqa: E402
-from pass_wds.loading.quality import (  # noqa: E402
+from pass_wds.cli import main as cli_main
+from pass_wds.loading import EpochPlanner, PlanParams, make_loader
+from pass_wds.loading.plan import shard_offsets
+from pass_wds.loading.quality import (
     epoch_batches,
     plan_report,
     read_spans,

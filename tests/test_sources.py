@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pass_wds.config import ConfigError
 from pass_wds.convert.inputs import expand_inputs, list_tar, merge_listings
 from pass_wds.convert.metadata import Metadata, read_metadata
+from pass_wds.errors import InputError
 from pass_wds.format import keys, tar
 from pass_wds.format import reasons as reason
 
@@ -72,16 +72,16 @@ def test_jsonl_json_and_parquet_agree(tmp_path: Path) -> None:
 def test_missing_key_column_names_the_columns(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
     _write_csv(p, ROWS)
-    with pytest.raises(ConfigError, match=r"key column 'id' not found .*columns: hash, unickname"):
+    with pytest.raises(InputError, match=r"key column 'id' not found .*columns: hash, unickname"):
         read_metadata(str(p), key_column="id")
 
 
 def test_unreadable_metadata(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="metadata not found"):
+    with pytest.raises(InputError, match="metadata not found"):
         read_metadata(str(tmp_path / "nope.csv"))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         read_metadata(str(bad))
 
 
@@ -89,7 +89,7 @@ def test_duplicate_metadata_rows_are_refused(tmp_path: Path) -> None:
     """Which of two rows a person meant cannot be guessed (issue 9): the key and row are named instead."""
     p = tmp_path / "m.csv"
     _write_csv(p, [{"hash": "a", "v": "1"}, {"hash": "a", "v": "2"}])
-    with pytest.raises(ConfigError, match=r"key 'a' appears again in row 2"):
+    with pytest.raises(InputError, match=r"key 'a' appears again in row 2"):
         read_metadata(str(p))
 
 
@@ -138,9 +138,9 @@ def test_expand_braces_globs_and_missing(tmp_path: Path) -> None:
     )
     assert [s.name for s in specs] == ["PASS.0.tar", "PASS.1.tar", "PASS.2.tar", "imgs"]
     assert [s.kind for s in specs] == ["tar", "tar", "tar", "dir"]
-    with pytest.raises(ConfigError, match="input not found"):
+    with pytest.raises(InputError, match="input not found"):
         expand_inputs([str(tmp_path / "PASS.{0..5}.tar")])
-    with pytest.raises(ConfigError, match="matches nothing"):
+    with pytest.raises(InputError, match="matches nothing"):
         expand_inputs([str(tmp_path / "*.zip")])
 
 

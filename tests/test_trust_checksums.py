@@ -6,25 +6,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sys
 import tarfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import small_output
+from conftest import FakeOutputs
+from shardkit import TinyRecipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from shardkit import TinyRecipe  # noqa: E402
-
-from pass_wds.format.manifest import load_index  # noqa: E402
-from pass_wds.loading import LoaderConfig, SampleError, make_loader  # noqa: E402
+from pass_wds.format.manifest import load_index
+from pass_wds.loading import LoaderConfig, SampleError, make_loader
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_output(tmp_path_factory, "250KB", n_images=24)
+def fresh(fake_outputs: FakeOutputs) -> Path:
+    return fake_outputs.small_output("250KB", n_images=24)
 
 
 def images(out: Path) -> list[tuple[str, str, int, bytes, dict[str, Any]]]:

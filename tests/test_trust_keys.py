@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pass_wds.convert import writing
+from pass_wds import imaging
 from pass_wds.format import reasons  # noqa: F401
 from pass_wds.format.keys import safe_key
 from pass_wds.format.samples import EXTENSIONS, IMAGE_EXTS
@@ -100,11 +100,11 @@ def test_one_list_of_formats_for_both_halves() -> None:
 @pytest.mark.parametrize("fmt", ["TGA", "ICO", "PCX", "SGI"])
 def test_formats_the_loader_does_not_read_are_rejected(fmt: str) -> None:
     data = image(fmt)
-    with pytest.raises(writing.Rejected) as e:
-        writing.inspect_image(data, validate=True, max_pixels=10**8)
+    with pytest.raises(imaging.Rejected) as e:
+        imaging.inspect_image(data, validate=True, max_pixels=10**8)
     assert e.value.reason == reasons.UNSUPPORTED_FORMAT and fmt in e.value.detail
-    with pytest.raises(writing.Rejected):
-        writing.inspect_image(data, validate=False, max_pixels=10**8)
+    with pytest.raises(imaging.Rejected):
+        imaging.inspect_image(data, validate=False, max_pixels=10**8)
 
 
 def test_unsupported_formats_end_to_end(tmp_path: Path) -> None:

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import HttpServer
+from shardkit import all_keys, write_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from servers import HttpServer  # noqa: E402
-from shardkit import all_keys, write_shards  # noqa: E402
-
-from pass_wds.format.errors import ShardError  # noqa: E402
-from pass_wds.format.manifest import ManifestError  # noqa: E402
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds.format.errors import ShardError
+from pass_wds.format.manifest import ManifestError
+from pass_wds.loading import make_loader
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 SECRET_LINE = "TOPSECRET-first-line-of-a-private-file"

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pass_wds.config import ConfigError
 from pass_wds.convert.metadata import Metadata, read_metadata
+from pass_wds.errors import InputError
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 BOM = "\ufeff"
@@ -109,7 +109,7 @@ def test_bom_csv_end_to_end_keeps_the_credit(tmp_path: Path) -> None:
 def test_duplicate_key_rows_exit_2_naming_the_key(tmp_path: Path) -> None:
     meta = tmp_path / "m.csv"
     meta.write_text("hash,v\naa01,1\nbb02,2\naa01,3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"m\.csv.*'aa01'.*row 3"):
+    with pytest.raises(InputError, match=r"m\.csv.*'aa01'.*row 3"):
         read_metadata(str(meta))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg", "bb02.jpg"]), "m.csv", "aa01")
 
@@ -122,18 +122,18 @@ def test_duplicate_key_rows_in_other_formats(tmp_path: Path, name: str) -> None:
         pq.write_table(pa.Table.from_pylist(rows), p)
     else:
         p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"'k'"):
+    with pytest.raises(InputError, match=r"'k'"):
         read_metadata(str(p))
 
 
 def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
     meta = tmp_path / "m.csv"
     meta.write_text("hash,creator,creator\naa01,Jo,Al\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"m\.csv.*column 'creator'.*twice"):
+    with pytest.raises(InputError, match=r"m\.csv.*column 'creator'.*twice"):
         read_metadata(str(meta))
     jl = tmp_path / "m.jsonl"
     jl.write_text('{"hash": "aa01", "creator": "Jo", "creator": "Al"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"m\.jsonl.*line 1.*'creator'"):
+    with pytest.raises(InputError, match=r"m\.jsonl.*line 1.*'creator'"):
         read_metadata(str(jl))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg"]), "m.csv", "creator")
 
@@ -148,7 +148,7 @@ def test_a_column_named_like_pass_wds_fields_is_refused(tmp_path: Path, name: st
         p.write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
     else:
         p.write_text("hash,_provenance\naa01,mine\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"_provenance.*reserved"):
+    with pytest.raises(InputError, match=r"_provenance.*reserved"):
         read_metadata(str(p))
 
 
@@ -190,19 +190,19 @@ def test_every_sample_json_parses_strictly(tmp_path: Path) -> None:
 def test_bad_encoding_names_the_file_and_line(tmp_path: Path) -> None:
     meta = tmp_path / "latin.csv"
     meta.write_bytes(b"hash,unickname\naa01,Jo\nbb02,Fran\xe7ois\n")
-    with pytest.raises(ConfigError, match=r"latin\.csv.*line 3.*UTF-8"):
+    with pytest.raises(InputError, match=r"latin\.csv.*line 3.*UTF-8"):
         read_metadata(str(meta))
     one_line_error(make_shards(tmp_path, meta, ["aa01.jpg"]), "latin.csv", "line 3")
     jl = tmp_path / "latin.jsonl"
     jl.write_bytes(b'{"hash": "aa01"}\n{"hash": "Fran\xe7ois"}\n')
-    with pytest.raises(ConfigError, match=r"latin\.jsonl.*line 2"):
+    with pytest.raises(InputError, match=r"latin\.jsonl.*line 2"):
         read_metadata(str(jl))
 
 
 def test_bad_encoding_in_the_header(tmp_path: Path) -> None:
     meta = tmp_path / "h.csv"
     meta.write_bytes(b"hash,cr\xe9ateur\naa01,Jo\n")
-    with pytest.raises(ConfigError, match=r"h\.csv.*line 1.*UTF-8"):
+    with pytest.raises(InputError, match=r"h\.csv.*line 1.*UTF-8"):
         read_metadata(str(meta))
 
 
@@ -211,7 +211,7 @@ def test_an_oversized_csv_field_names_the_file_and_line(tmp_path: Path) -> None:
     with meta.open("w", encoding="utf-8") as f:
         f.write("hash,note\naa01,short\nbb02,short\n")
         f.write('cc03,"' + "x" * (20 << 20) + '"\n')
-    with pytest.raises(ConfigError, match=r"big\.csv.*line 4.*field"):
+    with pytest.raises(InputError, match=r"big\.csv.*line 4.*field"):
         read_metadata(str(meta))
 
 
@@ -227,6 +227,6 @@ def test_malformed_json_names_the_file_and_line(tmp_path: Path) -> None:
     js = tmp_path / "m.json"
     js.write_text('[{"hash": "a"},\n {"hash": }]', encoding="utf-8")
     for p, line in ((jl, 2), (js, 2)):
-        with pytest.raises(ConfigError, match=rf"{p.name}.*line {line}"):
+        with pytest.raises(InputError, match=rf"{p.name}.*line {line}"):
             read_metadata(str(p))
     one_line_error(make_shards(tmp_path, js, ["a.jpg"]), "m.json", "line 2")

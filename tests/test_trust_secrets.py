@@ -4,6 +4,7 @@ the files pass-wds writes — and presigned shard URLs work. Real loopback HTTP 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,13 +12,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from servers import HttpServer
+from shardkit import all_keys, write_shards
+from test_trust_metadata import raw_tar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ddp"))
-from servers import HttpServer  # noqa: E402
-from shardkit import all_keys, write_shards  # noqa: E402
-from test_trust_metadata import raw_tar  # noqa: E402
-
-from pass_wds import storage  # noqa: E402
+from pass_wds import storage
 
 PASS_WDS = [sys.executable, "-m", "pass_wds.cli"]
 PASSWORD = "hunter2-PASSWORD"
@@ -85,7 +84,6 @@ def test_cli_verify_inspect_never_print_the_password(served: HttpServer) -> None
 LOADER_SCRIPT = textwrap.dedent(
     """
     import logging, sys, warnings
-    sys.path.insert(0, {ddp!r})
     from shardkit import TinyRecipe
     from pass_wds.loading import make_loader
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -105,8 +103,10 @@ LOADER_SCRIPT = textwrap.dedent(
 
 
 def run_loader(source: str | list[str]) -> subprocess.CompletedProcess[str]:
-    code = LOADER_SCRIPT.format(ddp=str(Path(__file__).resolve().parent / "ddp"), source=source)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    code = LOADER_SCRIPT.format(source=source)
+    tests = str(Path(__file__).resolve().parent)  # for tests/shardkit.py
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), tests]))}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
 
 
 def test_loader_workers_never_log_the_password(served: HttpServer) -> None:

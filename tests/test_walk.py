@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fakedata as fd
 import pytest
 from PIL import Image
 from servers import HttpServer, free_port
+
+from pass_wds import fakedata as fd
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -13,19 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pass_wds.convert.writing import (
-    Rejected,
-    ShardTask,
-    TarWriter,
-    TaskItem,
-    WriteOptions,
-    inspect_image,
-    reencode,
-    write_shard,
-)
+from pass_wds.convert.writing import ShardTask, TarWriter, TaskItem, WriteOptions, write_shard
 from pass_wds.format import keys, reasons
 from pass_wds.format.idx import parse_idx
 from pass_wds.format.tar import MTIME
+from pass_wds.imaging import Rejected, inspect_image, reencode
 
 
 def _jpeg(w: int = 64, h: int = 48, **save: object) -> bytes:
@@ -200,7 +192,7 @@ def test_tar_header_refuses_what_ustar_cannot_hold() -> None:
 
 def test_header_sniff_agrees_with_pillow(image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --validate the format and size come from a header scan; it must say what Pillow says."""
-    from pass_wds.convert.writing import sniff_header
+    from pass_wds.imaging import sniff_header
 
     monkeypatch.setattr(
         Image, "MAX_IMAGE_PIXELS", None

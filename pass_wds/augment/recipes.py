@@ -24,13 +24,14 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from pass_wds.augment.colour import ColourParams, apply_colour, normalize, sample_colour_params
 from pass_wds.augment.geometry import sample_crop
+from pass_wds.buffers import BufferPool
 from pass_wds.config import ConfigError, from_dict, load_yaml
 from pass_wds.decoding import DecodeError, DecodeOptions, decode_rgb, open_image
 from pass_wds.decoding.device import DeviceSample, EncodedBatch, decode_views, pack
@@ -50,6 +51,7 @@ __all__ = [
     "CallableRecipe",
     "Recipe",
     "RecipeConfig",
+    "RecipeLike",
     "ViewConfig",
     "builtin_config",
     "load_recipe",
@@ -185,6 +187,33 @@ def builtin_config(name: str) -> RecipeConfig:
         raise ConfigError(f"unknown recipe {name!r}; built-in recipes: {', '.join(BUILTIN_RECIPES)}")
     path = RECIPE_DIR / f"{name}.yaml"
     return RecipeConfig.from_mapping(load_yaml(path), source=str(path))
+
+
+@runtime_checkable
+class RecipeLike(Protocol):
+    """What the loader asks of a recipe; :class:`Recipe` (a config) and :class:`CallableRecipe` (your
+    function) are its two kinds, and :func:`load_recipe` turns anything else into one of them.
+
+    In the workers, each sample is ``recipe(data, ext, rng)`` → a dict of tensors, deterministic given
+    ``rng``; in the training process, ``device_stage`` finishes each collated batch on the device. Optional
+    hooks the loader uses when present: ``worker_sample`` (called per sample instead of ``__call__``),
+    ``finish_batch`` (per collated batch, in the worker) and ``decode_on_device``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(
+        self, data: bytes, ext: str = "jpg", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]: ...
+
+    def device_stage(
+        self,
+        batch: dict[str, Any],
+        device: torch.device | str = "cpu",
+        *,
+        generator: np.random.Generator | int | None = None,
+        normalize_output: bool = True,
+    ) -> dict[str, Any]: ...
 
 
 class Recipe:
@@ -437,6 +466,17 @@ class Recipe:
         result[self.output_key] = views[0] if self.output_key == "image" else views
         return result
 
+    def _host_buffers(self) -> BufferPool:
+        """Reused buffers for the CPU device stage's float batches (see :mod:`pass_wds.buffers`); made in the
+        process that runs the stage, never pickled."""
+        pool = self.__dict__.get("_pool")
+        if pool is None:
+            pool = self.__dict__["_pool"] = BufferPool()
+        return pool  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
     def _cpu_stage(
         self,
         views: list[torch.Tensor],
@@ -453,7 +493,7 @@ class Recipe:
         offset = 0
         for i in idx:
             view = views[i]
-            out = torch.empty(view.shape, dtype=torch.float32)
+            out = self._host_buffers().empty(view.shape, torch.float32)
             for start in range(0, view.shape[0], self.cpu_chunk):
                 part = out[start : start + self.cpu_chunk]
                 part.copy_(view[start : start + self.cpu_chunk])

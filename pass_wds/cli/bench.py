@@ -20,10 +20,9 @@ from pass_wds.cli.common import (
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.batches < 1 or args.batch_size < 1 or args.workers < 0 or args.profile_samples < 1:
-        print(
-            "pass-wds bench: error: --batches, --batch-size and --profile-samples must be >= 1, --workers >= 0"
-        )
-        return 2
+        from pass_wds.errors import ConfigError
+
+        raise ConfigError("--batches, --batch-size and --profile-samples must be >= 1, --workers >= 0")
     from pass_wds.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from pass_wds import storage
-from pass_wds.config import ConfigError
-from pass_wds.convert.executors import EngineError
-from pass_wds.format.errors import ShardError
+from pass_wds.errors import PassWdsError
 from pass_wds.storage.log import redacting_filter
 
 SOURCE_HELP = (
@@ -150,21 +148,44 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return rc
     except BrokenPipeError:
         return _quiet_broken_pipe()
-    except (ConfigError, ShardError, storage.StorageError) as e:
-        print(f"{parser.prog}: error: {storage.redact(storage.first_line(e), so)}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"{parser.prog}: error: {storage.redact(storage.first_line(e), so)}", file=sys.stderr)
-        return 2
-    except EngineError as e:  # the cluster itself failed (not a task): one line, exit 1
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
+    except PassWdsError as e:  # every error a user can act on: one line (exit 2; an engine failure exits 1)
+        return _fail(parser.prog, e, storage.redact(str(e), so), e.exit_code)
     except OSError as e:  # the machine, not the program: a full disk, a read-only or failing device
-        print(f"{parser.prog}: error: {_os_error(e)}", file=sys.stderr)
-        return 2
+        return _fail(parser.prog, e, _os_error(e), 2)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: the traceback follows (recorded first, see _fail)
+        _record(parser.prog, e, str(e), 1)
+        raise
+
+
+ERROR_LOG = "PASS_WDS_ERROR_LOG"
+"""When set, every error the CLI reports is appended to this file as one JSON line (type, lines, exit code):
+the test suite checks that each one it provokes is a single line from a :class:`PassWdsError`."""
+
+
+def _fail(prog: str, error: BaseException, line: str, rc: int) -> int:
+    print(f"{prog}: error: {line}", file=sys.stderr)
+    _record(prog, error, line, rc)
+    return rc
+
+
+def _record(prog: str, error: BaseException, line: str, rc: int) -> None:
+    path = os.environ.get(ERROR_LOG)
+    if not path:
+        return
+    entry = {
+        "prog": prog,
+        "type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "root": isinstance(error, PassWdsError),
+        "errno": getattr(error, "errno", None),
+        "lines": len(line.splitlines()) or 1,
+        "rc": rc,
+        "message": line[:300],
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -173,7 +194,7 @@ _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 def _os_error(e: OSError) -> str:
     """One line for an operating-system error: what failed, where, and what to do about a full disk."""
     where = f": {storage.redact(str(e.filename))}" if e.filename else ""
-    text = f"{e.strerror or e}{where}"
+    text = f"{e.strerror or storage.redact(str(e))}{where}"
     if e.errno in _OUT_OF_SPACE:
         text += "; temporary files were removed: free some space and rerun the same command to resume"
     return text

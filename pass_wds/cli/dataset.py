@@ -80,6 +80,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from pass_wds.diff import diff
+
+    result = diff(args.old, args.new, getattr(args, "storage_options", {}), threads=args.workers)
+    for line in result.lines(keys=not args.summary):
+        print(line)
+    return 0 if result.same else 1
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
@@ -111,3 +120,16 @@ def register(sub: Any) -> None:
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "diff",
+        help="list the keys two outputs (or two revisions' index.json) add, remove and change",
+        description="Compare two outputs, or two revisions' index.json: keys added (+), removed (-) and changed "
+        "(~: another JSON member, hence metadata or image). Exit 0 when they hold the same samples, 1 otherwise.",
+    )
+    p.add_argument("old", metavar="OLD", help="the older output folder/URL or its index.json")
+    p.add_argument("new", metavar="NEW", help="the newer output folder/URL or its index.json")
+    p.add_argument("--summary", action="store_true", help="print the counts only, not the keys")
+    p.add_argument("-j", "--workers", type=int, default=16, help="parallel reads (default: 16)")
+    add_storage_options(p)
+    p.set_defaults(func=cmd_diff)

@@ -29,8 +29,8 @@ from concurrent.futures import (
 from typing import Any, TypeVar
 
 from pass_wds import lifeline
-from pass_wds.config import ConfigError
 from pass_wds.convert.options import ConvertConfig
+from pass_wds.errors import ConfigError, PassWdsError
 from pass_wds.lifeline import ParentWatch
 
 log = logging.getLogger("pass_wds.make_shards")
@@ -43,8 +43,10 @@ MISSING_DASK = (
 )
 
 
-class EngineError(RuntimeError):
-    """The execution engine itself failed (not a task): one line for the user, exit 1."""
+class EngineError(PassWdsError, RuntimeError):
+    """The execution engine itself failed (not a task): one line for the user, exit 1 (rerun to resume)."""
+
+    exit_code = 1
 
 
 class Executor:
@@ -233,8 +235,6 @@ def check(cfg: ConvertConfig) -> None:
     """Fail fast (before any listing) on engine options that cannot work; imports Dask only when asked."""
     if cfg.scheduler and cfg.cluster:
         raise ConfigError("--scheduler and --cluster exclude each other (join a cluster, or start one)")
-    if cfg.cluster not in (None, "local", "slurm"):
-        raise ConfigError(f"--cluster must be 'local' or 'slurm', got {cfg.cluster!r}")
     slurm = {k: v for k, v in vars(cfg).items() if k.startswith("slurm_") and v is not None}
     if slurm and cfg.cluster != "slurm":
         raise ConfigError(f"{', '.join(sorted(slurm))} only apply with --cluster slurm")

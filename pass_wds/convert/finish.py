@@ -75,6 +75,7 @@ def finish(
         config=recorded_config(cfg),
         plan_digest=prep.digest,
         version=__version__,
+        dataset_version=cfg.dataset_version,
     )
     storage.write_bytes(storage.join(out, manifest.CROISSANT), _croissant(cfg, prep, results, index), so)
     storage.write_bytes(

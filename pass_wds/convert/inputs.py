@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from pass_wds import storage
-from pass_wds.config import ConfigError
 from pass_wds.convert.columns import contiguous, first_index
+from pass_wds.errors import InputError
 from pass_wds.format.keys import is_unsafe, is_utf8, key_of
 from pass_wds.format.reasons import CORRUPT, DUPLICATE_KEY, NOT_REGULAR, UNSAFE_PATH, Rejection
 from pass_wds.format.tar import TarDamaged, TarEntry, scan_tar
@@ -140,18 +140,18 @@ def expand_inputs(
             if _GLOB_CHARS.search(path):
                 matches = sorted(fs.glob(path))
                 if not matches:
-                    raise ConfigError(f"input pattern matches nothing: {storage.redact(expanded)}")
+                    raise InputError(f"input pattern matches nothing: {storage.redact(expanded)}")
             else:
                 try:
                     found = storage.exists(expanded, storage_options, retry=retry)
                 except storage.StorageError:
                     raise  # it names the input and the cause already
                 except (OSError, ValueError) as e:
-                    raise ConfigError(
+                    raise InputError(
                         f"cannot access input {storage.redact(expanded)}: {storage.redact(str(e), storage_options)}"
                     ) from None
                 if not found:
-                    raise ConfigError(f"input not found: {storage.redact(expanded)}")
+                    raise InputError(f"input not found: {storage.redact(expanded)}")
                 matches = [path]
             for m in matches:
                 url = m if proto is None or "://" in m else f"{proto}://{m}"  # http paths keep their scheme
@@ -171,13 +171,13 @@ def _classify(fs: Any, path: str, url: str) -> InputSpec:
         return InputSpec(url, "dir")
     lower = storage.without_query(url).lower()
     if lower.endswith(_COMPRESSED_TAR):
-        raise ConfigError(
+        raise InputError(
             f"compressed tar input is not supported (raw images must be read by offset): {storage.redact(url)}; "
             "decompress it first"
         )
     if lower.endswith(".tar"):
         return InputSpec(url, "tar")
-    raise ConfigError(
+    raise InputError(
         f"unsupported input (expected a .tar archive or a folder of images): {storage.redact(url)}"
     )
 

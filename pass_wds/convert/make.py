@@ -64,10 +64,7 @@ def _config(config: ConvertConfig | None, options: dict[str, Any]) -> ConvertCon
     if config is not None and not options:
         return config
     base = to_dict(config) if config is not None else {}
-    cfg = from_dict(ConvertConfig, {**base, **options}, source="make_shards()")
-    if isinstance(cfg.inputs, str):
-        cfg.inputs = [cfg.inputs]
-    return cfg
+    return from_dict(ConvertConfig, {**base, **options}, source="make_shards()")
 
 
 def _run(cfg: ConvertConfig, on_progress: Callable[[int, int], Any] | None) -> Summary:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from pass_wds import storage
-from pass_wds.config import ConfigError
 from pass_wds.convert.rows import Metadata
+from pass_wds.errors import ConfigError, InputError, first_line
 from pass_wds.format.samples import CREATOR_COLUMNS, RESERVED_FIELDS
 
 _JSON_ESCAPED = r'[\\"\x00-\x1f]'  # what json.dumps(ensure_ascii=False) escapes in a string
@@ -41,13 +41,13 @@ def read_metadata(
     Read as a person meant it: a UTF-8 byte-order mark is ignored, NaN and infinities become null (every
     sample JSON is standard JSON), and what cannot be resolved without guessing — a key on two rows, a
     column name used twice, a column named like pass-wds's own fields, text that is not UTF-8, a runaway
-    field — is a :class:`ConfigError` naming the file and, where there is one, the line.
+    field — is a :class:`InputError` naming the file and, where there is one, the line.
     """
     lower = storage.without_query(url).lower().removesuffix(".gz")
     shown = storage.redact(url)
     try:
         if not storage.exists(url, storage_options, retry=retry):
-            raise ConfigError(f"metadata not found: {shown}")
+            raise InputError(f"metadata not found: {shown}")
         so = storage_options
         if lower.endswith((".parquet", ".pq")):
             md = _read_parquet(url, key_column, so, retry)
@@ -57,13 +57,13 @@ def read_metadata(
             md = _read_json(url, key_column, so, retry)
         else:
             md = _read_csv(url, key_column, so, "\t" if lower.endswith(".tsv") else ",", retry)
-    except (ConfigError, storage.StorageError):
+    except (InputError, storage.StorageError):
         raise
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
-        raise ConfigError(f"cannot read metadata {shown}: {_first_line(e)}") from None
+        raise InputError(f"cannot read metadata {shown}: {first_line(e)}") from None
     if md.first_duplicate is not None:
         key, row = md.first_duplicate
-        raise ConfigError(
+        raise InputError(
             f"metadata {shown}: key {key!r} appears again in row {row} ({md.duplicate_rows} rows repeat a key); "
             "each key must have exactly one row"
         )
@@ -75,11 +75,9 @@ def _check_columns(url: str, columns: Iterable[str], where: str = "") -> None:
     seen: set[str] = set()
     for c in columns:
         if c in seen:
-            raise ConfigError(
-                f"metadata {storage.redact(url)}{where}: column {c!r} appears twice; rename one"
-            )
+            raise InputError(f"metadata {storage.redact(url)}{where}: column {c!r} appears twice; rename one")
         if c in RESERVED_FIELDS:
-            raise ConfigError(
+            raise InputError(
                 f"metadata {storage.redact(url)}{where}: column {c!r} is reserved for pass-wds's own fields "
                 "in the sample JSON; rename it"
             )
@@ -88,12 +86,12 @@ def _check_columns(url: str, columns: Iterable[str], where: str = "") -> None:
 
 def _lines(raw: IO[bytes], url: str) -> Iterator[str]:
     """Decoded lines of a text file (a byte-order mark dropped); bytes that are not UTF-8 are a
-    :class:`ConfigError` naming the line."""
+    :class:`InputError` naming the line."""
     for lineno, line in enumerate(raw, 1):
         try:
             text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigError(
+            raise InputError(
                 f"metadata {storage.redact(url)} line {lineno} is not UTF-8 text (byte {line[e.start]:#04x}); "
                 "save the file as UTF-8"
             ) from None
@@ -112,7 +110,7 @@ def _field_limit(n: int) -> Iterator[None]:
 def _csv_rows(
     url: str, storage_options: dict[str, Any] | None, delimiter: str, retry: storage.RetryPolicy | None = None
 ) -> Iterator[list[str]]:
-    """Rows of a CSV parsed by Python's csv module, each problem a ConfigError naming the line it starts on.
+    """Rows of a CSV parsed by Python's csv module, each problem an InputError naming the line it starts on.
 
     Only the header goes through here, and the whole file only once Arrow has refused it: Arrow's errors do not
     say where, and a user needs a line number to fix the file.
@@ -132,11 +130,11 @@ def _csv_rows(
                     if "field larger" in str(e)
                     else str(e)
                 )
-                raise ConfigError(f"metadata {storage.redact(url)} line {start}: {detail}") from None
+                raise InputError(f"metadata {storage.redact(url)} line {start}: {detail}") from None
             if width is None:
                 width = len(row)
             elif row and len(row) != width:
-                raise ConfigError(
+                raise InputError(
                     f"metadata {storage.redact(url)} line {start}: {len(row)} fields, the header has {width}"
                 )
             yield row
@@ -148,24 +146,19 @@ def _csv_problem(
     delimiter: str,
     error: Exception,
     retry: storage.RetryPolicy | None = None,
-) -> ConfigError:
-    """The ConfigError for a CSV that Arrow refused: re-read in Python to find the line (error path only)."""
+) -> InputError:
+    """The InputError for a CSV that Arrow refused: re-read in Python to find the line (error path only)."""
     try:
         for _ in _csv_rows(url, storage_options, delimiter, retry):
             pass
-    except ConfigError as located:
+    except InputError as located:
         return located
-    return ConfigError(f"cannot read metadata {storage.redact(url)}: {_first_line(error)}")
+    return InputError(f"cannot read metadata {storage.redact(url)}: {first_line(error)}")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-def _missing_key(url: str, key_column: str, columns: list[str]) -> ConfigError:
+def _missing_key(url: str, key_column: str, columns: list[str]) -> InputError:
     shown = ", ".join(columns[:20]) + (" …" if len(columns) > 20 else "")
-    return ConfigError(f"key column {key_column!r} not found in {storage.redact(url)} (columns: {shown})")
+    return InputError(f"key column {key_column!r} not found in {storage.redact(url)} (columns: {shown})")
 
 
 def _dump(value: Any) -> str:
@@ -194,7 +187,7 @@ def _unique_names(url: str, where: str) -> Any:
         if len(d) != len(pairs):
             names = [k for k, _ in pairs]
             dup = next(k for k in names if names.count(k) > 1)
-            raise ConfigError(
+            raise InputError(
                 f"metadata {storage.redact(url)} {where}: name {dup!r} appears twice in one object"
             )
         return d
@@ -220,7 +213,7 @@ def _read_csv(
 
     columns = next(_csv_rows(url, storage_options, delimiter, retry), None)
     if not columns:
-        raise ConfigError(f"metadata {storage.redact(url)} is empty (no header row)")
+        raise InputError(f"metadata {storage.redact(url)} is empty (no header row)")
     _check_columns(url, columns)
     if key_column not in columns:
         raise _missing_key(url, key_column, columns)
@@ -315,12 +308,12 @@ def _read_jsonl(
                     object_pairs_hook=_unique_names(url, f"line {lineno}"),
                 )
             except json.JSONDecodeError as e:
-                raise ConfigError(
+                raise InputError(
                     f"metadata {storage.redact(url)} line {lineno} is not JSON: {e.msg}"
                 ) from None
             _admit_object(md, url, key_column, row, f"line {lineno}")
     if not md.columns:
-        raise ConfigError(f"metadata {storage.redact(url)} has no rows")
+        raise InputError(f"metadata {storage.redact(url)} has no rows")
     return md.finish()
 
 
@@ -335,7 +328,7 @@ def _read_json(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError(
+        raise InputError(
             f"metadata {storage.redact(url)} line {line} is not UTF-8 text; save the file as UTF-8"
         ) from None
     try:
@@ -343,7 +336,7 @@ def _read_json(
             text, parse_constant=_null_constant, object_pairs_hook=_unique_names(url, "(an object)")
         )
     except json.JSONDecodeError as e:
-        raise ConfigError(
+        raise InputError(
             f"metadata {storage.redact(url)} line {e.lineno} is not valid JSON: {e.msg}"
         ) from None
     if isinstance(data, dict) and key_column not in data:
@@ -353,20 +346,20 @@ def _read_json(
             for k, v in data.items()
         ]
     if not isinstance(data, list):
-        raise ConfigError(
+        raise InputError(
             f"metadata {storage.redact(url)} must be a JSON list of objects or an object of objects"
         )
     md = Metadata()
     for i, row in enumerate(data):
         _admit_object(md, url, key_column, row, f"item {i}")
     if not md.columns:
-        raise ConfigError(f"metadata {storage.redact(url)} has no rows")
+        raise InputError(f"metadata {storage.redact(url)} has no rows")
     return md.finish()
 
 
 def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str) -> None:
     if not isinstance(row, dict):
-        raise ConfigError(f"metadata {storage.redact(url)} {where} is not a JSON object")
+        raise InputError(f"metadata {storage.redact(url)} {where} is not a JSON object")
     if key_column not in row:
         raise _missing_key(url, key_column, list(row))
     if not RESERVED_FIELDS.isdisjoint(row):

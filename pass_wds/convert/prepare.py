@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pass_wds import storage
-from pass_wds.config import ConfigError
 from pass_wds.convert import executors, planning
 from pass_wds.convert.inputs import InputSpec, Listing, expand_inputs, list_input, merge_listings
 from pass_wds.convert.metadata import Metadata, attribution_columns, read_metadata
 from pass_wds.convert.options import ConvertConfig, output_options
 from pass_wds.convert.output import check_output_writable
+from pass_wds.errors import ConfigError, InputError
 from pass_wds.format import reasons
 from pass_wds.format.reasons import Rejection
 from pass_wds.format.samples import estimate_json_sizes
@@ -60,7 +60,7 @@ def check_inputs(cfg: ConvertConfig) -> list[InputSpec]:
     """The inputs exist (exists/stat only: nothing is read yet): the allowlist, then every input expanded."""
     so = cfg.storage_options
     if cfg.metadata and not storage.exists(cfg.metadata, so, retry=cfg.retry):
-        raise ConfigError(f"metadata not found: {storage.redact(cfg.metadata)}")
+        raise InputError(f"metadata not found: {storage.redact(cfg.metadata)}")
     return expand_inputs(cfg.inputs, so, retry=cfg.retry)
 
 

@@ -15,30 +15,20 @@ import json
 import os
 import queue
 import threading
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from pass_wds import jpeg, storage
+from pass_wds import storage
+from pass_wds.errors import first_line
 from pass_wds.format import reasons
 from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
-from pass_wds.format.samples import EXTENSIONS, build_sample_json, provenance
+from pass_wds.format.samples import build_sample_json, provenance
 from pass_wds.format.tar import BLOCK, END_OF_ARCHIVE, padded, tar_header
-
-
-class Rejected(Exception):
-    """An input that is not a usable image; carries the errors.jsonl reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+from pass_wds.imaging.probe import ImageInfo, Rejected, inspect_image, reencode, rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,133 +84,18 @@ class ShardResult:
         return self.__dict__.copy()
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    ext: str
-    width: int
-    height: int
-
-
 # ----------------------------------------------------------------------------------------------- images
-
-
-@contextlib.contextmanager
-def _pixel_limit(limit: int) -> Iterator[None]:
-    """Pillow keeps its bomb threshold in a module global: set it for this call only, warnings as errors."""
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
-
-
-def _load_all(im: Image.Image, data: bytes, fmt: str) -> None:
-    """Decode every pixel (raises what the decoder raises). A JPEG is first decoded at 1/8 scale: every
-    entropy-coded byte is still read, which is where truncation and corruption show, but the IDCT and colour
-    conversion become nearly free (~4x faster). Where that fails (e.g. lossless JPEGs cannot be scaled),
-    a full decode gives the verdict."""
-    if fmt not in ("JPEG", "MPO"):
-        im.load()
-        return
-    try:
-        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-        im.load()
-    except Exception:
-        Image.open(io.BytesIO(data)).load()
-
-
-def inspect_image(data: bytes, *, validate: bool, max_pixels: int, reencode: bool = False) -> ImageInfo:
-    """Identify the real format and size; with ``validate``, decode every pixel. Raises :class:`Rejected`.
-
-    A format the loader does not read is ``unsupported-format`` (kept only when it will be re-encoded)."""
-    if not data:
-        raise Rejected(reasons.EMPTY, "0 bytes")
-    if not validate:
-        sniffed = sniff_header(data)
-        if sniffed is not None:
-            fmt, width, height = sniffed
-            if width <= 0 or height <= 0:
-                raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
-            if width * height > max_pixels:  # the same rule as Pillow's open with warnings as errors
-                raise Rejected(
-                    reasons.BOMB, f"Image size ({width * height} pixels) exceeds limit of {max_pixels} pixels"
-                )
-            return ImageInfo(fmt, EXTENSIONS[fmt], width, height)
-    with _pixel_limit(max_pixels):
-        try:
-            im = Image.open(io.BytesIO(data))
-            fmt = im.format or ""
-            if fmt not in EXTENSIONS and not reencode:
-                raise Rejected(
-                    reasons.UNSUPPORTED_FORMAT, f"{fmt or 'unknown'} images are not read by the loader"
-                )
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise Rejected(reasons.CORRUPT, f"invalid size {width}x{height}")
-            if validate:
-                _load_all(im, data, fmt)
-        except Rejected:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected(reasons.BOMB, str(e)) from None
-        except UnidentifiedImageError:
-            raise Rejected(reasons.NOT_AN_IMAGE, "not a format Pillow can identify") from None
-        except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
-            raise Rejected(reasons.CORRUPT, f"{type(e).__name__}: {e}") from None
-    return ImageInfo(fmt, EXTENSIONS.get(fmt, "jpg"), width, height)
-
-
-def sniff_header(data: bytes) -> tuple[str, int, int] | None:
-    """Format and size of a plain 8-bit JPEG from its markers, as Pillow's ``open`` reports them.
-
-    Used without ``--validate``, where opening every image with Pillow (~60 µs, parsing every table) was the
-    largest cost of a lossless repack of PASS (all JPEG). Returns None whenever Pillow might say something
-    else (other formats, multi-picture, 12-bit or lossless JPEGs), and the caller falls back to Pillow.
-    """
-    header = jpeg.scan(data)
-    return None if header is None else ("JPEG", header.width, header.height)
-
-
-def reencode(data: bytes, *, max_side: int | None, quality: int) -> tuple[bytes, int, int]:
-    """EXIF-orient, convert to RGB, shrink so the long side is at most ``max_side``, save as JPEG."""
-    im: Image.Image = Image.open(io.BytesIO(data))
-    if max_side is not None and im.format == "JPEG" and max(im.size) > 2 * max_side:
-        im.draft("RGB", (max_side, max_side))  # DCT-domain downscale: much faster, still ≥ the target size
-    im = ImageOps.exif_transpose(im)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    w, h = im.size
-    if max_side is not None and max(w, h) > max_side:
-        scale = max_side / max(w, h)
-        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    im.save(out, "JPEG", quality=quality, optimize=False, progressive=False)
-    return out.getvalue(), im.size[0], im.size[1]
 
 
 def _reencode_or_reject(data: bytes, opts: WriteOptions) -> tuple[bytes, int, int]:
     """:func:`reencode`, where a decoder error is a ``corrupt`` rejection: without ``--validate`` this is the
     first full decode, so a truncated or damaged image shows only here."""
-    with _pixel_limit(opts.max_image_pixels):
-        try:
-            return reencode(data, max_side=opts.resize_max_side, quality=opts.quality or 95)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected(reasons.BOMB, str(e)) from None
-        except MemoryError:
-            raise Rejected(reasons.BOMB, "too large to decode") from None
-        except Exception as e:  # truncated, corrupt data, decoder errors: all mean unusable
-            raise Rejected(
-                reasons.CORRUPT, f"re-encoding failed: {type(e).__name__}: {_one_line(e)}"
-            ) from None
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+    try:
+        return reencode(
+            data, max_side=opts.resize_max_side, quality=opts.quality or 95, max_pixels=opts.max_image_pixels
+        )
+    except Exception as e:
+        raise rejection(e, "re-encoding failed: ") from None
 
 
 class TarWriter:
@@ -286,6 +161,16 @@ class TarWriter:
         if self.offset - self._written >= self.BATCH or len(parts) >= self.MAX_PARTS:
             self._flush()
         return offsets
+
+    def add_raw(self, blocks: bytes) -> None:
+        """Append members that are already in tar form (headers, data, padding: whole 512-byte blocks), e.g.
+        a sample's blocks copied from another shard by ``make-shards update``."""
+        if len(blocks) % BLOCK:
+            raise ValueError(f"{len(blocks)} bytes are not whole tar blocks")
+        self._parts.append(blocks)
+        self.offset += len(blocks)
+        if self.offset - self._written >= self.BATCH or len(self._parts) >= self.MAX_PARTS:
+            self._flush()
 
     def close(self) -> None:
         """Write the end-of-archive blocks and finish the hash."""
@@ -370,7 +255,7 @@ class _Prefetcher:
         except OSError as e:
             if isinstance(e, PermissionError) and not storage.is_local(item.url):
                 raise  # a store refusing us (expired credentials) refuses every item: not this item's fault
-            return Rejected(reasons.READ_ERROR, storage.redact(_one_line(e), self._so))
+            return Rejected(reasons.READ_ERROR, storage.redact(first_line(e), self._so))
 
     def __iter__(self) -> Iterator[tuple[TaskItem, bytes | Rejected]]:
         if all(item.from_tar and storage.is_local(item.url) for item in self._items):

@@ -29,15 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pass_wds.decoding import (
-    DEFAULT_OPTIONS,
-    Crop,
-    DecodeError,
-    DecodeOptions,
-    _box_to_stored,
-    open_image,
-    orient_and_flip,
-)
+from pass_wds.decoding.options import DEFAULT_OPTIONS, Crop, DecodeError, DecodeOptions
+from pass_wds.decoding.source import open_image, orient_and_flip
+from pass_wds.imaging.orientation import box_to_stored, upright_size
 
 try:
     from torchvision.io import ImageReadMode
@@ -107,10 +101,9 @@ def pack(samples: Sequence[DeviceSample], sizes: Sequence[int]) -> EncodedBatch:
     box_rows, flip_rows, orientation = [], [], []
     for i in rows:
         s = samples[i]
-        w, h = s.stored_size
-        upright = (h, w) if s.orientation in (5, 6, 7, 8) else (w, h)
+        upright = upright_size(s.stored_size, s.orientation)
         orientation.append(s.orientation)
-        box_rows.append([_box_to_stored(c.box, s.orientation, *upright) for c in s.crops])
+        box_rows.append([box_to_stored(c.box, s.orientation, *upright) for c in s.crops])
         flip_rows.append([c.flip for c in s.crops])
     boxes = np.asarray(box_rows, dtype=np.float64).reshape(len(rows), n_views, 4)
     flips = np.asarray(flip_rows, dtype=np.bool_).reshape(len(rows), n_views)

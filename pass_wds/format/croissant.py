@@ -251,5 +251,21 @@ def build(
     return doc
 
 
+def with_shards(doc: dict[str, Any], shardlist: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The same document for another shard list (a new revision): the shard ``FileObject``s and the file
+    sets' ``containedIn`` are replaced, everything else (record sets, column types, texts) is kept."""
+    fresh = build(str(doc.get("name", "")), shardlist, columns={})
+    files = [d for d in fresh["distribution"] if d.get("@type") == "cr:FileObject"]
+    contained = [{"@id": s["url"]} for s in shardlist]
+    rest = []
+    for item in doc.get("distribution", []):
+        if isinstance(item, dict) and item.get("@type") == "cr:FileObject":
+            continue
+        if isinstance(item, dict) and "containedIn" in item:
+            item = {**item, "containedIn": contained}
+        rest.append(item)
+    return {**doc, "distribution": [*files, *rest]}
+
+
 def dumps(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pass_wds.errors import PassWdsError
 from pass_wds.storage.errors import redact
 
 
-class ShardError(ValueError):
-    """A shard, its index or the shard list is unusable; the message names the file and the problem.
+class ShardError(PassWdsError, ValueError):
+    """A shard, its index, the shard list or the manifest of a dataset is unusable or refused; the message
+    names the file and the problem.
 
     The message is redacted when the error is made (shard URLs may carry a password or a signature), so no
     caller can forget to."""

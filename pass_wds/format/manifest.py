@@ -21,6 +21,7 @@ from pass_wds import storage
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, idx_url_for, is_gzip_name
 from pass_wds.format.keys import is_unsafe
+from pass_wds.format.revisions import superseded_names, validate_lineage
 
 INDEX = "index.json"
 STATS = "stats.json"
@@ -60,7 +61,9 @@ def build_index(
     config: dict[str, Any],
     plan_digest: str,
     version: str,
+    dataset_version: str | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a first conversion (revision 0; ``make-shards update`` writes the later ones)."""
     shardlist = [
         {
             "url": shard_name(name, r.index),
@@ -85,6 +88,9 @@ def build_index(
         "plan_digest": plan_digest,
         "config": config,
         "created_by": f"pass-wds {version}",
+        "revision": 0,
+        "dataset_version": dataset_version,
+        "history": [],
     }
 
 
@@ -101,7 +107,9 @@ def is_pass_wds_index(index: object) -> bool:
 
 def listed_names(index: object) -> set[str]:
     """Names directly in an output's folder that its own pass-wds ``index.json`` claims: the shards and
-    ``.idx`` files it lists and the output files (:data:`OUTPUT_FILES`). Empty for any other manifest.
+    ``.idx`` files it lists, those its ``history`` says earlier revisions replaced (still there after
+    ``make-shards update --keep-superseded``), and the output files (:data:`OUTPUT_FILES`). Empty for any
+    other manifest.
 
     This is the ownership rule of make-shards and ``upload``: only what an output itself lists is ever
     replaced or removed, never a name that merely looks like ours (``pass-backup.tar``, someone's ``*.tmp-*``).
@@ -113,7 +121,7 @@ def listed_names(index: object) -> set[str]:
     for entry in index["shardlist"]:
         if isinstance(entry, dict):
             owned |= {v for k in ("url", "idx") if isinstance(v := entry.get(k), str) and "/" not in v}
-    return owned
+    return owned | superseded_names(index)
 
 
 def size_spread(sizes: Iterable[int]) -> dict[str, Any]:
@@ -145,6 +153,10 @@ def attribution_csv(columns: list[str], rows: Iterable[list[str]]) -> bytes:
 
 class ManifestError(ShardError):
     """An ``index.json`` that is malformed or points outside its dataset; the message names the field."""
+
+
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """There is no ``index.json`` where one was asked for (also a ``FileNotFoundError``)."""
 
 
 MAX_SHARD_SAMPLES = 10_000_000
@@ -214,6 +226,7 @@ def validate_index(data: Any, where: str, *, require_filesize: bool = False) -> 
             raise bad(f"{f}.idx", "must be a non-empty string")
     if "totals" in data and not isinstance(data["totals"], dict):
         raise bad("totals", "must be an object")
+    validate_lineage(data, where, ManifestError)
 
 
 def is_external(ref: str) -> bool:
@@ -262,7 +275,7 @@ def load_index(
     try:
         raw = storage.read_bytes(url, storage_options, retry=retry)
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise ManifestNotFoundError(
             f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
         ) from None
     data = parse_index(raw, url, require_filesize=True)

@@ -117,6 +117,31 @@ def parse_sample_json(raw: bytes | str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+_ROW_END = ',"' + PROVENANCE + '":'
+
+
+def sample_row(raw: bytes) -> str | None:
+    """The metadata row inside a sample JSON that :func:`build_sample_json` wrote, exactly as it was serialised
+    (``"a":1``), or None when the sample has no row. ``_provenance`` is always the last field, and its name
+    cannot occur unescaped inside a JSON string, so the row ends where that field begins."""
+    text = raw.decode("utf-8")
+    cut = text.rfind(_ROW_END)
+    if cut > 0 and text.startswith("{"):
+        return text[1:cut]
+    if text.startswith("{" + _ROW_END[1:]):
+        return None
+    raise ValueError("not a sample JSON written by make-shards (no trailing _provenance field)")
+
+
+def with_row(raw: bytes, row: str | None) -> bytes:
+    """The same sample JSON with another metadata row (``make-shards update --refresh-metadata``): the
+    ``_provenance`` field is kept byte for byte."""
+    text = raw.decode("utf-8")
+    old = sample_row(raw)
+    tail = text[1 + (len(old) + 1 if old is not None else 0) :]
+    return ("{" + (f"{row}," if row else "") + tail).encode("utf-8")
+
+
 def _json_value(v: Any) -> str:
     """Compact JSON of a provenance value: what ``json.dumps(..., ensure_ascii=False)`` writes, cheaper."""
     if isinstance(v, str):

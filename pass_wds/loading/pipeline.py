@@ -15,10 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pass_wds.augment.recipes import RecipeLike
+from pass_wds.decoding import DecodeError
+from pass_wds.errors import PassWdsError
 from pass_wds.format import reasons
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.samples import IMAGE_EXTS, checksum_problem, parse_sample_json
+from pass_wds.loading.handoff import ALIGN, ARENA_KEY, BatchArenas
 from pass_wds.loading.plan import (
     EpochPlanner,
     Generation,
@@ -27,6 +31,7 @@ from pass_wds.loading.plan import (
     plan_worker_and_batch,
     shard_offsets,
 )
+from pass_wds.loading.rngs import batch_generators
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
 from pass_wds.storage.errors import redact
@@ -35,11 +40,12 @@ from pass_wds.storage.retry import RetryPolicy
 
 log = get_logger("pass_wds.loading")
 
-Recipe = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+SampleFn = Callable[[bytes, str, np.random.Generator], dict[str, Any]]
+"""The least a reader needs to decode: a per-sample function; every :class:`RecipeLike` is one."""
 _AUG_TAG = 0xA06
 
 
-_WARNED_CORRUPT: set[str] = set()  # shards this process has warned about
+_WARNED = "__warned_shards__"  # key of a reader's stats: shards it has warned about (never sent with a batch)
 
 
 class CorruptSample(ValueError):
@@ -55,11 +61,15 @@ class NoImage(ValueError):
     reason = reasons.NO_IMAGE
 
 
-class SampleError(RuntimeError):
+class SampleError(DecodeError):
     """A sample could not be decoded/augmented and ``on_error="raise"`` was chosen (message redacted)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        PassWdsError.__init__(self, redact(message))
+        self.reason, self.detail = reasons.FAILED, str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle it to the main process
+        return (SampleError, (str(self),))
 
 
 @dataclass
@@ -71,13 +81,20 @@ class EpochJob:
     epoch: int
     history: tuple[Generation, ...]
     rank: int
-    recipe: Recipe | None = None
+    recipe: RecipeLike | SampleFn | None = None
     on_error: str = "substitute"
     verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
     shard_cache: ShardCache | None = None
     retry: RetryPolicy | None = None
     cache: IndexCache | None = field(default=None, repr=False)
+    arenas: BatchArenas | None = field(default=None, repr=False)  # reused hand-off buffers (workers only)
+    start: np.ndarray | None = field(default=None, repr=False)
+    """The sequence of epoch ``start_epoch`` when it was carried over from an earlier dataset revision."""
+    start_epoch: int = -1
+
+    def epoch_start(self) -> np.ndarray | None:
+        return self.start if self.epoch == self.start_epoch else None
 
     def index_cache(self) -> IndexCache:
         if self.cache is None:
@@ -103,7 +120,7 @@ class ReaderPlan:
 def reader_plan(job: EpochJob, worker_id: int) -> ReaderPlan:
     """Pure: the rest of this worker's emission order and the base indices it must read, in read order."""
     planner = job.planner()
-    plan = planner.generations(job.epoch, job.history)[-1]
+    plan = planner.generations(job.epoch, job.history, job.epoch_start())[-1]
     gen = job.history[-1]
     plan_worker, start_local = plan_worker_and_batch(worker_id, gen.batches, gen.num_workers)
     order = planner.worker_order(plan, job.rank, plan_worker)[start_local * job.params.batch_size :]
@@ -174,7 +191,7 @@ def check_sample(image: bytes, meta: dict[str, Any]) -> None:
 
 
 def apply_recipe(
-    recipe: Recipe, sample: Sample, rng: np.random.Generator, verify: bool = False
+    recipe: RecipeLike | SampleFn, sample: Sample, rng: np.random.Generator, verify: bool = False
 ) -> dict[str, Any]:
     """Decode + worker-side augmentation of one sample; raises on any problem (caller applies the policy).
     With ``verify``, the image is first checked against the checksum in its JSON."""
@@ -195,44 +212,74 @@ def _rng(job: EpochJob, plan_index: int, q: int, substitute: int) -> np.random.G
     return np.random.default_rng([job.params.seed, job.epoch, plan_index, q, substitute, _AUG_TAG])
 
 
-def collate(outs: list[dict[str, Any]], samples: list[Sample]) -> dict[str, Any]:
-    """Stack recipe outputs into a batch dict (``image`` B×3×H×W or ``views`` list of those)."""
+def _rngs(job: EpochJob, plan_index: int, qs: list[int], substitute: int) -> list[np.random.Generator]:
+    """``[_rng(job, plan_index, q, substitute) for q in qs]``, the same streams, seeded together."""
+    return batch_generators([job.params.seed, job.epoch, plan_index], qs, [substitute, _AUG_TAG])
+
+
+def collate(
+    outs: list[dict[str, Any]], samples: list[Sample], arenas: BatchArenas | None = None
+) -> dict[str, Any]:
+    """Stack recipe outputs into a batch dict (``image`` B×3×H×W or ``views`` list of those).
+
+    In a DataLoader worker the stacked tensors go straight into shared memory: one reused arena of
+    ``arenas`` for the whole batch when one is free (:mod:`pass_wds.loading.handoff`), else a new segment
+    per tensor (torch's default hand-off would otherwise copy the batch once more on its way out)."""
     batch: dict[str, Any] = {
         "__key__": [s["__key__"] for s in samples],
         "__url__": [s["__url__"] for s in samples],
     }
+    stacks: list[tuple[str, int | None, list[torch.Tensor]]] = []
     for name in outs[0]:
         values = [o[name] for o in outs]
         if name == "views":
-            batch["views"] = [_stack([v[i] for v in values], f"views[{i}]") for i in range(len(values[0]))]
+            batch["views"] = [None] * len(values[0])
+            stacks += [("views", i, [v[i] for v in values]) for i in range(len(values[0]))]
         elif isinstance(values[0], torch.Tensor):
-            batch[name] = _stack(values, name)
+            batch[name] = None
+            stacks.append((name, None, values))
         else:
             batch[name] = values
+    if not stacks:
+        return batch
+    layouts = [_layout(ts, name if i is None else f"{name}[{i}]") for name, i, ts in stacks]
+    arena = None
+    if arenas is not None and (writer := arenas.writer()) is not None:
+        arena = writer.acquire(sum(-(-lay[2] // ALIGN) * ALIGN for lay in layouts))
+        if arena is not None:
+            batch[ARENA_KEY] = arena
+    for (name, i, tensors), (shape, hwc, nbytes) in zip(stacks, layouts, strict=True):
+        if arena is not None:
+            out = arena.empty(shape, tensors[0].dtype)
+        elif get_worker_info() is not None:
+            storage = tensors[0].untyped_storage()._new_shared(nbytes)
+            out = tensors[0].new(storage).view(shape)
+        else:
+            out = tensors[0].new_empty(shape)
+        if hwc:
+            torch.stack([t.permute(1, 2, 0) for t in tensors], out=out)
+            out = out.permute(0, 3, 1, 2)
+        else:
+            torch.stack(tensors, out=out)
+        if i is None:
+            batch[name] = out
+        else:
+            batch[name][i] = out
     return batch
 
 
-def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
-    """Stack same-shape tensors into a batch; image views (3xHxW laid out HWC, as the resize makes them)
-    are stacked into a channels-last batch, which is a plain copy per image instead of a transposing copy
-    (~15x faster for uint8). The batch has the usual shape Bx3xHxW; ``.contiguous()`` gives NCHW memory."""
+def _layout(tensors: list[torch.Tensor], name: str) -> tuple[tuple[int, ...], bool, int]:
+    """Shape, layout and bytes of the stacked batch of same-shape tensors. Image views (3xHxW laid out HWC,
+    as the resize makes them) are stacked into a channels-last batch, which is a plain copy per image instead
+    of a transposing copy (~15x faster for uint8). The batch has the usual shape Bx3xHxW; ``.contiguous()``
+    gives NCHW memory."""
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"recipe output {name!r} has different shapes in one batch: {sorted(shapes)}")
     first = tensors[0]
     hwc = first.dim() == 3 and all(t.permute(1, 2, 0).is_contiguous() for t in tensors)
     shape = (len(tensors), *first.shape[1:], first.shape[0]) if hwc else (len(tensors), *first.shape)
-    if torch.utils.data.get_worker_info() is not None:
-        # In a DataLoader worker, stack straight into shared memory (as torch's default_collate does):
-        # otherwise the batch is copied once more when it is sent to the main process.
-        storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
-        out = first.new(storage).view(shape)
-    else:
-        out = first.new_empty(shape)
-    if hwc:
-        torch.stack([t.permute(1, 2, 0) for t in tensors], out=out)
-        return out.permute(0, 3, 1, 2)
-    return torch.stack(tensors, out=out)
+    return shape, hwc, len(tensors) * first.numel() * first.element_size()
 
 
 def collate_raw(
@@ -297,9 +344,9 @@ def batch_stream(
             chunk = []
             continue
         outs: list[dict[str, Any] | None] = []
-        for q, s in chunk:
+        for (_, s), rng in zip(chunk, _rngs(job, plan_index, [q for q, _ in chunk], 0), strict=True):
             try:
-                outs.append(apply_recipe(job.recipe, s, _rng(job, plan_index, q, 0), job.verify_samples))
+                outs.append(apply_recipe(job.recipe, s, rng, job.verify_samples))
             except Exception as e:  # any failure of decode/augment is a bad sample
                 if job.on_error == "raise":
                     raise SampleError(
@@ -319,10 +366,10 @@ def batch_stream(
         donor_sample = samples[good[0]]
         for w_samples, w_outs, w_qs in waiting:
             _substitute(job, plan_index, w_samples, w_outs, w_qs, [], donor_sample, stats)
-            yield _with_stats(_finish_batch(job, collate(w_outs, w_samples)), stats)  # type: ignore[arg-type]
+            yield _with_stats(_finish_batch(job, collate(w_outs, w_samples, job.arenas)), stats)  # type: ignore[arg-type]
         waiting = []
         _substitute(job, plan_index, samples, outs, qs, good, None, stats)
-        yield _with_stats(_finish_batch(job, collate(outs, samples)), stats)  # type: ignore[arg-type]
+        yield _with_stats(_finish_batch(job, collate(outs, samples, job.arenas)), stats)  # type: ignore[arg-type]
     if chunk:
         raise ShardError(f"reader produced {len(chunk)} samples beyond its last whole batch (plan bug)")
     if waiting:
@@ -374,11 +421,13 @@ def _count_failure(stats: dict[str, Any], sample: Sample, e: BaseException) -> N
 def _count_corrupt(
     stats: dict[str, Any], sample: Sample, e: CorruptSample, action: str = "substituting"
 ) -> None:
-    """Count a sample that failed its checksum; warn once per shard and process (a damaged shard has many)."""
+    """Count a sample that failed its checksum; warn once per shard and reader (a damaged shard has many).
+    The reader's stats remember which shards it warned about: no process-wide state."""
     url = sample["__url__"]
     _count(stats, sample, reasons.CHECKSUM_MISMATCH, str(e), action=action)
-    if url not in _WARNED_CORRUPT:
-        _WARNED_CORRUPT.add(url)
+    warned: set[str] = stats.setdefault(_WARNED, set())
+    if url not in warned:
+        warned.add(url)
         log.warning(
             "shard %s has corrupt samples (checksum (crc32) mismatch, first: %r: %s); %s; further corrupt "
             "samples of this shard are counted in loader.stats, not logged",
@@ -420,7 +469,7 @@ def _substitute(
 
 
 def _with_stats(batch: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    batch["__stats__"] = dict(stats)
+    batch["__stats__"] = {k: v for k, v in stats.items() if k != _WARNED}
     stats.pop("bad", None)
     stats.pop("substituted", None)
     stats["errors"] = 0

@@ -236,11 +236,17 @@ class EpochPlanner:
                     mask[self.worker_order(plan, rank, w)[: k * bs]] = True
         return mask
 
-    def generations(self, epoch: int, history: Sequence[Generation]) -> list[GenerationPlan]:
-        """Plans of every generation in ``history`` (the last one is the current one)."""
+    def generations(
+        self, epoch: int, history: Sequence[Generation], start: np.ndarray | None = None
+    ) -> list[GenerationPlan]:
+        """Plans of every generation in ``history`` (the last one is the current one).
+
+        ``start``: the epoch's sequence when it does not begin here: the global ids still to deliver of an
+        epoch carried over from an earlier revision of the dataset (:meth:`unseen` of that revision's plan,
+        mapped onto this one's shards); otherwise the epoch's own sequence."""
         if not history:
             raise ValueError("history needs at least the current generation")
-        seq = epoch_sequence(self.p, epoch)
+        seq = epoch_sequence(self.p, epoch) if start is None else np.asarray(start, dtype=np.int64)
         remaining = np.arange(len(seq), dtype=np.int64)
         plans: list[GenerationPlan] = []
         for g, gen in enumerate(history):
@@ -251,15 +257,27 @@ class EpochPlanner:
             )
             plans.append(plan)
             if g + 1 < len(history):
-                if gen.batches > plan.batches_per_rank:
-                    raise HistoryError(g, gen.batches, plan.batches_per_rank)
-                seen = self.seen(plan, gen.batches)
-                # Each position not yet delivered (in any padded copy) once, in sequence order.
-                left = np.zeros(len(seq), dtype=bool)
-                left[base] = True
-                left[base[seen]] = False
-                remaining = np.flatnonzero(left)
+                remaining = self._left(plan, gen)
         return plans
+
+    def _left(self, plan: GenerationPlan, gen: Generation) -> np.ndarray:
+        """Sequence positions of ``plan`` not delivered after ``gen.batches`` batches per rank: each position
+        not yet delivered (in any padded copy) once, in sequence order."""
+        if gen.batches > plan.batches_per_rank:
+            raise HistoryError(plan.index, gen.batches, plan.batches_per_rank)
+        seen = self.seen(plan, gen.batches)
+        left = np.zeros(len(plan.sequence), dtype=bool)
+        left[plan.base] = True
+        left[plan.base[seen]] = False
+        return np.flatnonzero(left)
+
+    def unseen(
+        self, epoch: int, history: Sequence[Generation], start: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Global ids, in sequence order, that the epoch had still to deliver after every generation of
+        ``history`` (all of them past): what a resume on another revision of the dataset carries over."""
+        plans = self.generations(epoch, history, start)
+        return plans[-1].sequence[self._left(plans[-1], history[-1])]
 
 
 def plan_worker_and_batch(dataloader_worker: int, batches_done: int, num_workers: int) -> tuple[int, int]:

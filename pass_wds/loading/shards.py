@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pass_wds.dataset import expand_urls, read_idx, resolve, scan_tar
+from pass_wds.dataset import Dataset, expand_urls, read_idx, resolve, scan_tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.storage.retry import RetryPolicy
 
-__all__ = ["expand_urls", "load_shard_index", "resolve_source", "scan_tar"]
+__all__ = ["expand_urls", "load_shard_index", "resolve_dataset", "resolve_source", "scan_tar"]
 
 
 def load_shard_index(
@@ -33,6 +33,26 @@ def load_shard_index(
     return index
 
 
+def resolve_dataset(
+    source: str | Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    threads: int = 16,
+    *,
+    allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Dataset:
+    """:func:`resolve_source` with the manifest kept (its revision and history, for resumes across revisions)."""
+    return resolve(
+        source,
+        storage_options,
+        threads=threads,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+        retry=retry,
+    )
+
+
 def resolve_source(
     source: str | Sequence[str],
     storage_options: dict[str, Any] | None = None,
@@ -45,10 +65,10 @@ def resolve_source(
     """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`); an
     ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``, and raw image
     archives are refused unless ``allow_raw_archives``."""
-    return resolve(
+    return resolve_dataset(
         source,
         storage_options,
-        threads=threads,
+        threads,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
         retry=retry,

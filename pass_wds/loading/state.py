@@ -31,6 +31,9 @@ MAX_WORKERS = 1024
 MAX_BATCHES = 2**53
 MAX_GENERATIONS = 256
 """Each generation is one resume with another topology; replaying one costs a pass over the epoch's plan."""
+MAX_REVISION = 100_000  # format.revisions.MAX_HISTORY
+MAX_CARRIED = 64
+"""Revisions one epoch may be carried across (``across_revisions``); each costs a replay of its plan."""
 
 
 class StateError(ValueError):
@@ -94,6 +97,37 @@ def _dump_generations(value: tuple[Generation, ...]) -> list[list[int]]:
     return [[g.world_size, g.num_workers, g.batches] for g in value]
 
 
+def _carried(value: Any, name: str) -> tuple[tuple[int, tuple[Generation, ...]], ...]:
+    """``[[revision, generations], …]``: the parts of the current epoch served on earlier revisions of the
+    dataset (oldest first), before it was carried over (``across_revisions``)."""
+    if not isinstance(value, list | tuple) or len(value) > MAX_CARRIED:
+        raise StateError(
+            f"loader state field '{name}' must be a list of at most {MAX_CARRIED} [revision, generations], "
+            f"got {_shown(value)}"
+        )
+    out = []
+    last = -1
+    for i, part in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(part, list | tuple) or len(part) != 2:
+            raise StateError(
+                f"loader state field '{where}' must be [revision, generations], got {_shown(part)}"
+            )
+        revision = _whole(0, MAX_REVISION)(part[0], f"{where}[0]")
+        if revision <= last:
+            raise StateError(f"loader state field '{where}[0]' must be larger than the revision before it")
+        last = revision
+        gens = _generations(part[1], f"{where}[1]")
+        if not gens:
+            raise StateError(f"loader state field '{where}[1]' must hold at least one generation")
+        out.append((revision, gens))
+    return tuple(out)
+
+
+def _dump_carried(value: tuple[tuple[int, tuple[Generation, ...]], ...]) -> list[list[Any]]:
+    return [[revision, _dump_generations(gens)] for revision, gens in value]
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
@@ -120,6 +154,9 @@ class LoaderState:
     batch_size: int
     fingerprint: str
     generations: tuple[Generation, ...]
+    revision: int = 0
+    """The dataset revision (``index.json``'s ``revision``) the generations were served on."""
+    carried: tuple[tuple[int, tuple[Generation, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-safe form ``Loader.state_dict()`` returns (identical on every rank)."""
@@ -133,6 +170,8 @@ FIELDS: tuple[Field, ...] = (
     Field("batch_size", _whole(1, MAX_BATCH_SIZE)),
     Field("fingerprint", _pattern(r"[0-9a-f]{16}", "16 hex digits (Loader.fingerprint())")),
     Field("generations", _generations, _dump_generations),
+    Field("revision", _whole(0, MAX_REVISION), default=0),
+    Field("carried", _carried, _dump_carried, default=()),
 )
 assert [f.name for f in FIELDS] == [f.name for f in dataclasses.fields(LoaderState)]
 

@@ -14,12 +14,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pass_wds.errors import PassWdsError, first_line
 from pass_wds.storage.urls import HTTP as _HTTP
 from pass_wds.storage.urls import endpoint
 from pass_wds.storage.urls import protocol as _protocol
 
 
-class StorageError(RuntimeError):
+class StorageError(PassWdsError, RuntimeError):
     """A storage location cannot be used (missing, unreadable, not writable); the message is one line."""
 
 
@@ -90,13 +91,6 @@ def redact(text: str, storage_options: Mapping[str, Any] | None = None) -> str:
     for value in _secret_values(storage_options):
         text = text.replace(value, "***")
     return text
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none): what a one-line error or a
-    rejection's detail quotes of a backend exception."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def error_chain(exc: BaseException) -> Iterator[BaseException]:

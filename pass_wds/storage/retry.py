@@ -21,16 +21,12 @@ from typing import Any, TypeVar
 
 from fsspec.asyn import sync
 
+from pass_wds.config import READ_TIMEOUT, RETRY_SECONDS  # the defaults every config declares
 from pass_wds.storage.errors import classify, first_line, redact, storage_error
 from pass_wds.storage.log import get_logger
 
 log = get_logger("pass_wds.storage")
 T = TypeVar("T")
-
-RETRY_SECONDS = 120.0
-"""Default budget: long enough to ride out a storage restart (MinIO, a Ceph gateway, an S3 brown-out)."""
-READ_TIMEOUT = 30.0
-"""Default: a request that gets no answer, or a stream that gets no byte, for this long is broken."""
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,12 @@
 set -euo pipefail
 OUT=${1:-/tmp/gpu-check}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH} OMP_NUM_THREADS=2
+export PYTHONPATH=$PWD:$PWD/tests${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH} OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python - "$OUT" <<'PY'
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests/ddp")
 from shardkit import jpeg_bytes, write_shards
 write_shards(Path(sys.argv[1]) / "data", [64, 64, 64, 64], image=lambda s, i: jpeg_bytes(s * 100 + i, size=(320, 240)))
 PY

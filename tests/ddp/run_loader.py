@@ -1,10 +1,10 @@
 """torchrun worker for the loader tests: runs the scenarios of a JSON spec and writes what each rank saw.
 
-Usage: torchrun --nproc_per_node N tests/ddp/run_loader.py SPEC.json OUTDIR
+Usage: PYTHONPATH=.:tests torchrun --nproc_per_node N tests/ddp/run_loader.py SPEC.json OUTDIR
 
 Each scenario: {"name", "source", "batch_size", "num_workers", "seed", "remainder", "epochs": [...],
 "segment_samples", "shuffle_buffer_bytes", "recipe": null | "tiny", "resume": STATE.json | null,
-"storage_options", "cache_dir"} (the last two per node in the multi-node test: each agent gets its own spec).
+"storage_options", "cache_dir", "across_revisions"} (storage_options and cache_dir per node in the multi-node test: each agent gets its own spec).
 Per rank it writes OUTDIR/<name>.rank<r>.json with per-epoch len, batch keys, the state_dict after every
 batch, the dropped keys and the loader stats. Every batch also does a gloo all_reduce, as DDP would.
 """
@@ -18,11 +18,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from shardkit import TinyRecipe  # tests/shardkit.py: the launching test puts tests/ on PYTHONPATH
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shardkit import TinyRecipe  # noqa: E402
-
-from pass_wds.loading import make_loader  # noqa: E402
+from pass_wds.loading import make_loader
 
 
 def main() -> None:
@@ -42,6 +40,7 @@ def main() -> None:
             recipe=TinyRecipe() if sc.get("recipe") == "tiny" else None,
             storage_options=sc.get("storage_options"),
             cache_dir=sc.get("cache_dir"),
+            across_revisions=sc.get("across_revisions", False),
         )
         if sc.get("resume"):
             loader.load_state_dict(json.loads(Path(sc["resume"]).read_text()))

@@ -15,14 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["JpegHeader", "scan"]
+__all__ = ["ORIENTATION_TAG", "JpegHeader", "scan"]
 
 # Start-of-frame markers Pillow reads as plain JPEG (baseline, extended sequential, progressive; Huffman).
 _PLAIN_SOF = (0xC0, 0xC1, 0xC2)
 _ALL_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
 _EXIF = b"Exif\0\0"
 _XMP = b"http://ns.adobe.com/xap/1.0/\0"
-_ORIENTATION = 0x0112
+ORIENTATION_TAG = 0x0112
+"""The EXIF (TIFF) tag of the orientation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def _exif_orientation(block: bytes | memoryview) -> int | None:
     end = ifd + 2 + 12 * count
     if end > len(tiff):
         return None
-    found = [e for e in range(ifd + 2, end, 12) if int.from_bytes(tiff[e : e + 2], bo) == _ORIENTATION]
+    found = [e for e in range(ifd + 2, end, 12) if int.from_bytes(tiff[e : e + 2], bo) == ORIENTATION_TAG]
     if not found:
         return 0
     e = found[0]
