@@ -4,11 +4,13 @@ PIP ?= $(PY) -m pip
 SAMPLE_OUT ?= /tmp/pass-wds-demo
 TRAIN_OUT ?= /tmp/pass-wds-ssl
 
-.PHONY: install install-test demo demo-train test test-quick lint typecheck bench clean
+.PHONY: install install-test demo demo-train test test-quick lint typecheck bench clean check-torch-range
 
-# keeps an installed torch/torchvision pair (docs/install.md); install-test pins CI's pair from constraints.txt
+# keeps an installed torch (and gives it its own torchvision: scripts/keep_torch.py, docs/install.md);
+# install-test pins CI's pair from constraints.txt instead
 install:
-	$(PIP) install -q -e .
+	@mkdir -p build && $(PY) scripts/keep_torch.py > build/keep-torch.txt
+	$(PIP) install -q -c build/keep-torch.txt -e .
 
 install-test:
 	$(PIP) install -q -c constraints.txt -e '.[test]'
@@ -40,6 +42,10 @@ test-quick: install-test
 bench:
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/run_all.py
+
+# the tested torch/torchvision range, end to end in throwaway environments (downloads the pairs it lacks)
+check-torch-range:
+	$(PY) scripts/check_torch_range.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

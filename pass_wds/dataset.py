@@ -166,14 +166,34 @@ def _folder(
     if shards:
         return None, shards
     if not names:
-        what = (
-            "does not exist or is empty"
-            if not storage.exists(url, storage_options, retry=retry)
-            else "is empty"
-        )
-        raise SourceError(f"{storage.redact(url)} {what}; {EXPECTED}")
+        if not storage.exists(url, storage_options, retry=retry):
+            raise SourceError(f"{storage.redact(url)} does not exist or is empty; {EXPECTED}")
+        if _is_file(url, storage_options):
+            raise SourceError(_not_a_source(url))
+        raise SourceError(f"{storage.redact(url)} is empty; {EXPECTED}")
     shown = ", ".join(names[:10]) + (f", … ({len(names)} entries)" if len(names) > 10 else "")
     raise SourceError(f"{storage.redact(url)} has no {INDEX} and no shards (found: {shown}); {EXPECTED}")
+
+
+def _is_file(url: str, storage_options: dict[str, Any] | None) -> bool:
+    fs, path = storage.get_fs(url, storage_options)
+    try:
+        return bool(fs.isfile(path))
+    except OSError:
+        return False
+
+
+def _not_a_source(url: str) -> str:
+    """A file that is part of an output (or anything else) but not something to read samples from."""
+    where = storage.redact(url)
+    folder = _dirname(where)
+    if where.endswith(".idx"):
+        shard = where[: -len(".idx")] + ".tar"
+        return (
+            f"{where} is the .idx index of a shard, not a dataset: give the shard ({shard}), "
+            f"the output folder ({folder}) or its {INDEX}"
+        )
+    return f"{where} is a file but neither a shard (.tar, .tgz) nor an {INDEX}; give the output folder ({folder})"
 
 
 def read_idx(

@@ -18,10 +18,13 @@ signed-URL parameters redacted where the message is made). The CLI catches the r
 :class:`~pass_wds.convert.executors.EngineError`  the execution engine itself failed (exit code 1)
 ============================================  =========================================================
 
-This module imports nothing, so every layer (``format/``, ``storage/``, the CLI) can build on it.
+This module imports nothing of pass-wds, so every layer (``format/``, ``storage/``, the CLI) can build on it.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class PassWdsError(Exception):
@@ -45,3 +48,10 @@ def first_line(exc: BaseException) -> str:
     decoder's, a parser's, fsspec's) is quoted inside a one-line error."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest candidate to a misspelt name (``--metdata``, ``simclrr``), or
+    nothing when none is close: a typo should cost one rerun, not a search through ``--help``."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""

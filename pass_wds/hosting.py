@@ -42,6 +42,7 @@ class UploadReport:
     skipped: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
     seconds: float = 0.0
+    verified: int = 0  # shards read back and checked after the upload (``verify=True``)
 
 
 @dataclass
@@ -112,15 +113,17 @@ def upload(
     *,
     workers: int = 8,
     storage_options: dict[str, Any] | None = None,
-    verify: bool = True,
+    verify: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
     retry: storage.RetryPolicy | None = None,
 ) -> UploadReport:
     """Copy a finished local output to ``url`` (any fsspec store), ``index.json`` last; resumable.
 
-    Objects already at the destination with the same sha256 are skipped (read back and hashed; ``verify`` is
-    kept for compatibility and is always on). Objects that neither this output nor an earlier pass-wds
+    Objects already at the destination with the same sha256 are skipped (read back and hashed). ``verify``
+    then reads every shard back from ``url`` and checks it against the uploaded ``index.json`` (size, sha256,
+    tar structure, sample count, ``.idx``: what ``pass-wds verify URL`` does), raising a StorageError that
+    names the bad shards. Objects that neither this output nor an earlier pass-wds
     index.json at ``url`` names are foreign: they refuse the upload unless ``overwrite``, and are never
     replaced or deleted. A destination whose ``index.json`` belongs
     to a different dataset is refused unless ``overwrite`` (then that manifest is removed first, so readers
@@ -188,6 +191,17 @@ def upload(
         report.uploaded.append(manifest.INDEX)
         report.bytes_uploaded += len(index_raw)
     bar(len(index_raw), done=True)
+    if verify:
+        from pass_wds import verify as verifying
+
+        checks = verifying.verify(url, so, workers=workers)
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            shown = "; ".join(f"{storage.redact(c.url, so)}: {', '.join(c.problems)}" for c in bad[:3])
+            raise storage.StorageError(
+                f"{len(bad)} of {len(checks)} uploaded shards failed verification ({shown}); rerun the upload"
+            )
+        report.verified = len(checks)
     report.seconds = time.monotonic() - started
     return report
 

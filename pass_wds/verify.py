@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pass_wds import storage
@@ -241,6 +241,84 @@ def _lineage_lines(index: dict[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass
+class SampleLookup:
+    """What ``inspect --sample QUERY`` found: the sample's JSON, or the input's ``errors.jsonl`` record when
+    make-shards rejected it, or the keys a prefix matches when it names more than one sample."""
+
+    query: str
+    meta: dict[str, Any] | None = None
+    rejected: dict[str, Any] | None = None
+    candidates: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        """One line for a query that found no single sample."""
+        if self.rejected is not None:
+            r = self.rejected
+            what = f"{r.get('source', '?')}: {r.get('member') or r.get('key')}"
+            detail = f" ({r['detail']})" if r.get("detail") else ""
+            return f"{what} is not in the dataset: rejected: {r.get('reason')}{detail} (errors.jsonl)"
+        if len(self.candidates) > 1:
+            shown = ", ".join(self.candidates[:5]) + (", …" if len(self.candidates) > 5 else "")
+            more = (
+                f"{len(self.candidates)}"
+                if len(self.candidates) < PREFIX_LIMIT
+                else f"{PREFIX_LIMIT} or more"
+            )
+            return f"{more} samples start with {self.query!r} ({shown}); give more of the key"
+        return f"no sample with key, key prefix or file name {self.query!r}"
+
+
+PREFIX_LIMIT = 20
+"""Matches collected for a key prefix before it is called ambiguous."""
+
+
+def lookup_sample(
+    out: str | list[str],
+    query: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
+) -> SampleLookup:
+    """Find a sample by its key, its original file name (``abc.jpeg``, or the member path) or a unique key
+    prefix (``0a1b2c``); keys are cleaned file-name stems, so a name maps to its key without reading any
+    sample. An input that make-shards rejected is found in ``errors.jsonl`` with its reason."""
+    wanted = {query, safe_key(key_of(query))}
+    ds = resolve(
+        out,
+        storage_options,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+        retry=retry,
+    )
+    layouts = [(shard, load_layout(shard, storage_options, retry)) for shard in ds.shards]
+    for shard, layout in layouts:
+        for sample_key, members in zip(layout.keys, layout.members, strict=True):
+            if sample_key in wanted:
+                return SampleLookup(query, meta=_sample_json(shard, members, storage_options, retry))
+    rejections = _rejections(ds, storage_options, retry)
+    for record in rejections:
+        member = str(record.get("member") or "")
+        if record.get("key") in wanted or query in (member, member.rsplit("/", 1)[-1]):
+            return SampleLookup(query, rejected=record)
+    if not query or "/" in query:
+        return SampleLookup(query)
+    found: list[tuple[str, ShardInfo, Any]] = []
+    for shard, layout in layouts:
+        for sample_key, members in zip(layout.keys, layout.members, strict=True):
+            if sample_key.startswith(query) and len(found) < PREFIX_LIMIT:
+                found.append((sample_key, shard, members))
+    rejected = [r for r in rejections if str(r.get("key") or "").startswith(query)]
+    keys = [k for k, _, _ in found] + [str(r["key"]) for r in rejected]
+    if len(keys) == 1 and found:
+        return SampleLookup(query, meta=_sample_json(found[0][1], found[0][2], storage_options, retry))
+    if len(keys) == 1:
+        return SampleLookup(query, rejected=rejected[0])
+    return SampleLookup(query, candidates=keys[:PREFIX_LIMIT])
+
+
 def find_sample(
     out: str | list[str],
     key: str,
@@ -250,30 +328,51 @@ def find_sample(
     allow_raw_archives: bool = False,
     retry: storage.RetryPolicy | None = None,
 ) -> dict[str, Any] | None:
-    """Find a sample by its key or by its original file name (``abc.jpeg``, or the member path): keys are
-    cleaned file-name stems, so the name maps to its key without reading any sample. Returns its JSON."""
-    wanted = {key, safe_key(key_of(key))}
-    ds = resolve(
+    """The JSON of the sample :func:`lookup_sample` finds, or None."""
+    return lookup_sample(
         out,
+        key,
         storage_options,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
         retry=retry,
-    )
-    for shard in ds.shards:
-        layout = load_layout(shard, storage_options, retry)
-        for sample_key, members in zip(layout.keys, layout.members, strict=True):
-            if sample_key not in wanted:
-                continue
-            for ext, offset, nbytes in members:
-                if ext == "json":
-                    with storage.open_stream(
-                        shard.url, offset, offset + nbytes, storage_options, retry=retry
-                    ) as f:
-                        meta = parse_sample_json(f.read(nbytes))
-                    meta.setdefault("__shard__", storage.redact(shard.url))
-                    return meta
-    return None
+    ).meta
+
+
+def _sample_json(
+    shard: ShardInfo,
+    members: Any,
+    storage_options: dict[str, Any] | None,
+    retry: storage.RetryPolicy | None = None,
+) -> dict[str, Any]:
+    for ext, offset, nbytes in members:
+        if ext == "json":
+            with storage.open_stream(shard.url, offset, offset + nbytes, storage_options, retry=retry) as f:
+                meta = parse_sample_json(f.read(nbytes))
+            meta.setdefault("__shard__", storage.redact(shard.url))
+            return meta
+    return {"__shard__": storage.redact(shard.url)}  # a foreign shard without JSON: the sample exists
+
+
+def _rejections(
+    ds: Dataset, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> list[dict[str, Any]]:
+    """The ``errors.jsonl`` records of an output (none without a manifest or the file)."""
+    if ds.folder is None:
+        return []
+    try:
+        text = storage.read_text(storage.join(ds.folder, ERRORS), storage_options, retry=retry)
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
 
 
 def json_members(

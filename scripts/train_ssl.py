@@ -64,10 +64,17 @@ from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pass_wds.compat import TorchMismatchError
 from pass_wds.config import ConfigError
 from pass_wds.format.errors import ShardError
-from pass_wds.loading import make_loader
 from pass_wds.storage import StorageError
+
+try:
+    from pass_wds.loading import make_loader
+except TorchMismatchError as e:  # one line naming both versions and the fix, not torchvision's traceback
+    if os.environ.get("RANK", "0") == "0":
+        sys.stderr.write(f"train_ssl: error: {e}\n")
+    sys.exit(2)
 
 log = logging.getLogger("train_ssl")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

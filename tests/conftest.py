@@ -31,6 +31,7 @@ QUICK_MODULES = {
     "test_decoding",
     "test_errors",
     "test_format",
+    "test_layout",
     "test_imaging",
     "test_loading",
     "test_loading_state",

@@ -30,7 +30,7 @@ from pass_wds.augment import (
     sample_colour_params,
 )
 from pass_wds.augment.geometry import center_crop_box, random_resized_crop_box
-from pass_wds.augment.recipes import RECIPE_DIR
+from pass_wds.augment.recipe_config import RECIPE_DIR
 from pass_wds.config import ConfigError
 from pass_wds.decoding import DecodeError, decode_tensor
 

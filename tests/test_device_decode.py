@@ -18,7 +18,8 @@ from conftest import find_image
 from shardkit import write_shards
 
 from pass_wds.augment import load_recipe
-from pass_wds.augment.recipes import Recipe, RecipeConfig
+from pass_wds.augment.recipe_config import RecipeConfig
+from pass_wds.augment.recipes import Recipe
 from pass_wds.config import ConfigError
 from pass_wds.decoding import DecodeOptions, open_image
 from pass_wds.loading import make_loader

@@ -25,7 +25,7 @@ from conftest import FakeOutputs
 from pass_wds import fakedata as fd
 from pass_wds.cli import main as pass_wds_main
 from pass_wds.cli import make_shards_main
-from pass_wds.convert.update import CRASH_POINTS
+from pass_wds.convert.rewrite import CRASH_POINTS
 from pass_wds.format import revisions
 from pass_wds.format.idx import parse_idx
 from pass_wds.verify import verify

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:  # bare `pass-wds`: what it can do
+        build_parser().print_help()
+        return 2
     at = _command_at(args)
     if at is not None and args[at : at + 2] == ["make-shards", "update"]:
         return run(update.build(Parser, "pass-wds make-shards update"), args[:at] + args[at + 2 :])

@@ -8,12 +8,13 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from pass_wds import storage
-from pass_wds.errors import PassWdsError
+from pass_wds.errors import PassWdsError, did_you_mean
 from pass_wds.storage.log import redacting_filter
 
 SOURCE_HELP = (
@@ -31,11 +32,43 @@ def source_arg(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem (and still exit code 2)."""
+    """argparse, but a usage error is one line naming the problem (and still exit code 2), with the closest
+    option or choice when the mistake looks like a typo (``--metdata``: did you mean --metadata?)."""
 
     def error(self, message: str) -> NoReturn:
+        m = _INVALID_CHOICE.search(message)
+        if m:
+            message += did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:  # as argparse says it, plus the option of the command that was probably meant
+            options = [s for a in self._command(ns)._actions for s in a.option_strings if s.startswith("--")]
+            hint = next(
+                (
+                    h
+                    for e in extras
+                    if e.startswith("--") and (h := did_you_mean(e.split("=", 1)[0], options))
+                ),
+                "",
+            )
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return ns
+
+    def _command(self, ns: Any) -> argparse.ArgumentParser:
+        """The (sub)command parser that read these arguments, whose options a typo is compared with."""
+        parser: argparse.ArgumentParser = self
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and getattr(ns, action.dest or "", None):
+                sub = action.choices.get(getattr(ns, action.dest))
+                if isinstance(sub, Parser):
+                    return sub._command(ns)
+        return parser
 
 
 def _json_object(text: str) -> dict[str, Any]:

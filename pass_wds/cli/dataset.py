@@ -55,7 +55,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     so = getattr(args, "storage_options", {})
     if args.sample:
-        meta = verify.find_sample(
+        found = verify.lookup_sample(
             source_arg(args.output),
             args.sample,
             so,
@@ -63,10 +63,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             allow_raw_archives=args.allow_raw_archives,
             retry=retry_policy(args),
         )
-        if meta is None:
-            print(f"no sample with key or file name {args.sample!r}", file=sys.stderr)
+        if found.meta is None:
+            print(found.message(), file=sys.stderr)
             return 1
-        print(json.dumps(meta, indent=2, ensure_ascii=False))
+        print(json.dumps(found.meta, indent=2, ensure_ascii=False))
         return 0
     print(
         verify.summarize(
@@ -113,7 +113,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sample",
         metavar="KEY",
-        help="print the JSON metadata of the sample with this key or original file name (abc.jpeg)",
+        help="print the JSON metadata of the sample with this key, a unique key prefix, or its original file "
+        "name (abc.jpeg); a rejected input shows its reason from errors.jsonl",
     )
     add_storage_options(p)
     add_retry_options(p)

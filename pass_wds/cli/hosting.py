@@ -34,7 +34,11 @@ def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("url", help="destination, e.g. s3://bucket/pass-wds/v1")
     p.add_argument("-j", "--workers", type=int, default=8, help="parallel uploads (default: 8)")
     p.add_argument(
-        "--verify", action="store_true", help="(always on) existing objects are compared by sha256"
+        "--verify",
+        action="store_true",
+        help="after uploading, read every shard back and check it against index.json (size, sha256, tar "
+        "structure, sample count: what `pass-wds verify URL` does); objects already there are always compared "
+        "by sha256 before being skipped",
     )
     p.add_argument(
         "--overwrite",
@@ -42,7 +46,10 @@ def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="replace a different pass-wds dataset at URL, or upload next to foreign objects (never replaced)",
     )
     p.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar of the bytes sent (default: on a terminal)",
     )
     add_storage_options(p, default={})
     add_retry_options(p)
@@ -66,9 +73,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
         retry=retry_policy(args),
     )
     mb = report.bytes_uploaded / 1e6
+    checked = f"; verified all {report.verified} shards there" if args.verify else ""
     print(
         f"uploaded {len(report.uploaded)} objects ({mb:,.1f} MB), skipped {len(report.skipped)} already present, "
-        f"in {report.seconds:.1f}s → {storage.redact(args.url, args.storage_options)}"
+        f"in {report.seconds:.1f}s → {storage.redact(args.url, args.storage_options)}{checked}"
     )
     return 0
 

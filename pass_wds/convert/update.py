@@ -28,14 +28,12 @@ import hashlib
 import io
 import json
 import os
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from pass_wds import __version__, storage
 from pass_wds.convert.output import LOCK, STATE, read_json
@@ -50,153 +48,19 @@ from pass_wds.convert.revision import (
     load_output,
     mb,
     plan_update,
-    sample_spans,
     side_files_change,
     unknown_line,
     without_image_line,
 )
+from pass_wds.convert.rewrite import CRASH_ENV, Crash, Written, rewrite_shard
 from pass_wds.errors import ConfigError
 from pass_wds.format import croissant, manifest, revisions
-from pass_wds.format.idx import idx_line, idx_text
 from pass_wds.format.keys import safe_key
-from pass_wds.format.tar import BLOCK, header_size
 from pass_wds.storage.log import get_logger
 
 log = get_logger("pass_wds.make_shards")
 
 STATE_FILE = "update.json"
-CRASH_ENV = "PASS_WDS_TEST_CRASH"
-"""Test hook: ``<point>[:<n>]`` makes the process SIGKILL itself the n-th time (default 1st) it reaches the
-named point (:data:`CRASH_POINTS`); the crash tests use it to kill at exact places. Never set it otherwise."""
-CRASH_POINTS = (
-    "state-written",  # _state/update.json written, no shard yet
-    "mid-shard",  # inside a shard: some samples copied, the temp file incomplete
-    "shard-done",  # after a shard and its record (":2": after the second)
-    "side-files",  # every side file written, index.json not yet
-    "index-written",  # index.json replaced, superseded shards not yet deleted
-    "mid-delete",  # after the first superseded file was deleted
-)
-
-
-class _Crash:
-    """The :data:`CRASH_ENV` hook of one run (a counter per point, thread-safe)."""
-
-    def __init__(self) -> None:
-        point, _, nth = os.environ.get(CRASH_ENV, "").partition(":")
-        self.point = point
-        self.nth = int(nth) if nth.isdigit() else 1
-        self.hits = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, point: str) -> None:
-        if point != self.point:
-            return
-        with self.lock:
-            self.hits += 1
-            if self.hits == self.nth:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------------------------ writing
-
-
-@dataclass
-class Written:
-    position: int
-    nsamples: int
-    filesize: int
-    sha256: str
-
-    def entry(self, edit: ShardEdit) -> dict[str, Any]:
-        return {
-            "url": edit.new_url,
-            "nsamples": self.nsamples,
-            "filesize": self.filesize,
-            "sha256": self.sha256,
-            "idx": edit.new_idx,
-        }
-
-
-def _read_exact(f: IO[bytes], n: int, h: Any) -> bytes:
-    parts = []
-    while n:
-        chunk = f.read(min(n, 8 << 20))
-        if not chunk:
-            raise EOFError
-        h.update(chunk)
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
-
-
-def rewrite_shard(edit: ShardEdit, out_url: str, so: dict[str, Any], crash: Callable[[str], None]) -> Written:
-    """Write ``edit.new_url``: the old shard's kept samples, their tar blocks copied in order (a refreshed
-    sample gets its new JSON member); the whole old shard is read once and must match its sha256."""
-    from pass_wds.convert.writing import TarWriter
-
-    assert edit.new_url is not None and edit.new_idx is not None
-    old_url = storage.join(out_url, edit.old["url"])
-    layout, spans = edit.layout, sample_spans(edit.layout)
-    removed = set(edit.removed)
-    lines: list[str] = []
-    h = hashlib.sha256()
-    tw: TarWriter | None = None
-    damaged = f"{storage.redact(old_url)} does not match its index.json entry or .idx; run `pass-wds verify`"
-    try:
-        with (
-            storage.open_stream(old_url, 0, None, so) as src,
-            storage.atomic_write(storage.join(out_url, edit.new_url), so) as f,
-        ):
-            tw = TarWriter(f)
-            for i, (a, b) in enumerate(spans):
-                try:
-                    block = _read_exact(src, b - a, h)
-                except EOFError:
-                    raise manifest.ManifestError(damaged) from None
-                if i in removed:
-                    continue
-                key, members = layout.keys[i], layout.members[i]
-                for m in members:
-                    head = block[m.offset - BLOCK - a : m.offset - a]
-                    name = f"{key}.{m.ext}"
-                    if (
-                        m.offset - BLOCK < a
-                        or head[:100].rstrip(b"\0") != name.encode()
-                        or header_size(head) != m.size
-                    ):
-                        raise manifest.ManifestError(damaged)
-                if i in edit.refreshed:
-                    parts = [
-                        (
-                            f"{key}.{m.ext}",
-                            edit.refreshed[i]
-                            if m.ext == "json"
-                            else block[m.offset - a : m.offset - a + m.size],
-                        )
-                        for m in members
-                    ]
-                    offsets = tw.add_sample(parts)
-                    lines.append(idx_line((n, o, len(d)) for (n, d), o in zip(parts, offsets, strict=True)))
-                else:
-                    base = tw.offset
-                    tw.add_raw(block)
-                    lines.append(idx_line((f"{key}.{m.ext}", m.offset - a + base, m.size) for m in members))
-                if len(lines) == 1:
-                    crash("mid-shard")
-            rest = src.read()
-            h.update(rest)
-            if (
-                spans
-                and spans[-1][1] + len(rest) != edit.old["filesize"]
-                or h.hexdigest() != edit.old["sha256"]
-            ):
-                raise manifest.ManifestError(damaged)
-            tw.close()
-    finally:
-        if tw is not None:
-            tw.hexdigest()
-    storage.write_bytes(storage.join(out_url, edit.new_idx), idx_text(lines), so)
-    return Written(edit.position, len(lines), tw.offset, tw.hexdigest())
 
 
 def _side_files(plan: Plan, shardlist: list[dict[str, Any]], index: dict[str, Any]) -> dict[str, bytes]:
@@ -373,7 +237,7 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
             f"{storage.redact(opts.output)} holds an unfinished make-shards run (_state/plan.json); "
             "rerun that make-shards command to finish it first"
         )
-    crash = _Crash()
+    crash = Crash()
     with OutputLock(ConvertConfig(output=opts.output, storage_options=so), shared=False):
         finished = _finish_interrupted(opts, crash)
         if is_purge_only(opts):

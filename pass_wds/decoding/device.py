@@ -29,10 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pass_wds.compat import require_torch_pair
 from pass_wds.decoding.options import DEFAULT_OPTIONS, Crop, DecodeError, DecodeOptions
 from pass_wds.decoding.source import open_image, orient_and_flip
 from pass_wds.imaging.orientation import box_to_stored, upright_size
 
+require_torch_pair()  # a mismatched torch/torchvision pair fails here in one line, not in torchvision's import
 try:
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as _tv_decode_jpeg

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from pass_wds.compat import require_torch_pair
 from pass_wds.decoding.options import DEFAULT_OPTIONS, Crop, DecodeError, DecodeOptions
 from pass_wds.decoding.options import simplejpeg as _simplejpeg
 from pass_wds.format import reasons
@@ -58,6 +59,7 @@ from pass_wds.imaging.orientation import (
 )
 from pass_wds.imaging.probe import JPEG_FORMATS
 
+require_torch_pair()  # a mismatched torch/torchvision pair fails here in one line, not in torchvision's import
 try:  # torchvision's JPEG decoder is deprecated from 0.29 on but still the fastest path here.
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as _tv_decode_jpeg
