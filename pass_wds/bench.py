@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from pass_wds import storage
+
 __all__ = ["BenchConfig", "BenchResult", "decode_only", "run_bench"]
 
 SPECIAL_RECIPES = ("none", "decode")
@@ -56,6 +58,8 @@ class BenchConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     allow_external_urls: bool = False
     allow_raw_archives: bool = False
+    retry_seconds: float = storage.RETRY_SECONDS
+    read_timeout: float = storage.READ_TIMEOUT
 
 
 @dataclass
@@ -147,12 +151,17 @@ def profile_stages(cfg: BenchConfig, recipe: Any) -> tuple[dict[str, dict[str, f
     from pass_wds.loading.plan import shard_offsets
 
     so = cfg.storage_options or None
+    retry = storage.RetryPolicy.of(cfg.retry_seconds, cfg.read_timeout)
     shards = resolve_source(
-        cfg.source, so, allow_external_urls=cfg.allow_external_urls, allow_raw_archives=cfg.allow_raw_archives
+        cfg.source,
+        so,
+        allow_external_urls=cfg.allow_external_urls,
+        allow_raw_archives=cfg.allow_raw_archives,
+        retry=retry,
     )
     counts = tuple(s.nsamples for s in shards)
     offsets = shard_offsets(counts)
-    cache = IndexCache(shards, so)
+    cache = IndexCache(shards, so, retry=retry)
     n = min(cfg.profile_samples, sum(counts))
     gids = list(range(n))
     mean_bytes = float(np.mean(cache.sizes(offsets, np.asarray(gids, dtype=np.int64))))
@@ -233,6 +242,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         storage_options=cfg.storage_options or None,
         allow_external_urls=cfg.allow_external_urls,
         allow_raw_archives=cfg.allow_raw_archives,
+        retry_seconds=cfg.retry_seconds,
+        read_timeout=cfg.read_timeout,
         pin_memory=cfg.device is not None and torch.device(cfg.device).type == "cuda",
         prefetch_factor=PREFETCH_FACTOR,
     )

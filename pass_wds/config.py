@@ -33,6 +33,12 @@ from pass_wds.errors import ConfigError
 
 T = TypeVar("T")
 
+RETRY_SECONDS = 120.0
+"""Default ``retry_seconds`` of every config (the storage retry policy's budget, ``pass_wds.storage.retry``):
+long enough to ride out a storage restart. Here, not in ``storage/``, so declaring options imports no fsspec."""
+READ_TIMEOUT = 30.0
+"""Default ``read_timeout``: a storage request with no answer or byte for this long is a failed try."""
+
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -260,6 +266,8 @@ def add_option_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: It
             kw["action"] = "store_true" if d.default is False else argparse.BooleanOptionalAction
         elif kind is int:
             kw["type"] = int
+        elif kind is float:
+            kw["type"] = float
         if opt.choices is not None:
             kw["choices"] = opt.choices
         parser.add_argument(*names, **kw)

@@ -26,7 +26,7 @@ from pass_wds import storage
 from pass_wds.format import tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex, group_samples, idx_url_for, is_gzip_name, parse_idx
-from pass_wds.format.manifest import INDEX, KIND, ShardInfo, read_index_json
+from pass_wds.format.manifest import INDEX, KIND, MIN_SAMPLE_BYTES, ManifestError, ShardInfo, read_index_json
 from pass_wds.format.samples import IMAGE_EXTS
 
 SHARD_EXTENSIONS = (".tar", ".tgz", ".tar.gz")
@@ -85,10 +85,12 @@ def _is_shard(url: str) -> bool:
     return url.lower().endswith(SHARD_EXTENSIONS)
 
 
-def _is_gzip(url: str, storage_options: dict[str, Any] | None) -> bool:
+def _is_gzip(
+    url: str, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> bool:
     if is_gzip_name(url):
         return True
-    with storage.open_stream(url, 0, 2, storage_options) as f:
+    with storage.open_stream(url, 0, 2, storage_options, retry=retry) as f:
         return f.read(2) == b"\x1f\x8b"
 
 
@@ -98,6 +100,7 @@ def scan_tar(
     compressed: bool | None = None,
     *,
     max_members: int | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> ShardIndex:
     """Read every header of a shard once (sequentially; gzip allowed) and return its sample layout;
     ``max_members`` stops after that many regular members (a look at the start of a shard).
@@ -105,17 +108,19 @@ def scan_tar(
     Directories, links and other non-regular members are skipped, as WebDataset does.
     """
     if compressed is None:
-        compressed = _is_gzip(url, storage_options)
+        compressed = _is_gzip(url, storage_options, retry)
     entries: list[tuple[str, int, int]] = []
     try:
-        with storage.open_stream(url, 0, None, storage_options) as raw:
+        with storage.open_stream(url, 0, None, storage_options, retry=retry) as raw:
             f: tar.Readable = gzip.GzipFile(fileobj=raw) if compressed else raw
-            total = None if compressed else storage.file_size(url, storage_options)
+            total = None if compressed else storage.file_size(url, storage_options, retry=retry)
             for entry in tar.scan_tar(f, total):
                 if entry.isreg:
                     entries.append((entry.name, entry.offset_data, entry.size))
                     if max_members is not None and len(entries) >= max_members:
                         break
+    except storage.StorageError:
+        raise  # it names the URL and the cause already
     except (tar.TarDamaged, EOFError, OSError, zlib.error) as e:
         raise ShardError(f"{storage.redact(url)}: cannot read as a tar shard: {e}") from None
     return group_samples(entries)
@@ -144,22 +149,24 @@ def _glob(pattern: str, storage_options: dict[str, Any] | None) -> list[str]:
     return shards
 
 
-def _folder(url: str, storage_options: dict[str, Any] | None) -> tuple[str | None, list[str]]:
+def _folder(
+    url: str, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> tuple[str | None, list[str]]:
     """An output folder or prefix: its ``index.json`` if present, else the shards directly in it."""
     index = storage.join(url, INDEX)
-    if storage.exists(index, storage_options):
+    if storage.exists(index, storage_options, retry=retry):
         return index, []
     if storage.protocol(url) in ("http", "https"):
         raise SourceError(
             f"{storage.redact(url)}: no {INDEX} there (an HTTP folder cannot be listed); "
             "give its index.json, a brace pattern of shard URLs, or a list"
         )
-    names = storage.listdir(url, storage_options)
+    names = storage.listdir(url, storage_options, retry=retry)
     shards = [storage.join(url, n) for n in names if _is_shard(n)]
     if shards:
         return None, shards
     if not names:
-        if not storage.exists(url, storage_options):
+        if not storage.exists(url, storage_options, retry=retry):
             raise SourceError(f"{storage.redact(url)} does not exist or is empty; {EXPECTED}")
         if _is_file(url, storage_options):
             raise SourceError(_not_a_source(url))
@@ -189,11 +196,15 @@ def _not_a_source(url: str) -> str:
     return f"{where} is a file but neither a shard (.tar, .tgz) nor an {INDEX}; give the output folder ({folder})"
 
 
-def read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
+def read_idx(
+    url: str, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> ShardIndex:
     """A ``.idx`` file, parsed; a file that is not one is a ShardError that does not quote it."""
     try:
-        raw = storage.read_bytes(url, storage_options)
-    except (OSError, FileNotFoundError) as e:
+        raw = storage.read_bytes(url, storage_options, retry=retry)
+    except storage.StorageError:
+        raise  # it names the URL and the cause already
+    except OSError as e:
         raise ShardError(f"{url}: cannot read index: {e}") from None
     try:
         text = raw.decode("utf-8")
@@ -203,22 +214,22 @@ def read_idx(url: str, storage_options: dict[str, Any] | None) -> ShardIndex:
 
 
 def _shard_info(
-    url: str, storage_options: dict[str, Any] | None, counts: bool
+    url: str, storage_options: dict[str, Any] | None, counts: bool, retry: storage.RetryPolicy | None = None
 ) -> tuple[ShardInfo, ShardIndex | None]:
     """A shard and, when counting read it anyway, its layout (``.idx`` or header scan)."""
     compressed = is_gzip_name(url)
     idx_url = idx_url_for(url)  # None for a signed URL: no other object's URL can be derived from it
-    if not compressed and idx_url is not None and storage.exists(idx_url, storage_options):
+    if not compressed and idx_url is not None and storage.exists(idx_url, storage_options, retry=retry):
         if not counts:
             return ShardInfo(url, 0, idx_url), None
-        index = read_idx(idx_url, storage_options)
+        index = read_idx(idx_url, storage_options, retry)
         return ShardInfo(url, len(index), idx_url, layout=index.digest()), index
-    if not storage.exists(url, storage_options):
+    if not storage.exists(url, storage_options, retry=retry):
         raise SourceError(f"shard not found: {storage.redact(url)}")
     if not counts:
         return ShardInfo(url, 0, None, compressed=compressed), None
-    compressed = compressed or _is_gzip(url, storage_options)
-    index = scan_tar(url, storage_options, compressed)
+    compressed = compressed or _is_gzip(url, storage_options, retry)
+    index = scan_tar(url, storage_options, compressed, retry=retry)
     return ShardInfo(url, len(index), None, compressed=compressed, index=index, layout=index.digest()), index
 
 
@@ -268,6 +279,7 @@ def _check_layouts(
     layouts: list[tuple[str, ShardIndex]],
     storage_options: dict[str, Any] | None,
     allow_raw_archives: bool,
+    retry: storage.RetryPolicy | None = None,
 ) -> None:
     """Shards without a manifest: refuse raw image archives (unless allowed), warn once about repeated keys."""
     if not allow_raw_archives:
@@ -275,7 +287,12 @@ def _check_layouts(
         if not looked and shards:  # not counted: look at the start of the first shard only
             first = shards[0]
             try:
-                looked = [(first.url, scan_tar(first.url, storage_options, None, max_members=PEEK_SAMPLES))]
+                looked = [
+                    (
+                        first.url,
+                        scan_tar(first.url, storage_options, None, max_members=PEEK_SAMPLES, retry=retry),
+                    )
+                ]
             except ShardError:
                 looked = []  # damage is for the reader to report, with its own context
         for url, layout in looked:
@@ -297,11 +314,47 @@ def _check_layouts(
         )
 
 
-def _read_manifest(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
+PLAN_CHECK_SAMPLES = 1_000_000
+"""Above this many samples claimed by a manifest, the loader checks each claim against the shard's real size
+before it plans an epoch from them (planning costs tens of bytes a sample; below this it is small whatever
+the claim, and each shard's ``.idx`` count is checked against the manifest when the shard is read)."""
+
+
+def check_counts_fit_data(
+    shards: Sequence[ShardInfo],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
+    threads: int = 16,
+) -> None:
+    """Sample counts that a manifest claims must fit the data before anything is sized by them: a shard of
+    ``size`` real bytes holds at most ``size / 1024`` samples. Counts read from the data itself (an ``.idx``,
+    a header scan) need no check; manifest counts are checked (one size lookup per shard, in parallel) when
+    they add up to more than :data:`PLAN_CHECK_SAMPLES`. A claim that cannot fit is a :class:`ManifestError`
+    naming the shard, raised before planning allocates anything."""
+    claimed = [s for s in shards if s.index is None and s.layout is None]
+    if sum(s.nsamples for s in claimed) <= PLAN_CHECK_SAMPLES:
+        return
+
+    def one(shard: ShardInfo) -> None:
+        size = storage.file_size(shard.url, storage_options, retry=retry)
+        if shard.nsamples * MIN_SAMPLE_BYTES > size:
+            raise ManifestError(
+                f"{storage.redact(shard.url)}: the manifest claims {shard.nsamples:,} samples, but the shard has "
+                f"{size:,} bytes (a sample takes >= {MIN_SAMPLE_BYTES} bytes); its index.json is not this data's"
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(claimed)))) as pool:
+        list(pool.map(one, claimed))
+
+
+def _read_manifest(
+    url: str, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> dict[str, Any] | None:
     import json
 
     try:
-        data = json.loads(storage.read_bytes(url, storage_options))
+        data = json.loads(storage.read_bytes(url, storage_options, retry=retry))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("__kind__") == KIND else None
@@ -315,6 +368,7 @@ def resolve(
     threads: int = 16,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> Dataset:
     """Resolve a source into shards with sample counts (``counts=False``: URLs only, no per-shard reads).
 
@@ -336,34 +390,38 @@ def resolve(
         http = storage.protocol(item) in ("http", "https")
         path = urllib.parse.urlsplit(item).path if http else item.split("://", 1)[-1]  # signed URLs: no query
         if path.endswith(".json"):
-            if not storage.exists(item, storage_options):
+            if not storage.exists(item, storage_options, retry=retry):
                 raise SourceError(f"{storage.redact(item)} not found; {EXPECTED}")
-            shards.extend(read_index_json(item, storage_options, allow_external_urls=allow_external_urls))
+            shards.extend(
+                read_index_json(item, storage_options, allow_external_urls=allow_external_urls, retry=retry)
+            )
             index_url = item if single else None
         elif _GLOB.search(path) and not http:  # HTTP cannot list, so cannot glob
             shard_urls.extend(_glob(item, storage_options))
         elif _is_shard(path):
             shard_urls.append(item)
         else:
-            found_index, found = _folder(item.rstrip("/") or item, storage_options)
+            found_index, found = _folder(item.rstrip("/") or item, storage_options, retry)
             if found_index is not None:
                 shards.extend(
-                    read_index_json(found_index, storage_options, allow_external_urls=allow_external_urls)
+                    read_index_json(
+                        found_index, storage_options, allow_external_urls=allow_external_urls, retry=retry
+                    )
                 )
                 index_url = found_index if single else None
             shard_urls.extend(found)
     if shard_urls:
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(shard_urls)))) as pool:
-            looked_up = list(pool.map(lambda u: _shard_info(u, storage_options, counts), shard_urls))
+            looked_up = list(pool.map(lambda u: _shard_info(u, storage_options, counts, retry), shard_urls))
         listed = [info for info, _ in looked_up]
         layouts = [(info.url, layout) for info, layout in looked_up if layout is not None]
-        _check_layouts(listed, layouts, storage_options, allow_raw_archives)
+        _check_layouts(listed, layouts, storage_options, allow_raw_archives, retry)
         shards.extend(listed)
     if not shards:
         raise SourceError(f"no shards in {storage.redact(str(source))}; {EXPECTED}")
     if counts and sum(s.nsamples for s in shards) == 0:
         raise SourceError(f"the shards of {storage.redact(str(source))} contain no samples")
-    manifest = _read_manifest(index_url, storage_options) if index_url and not shard_urls else None
+    manifest = _read_manifest(index_url, storage_options, retry) if index_url and not shard_urls else None
     return Dataset(
         source if isinstance(source, str) else items, shards, index_url if manifest else None, manifest
     )

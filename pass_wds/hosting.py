@@ -27,7 +27,7 @@ from typing import Any
 
 from pass_wds import storage
 from pass_wds.format import manifest
-from pass_wds.storage.errors import get_logger
+from pass_wds.storage.log import get_logger
 
 log = get_logger(__name__)
 
@@ -99,9 +99,9 @@ def _sha256_local(path: str) -> str:
     return h.hexdigest()
 
 
-def _sha256_remote(url: str, so: dict[str, Any] | None) -> str:
+def _sha256_remote(url: str, so: dict[str, Any] | None, retry: storage.RetryPolicy | None = None) -> str:
     h = hashlib.sha256()
-    with storage.open_stream(url, storage_options=so) as f:
+    with storage.open_stream(url, storage_options=so, retry=retry) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -116,6 +116,7 @@ def upload(
     verify: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> UploadReport:
     """Copy a finished local output to ``url`` (any fsspec store), ``index.json`` last; resumable.
 
@@ -132,16 +133,16 @@ def upload(
     index, index_raw = _local_index(local_out)
     items = _plan(local_out, index)
     so = storage_options or {}
-    storage.makedirs(url, so)
+    storage.makedirs(url, so, retry=retry)
     remote_index = storage.join(url, manifest.INDEX)
     try:
-        current = storage.read_bytes(remote_index, so)
+        current = storage.read_bytes(remote_index, so, retry=retry)
     except FileNotFoundError:
         current = None
     old = _remote_manifest(current)
     remote_owned = manifest.listed_names(old)
     foreign = sorted(
-        set(storage.listdir(url, so)) - remote_owned - {i.name for i in items} - {manifest.INDEX}
+        set(storage.listdir(url, so, retry=retry)) - remote_owned - {i.name for i in items} - {manifest.INDEX}
     )
     if foreign and not overwrite:
         names = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
@@ -164,7 +165,7 @@ def upload(
     def one(item: _Item) -> None:
         local = os.path.join(local_out, item.name)
         remote = storage.join(url, item.name)
-        state = _remote_state(item, local, remote, so)
+        state = _remote_state(item, local, remote, so, retry)
         if state == "same":
             with lock:
                 report.skipped.append(item.name)
@@ -215,18 +216,20 @@ def _remote_manifest(raw: bytes | None) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("__kind__") == manifest.KIND else {}
 
 
-def _remote_state(item: _Item, local: str, remote: str, so: dict[str, Any]) -> str:
+def _remote_state(
+    item: _Item, local: str, remote: str, so: dict[str, Any], retry: storage.RetryPolicy | None = None
+) -> str:
     """``absent``, ``same`` (sha256 equal: skipped) or ``differs``. Content, never size alone, decides:
     shards of equal size are common (the planner balances bytes). S3 ETags are no content hash for multipart
     uploads, so an object of the right size is read back and hashed."""
     try:
-        size = storage.file_size(remote, so)
+        size = storage.file_size(remote, so, retry=retry)
     except FileNotFoundError:
         return "absent"
     if size != item.size:
         return "differs"
     expected = item.sha256 or _sha256_local(local)
-    if _sha256_remote(remote, so) == expected:
+    if _sha256_remote(remote, so, retry) == expected:
         return "same"
     log.warning("%s has the right size but a different sha256", storage.redact(remote, so))
     return "differs"
@@ -287,6 +290,7 @@ def urls(
     brace: bool = False,
     storage_options: dict[str, Any] | None = None,
     allow_external_urls: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> list[str]:
     """Absolute shard URLs of an output (folder/URL or its index.json), in shard order.
 
@@ -303,6 +307,7 @@ def urls(
         counts=False,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=True,
+        retry=retry,
     )
     if ds.manifest is not None and ds.folder is not None:
         folder = base or ds.folder

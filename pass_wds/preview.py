@@ -101,13 +101,19 @@ def first_batch(
     seed: int = 0,
     storage_options: dict[str, Any] | None = None,
     allow_raw_archives: bool = False,
+    retry_seconds: float | None = None,
+    read_timeout: float | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """The loader's first batch of ``n`` samples (fewer if the source has fewer) and the recipe used."""
     from pass_wds.augment import load_recipe
     from pass_wds.dataset import resolve
     from pass_wds.loading import make_loader
+    from pass_wds.storage import RetryPolicy
 
-    total = resolve(source, storage_options, counts=True, allow_raw_archives=allow_raw_archives).samples
+    retry = RetryPolicy.of(retry_seconds, read_timeout)
+    total = resolve(
+        source, storage_options, counts=True, allow_raw_archives=allow_raw_archives, retry=retry
+    ).samples
     rec = load_recipe(recipe) if recipe else None
     loader = make_loader(
         source,
@@ -119,6 +125,8 @@ def first_batch(
         storage_options=storage_options,
         persistent_workers=False,
         allow_raw_archives=allow_raw_archives,
+        retry_seconds=retry.seconds,
+        read_timeout=retry.read_timeout,
     )
     loader.set_epoch(0)
     return next(iter(loader)), rec
@@ -202,6 +210,8 @@ def preview(
     thumb: int = 160,
     storage_options: dict[str, Any] | None = None,
     allow_raw_archives: bool = False,
+    retry_seconds: float | None = None,
+    read_timeout: float | None = None,
 ) -> Preview:
     """Draw ``n`` samples of ``source`` (the loader's first batch for ``seed``) into the PNG/JPEG ``out``."""
     from pass_wds import storage
@@ -213,6 +223,8 @@ def preview(
         seed=seed,
         storage_options=storage_options,
         allow_raw_archives=allow_raw_archives,
+        retry_seconds=retry_seconds,
+        read_timeout=read_timeout,
     )
     name = source if isinstance(source, str) else f"{len(source)} sources"
     if rec is None:

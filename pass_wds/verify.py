@@ -30,7 +30,10 @@ class ShardCheck:
 
 
 def check_shard(
-    base: str, entry: dict[str, Any], storage_options: dict[str, Any] | None = None
+    base: str,
+    entry: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> ShardCheck:
     """Re-check one shard against its manifest entry: size, sha256, tar structure, sample count, and that the
     ``.idx`` names exactly the members the tar's own headers describe (keys, extensions, offsets, sizes)."""
@@ -38,7 +41,7 @@ def check_shard(
     problems: list[str] = []
     members: list[tuple[str, int, int]] = []
     try:
-        with storage.open_stream(url, 0, None, storage_options) as f:  # sequential, retried, resumable
+        with storage.open_stream(url, 0, None, storage_options, retry=retry) as f:  # retried, resumable
             h = hashlib.sha256()
             hashing = _HashingReader(f, h)
             try:
@@ -66,7 +69,8 @@ def check_shard(
     if entry.get("idx"):
         try:
             idx = parse_idx(
-                storage.read_text(storage.join(base, entry["idx"]), storage_options), entry["idx"]
+                storage.read_text(storage.join(base, entry["idx"]), storage_options, retry=retry),
+                entry["idx"],
             )
             if entry.get("nsamples") is not None and len(idx) != entry["nsamples"]:
                 problems.append(f".idx lists {len(idx)} samples")
@@ -124,6 +128,7 @@ def verify(
     on_shard: Callable[[ShardCheck], None] | None = None,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> list[ShardCheck]:
     """Check every shard of a source against ``index.json`` (or, for shards without one, their tar structure
     and ``.idx``); return the checks (bad ones have ``ok=False``)."""
@@ -133,10 +138,11 @@ def verify(
         counts=False,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
+        retry=retry,
     )
     checks: list[ShardCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for check in pool.map(lambda e: check_shard("", e, storage_options), _entries(ds)):
+        for check in pool.map(lambda e: check_shard("", e, storage_options, retry), _entries(ds)):
             checks.append(check)
             if on_shard:
                 on_shard(check)
@@ -167,14 +173,20 @@ def summarize(
     *,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> str:
     """A human summary: shards, samples, bytes, balance, rejected inputs by reason."""
     ds = resolve(
-        out, storage_options, allow_external_urls=allow_external_urls, allow_raw_archives=allow_raw_archives
+        out,
+        storage_options,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+        retry=retry,
     )
     index = ds.manifest or {}
     sizes = [
-        s.filesize if s.filesize is not None else storage.file_size(s.url, storage_options) for s in ds.shards
+        s.filesize if s.filesize is not None else storage.file_size(s.url, storage_options, retry=retry)
+        for s in ds.shards
     ]
     counts = [s.nsamples for s in ds.shards]
     where = ds.folder or (out if isinstance(out, str) else f"{len(out)} sources")
@@ -197,7 +209,7 @@ def summarize(
     try:
         if ds.folder is None:
             raise FileNotFoundError
-        errors = storage.read_text(storage.join(ds.folder, ERRORS), storage_options).splitlines()
+        errors = storage.read_text(storage.join(ds.folder, ERRORS), storage_options, retry=retry).splitlines()
         reasons = Counter(json.loads(e)["reason"] for e in errors if e.strip())
         lines.append(
             f"rejected     {sum(reasons.values())}"
@@ -268,20 +280,25 @@ def lookup_sample(
     *,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> SampleLookup:
     """Find a sample by its key, its original file name (``abc.jpeg``, or the member path) or a unique key
     prefix (``0a1b2c``); keys are cleaned file-name stems, so a name maps to its key without reading any
     sample. An input that make-shards rejected is found in ``errors.jsonl`` with its reason."""
     wanted = {query, safe_key(key_of(query))}
     ds = resolve(
-        out, storage_options, allow_external_urls=allow_external_urls, allow_raw_archives=allow_raw_archives
+        out,
+        storage_options,
+        allow_external_urls=allow_external_urls,
+        allow_raw_archives=allow_raw_archives,
+        retry=retry,
     )
-    layouts = [(shard, load_layout(shard, storage_options)) for shard in ds.shards]
+    layouts = [(shard, load_layout(shard, storage_options, retry)) for shard in ds.shards]
     for shard, layout in layouts:
         for sample_key, members in zip(layout.keys, layout.members, strict=True):
             if sample_key in wanted:
-                return SampleLookup(query, meta=_sample_json(shard, members, storage_options))
-    rejections = _rejections(ds, storage_options)
+                return SampleLookup(query, meta=_sample_json(shard, members, storage_options, retry))
+    rejections = _rejections(ds, storage_options, retry)
     for record in rejections:
         member = str(record.get("member") or "")
         if record.get("key") in wanted or query in (member, member.rsplit("/", 1)[-1]):
@@ -296,7 +313,7 @@ def lookup_sample(
     rejected = [r for r in rejections if str(r.get("key") or "").startswith(query)]
     keys = [k for k, _, _ in found] + [str(r["key"]) for r in rejected]
     if len(keys) == 1 and found:
-        return SampleLookup(query, meta=_sample_json(found[0][1], found[0][2], storage_options))
+        return SampleLookup(query, meta=_sample_json(found[0][1], found[0][2], storage_options, retry))
     if len(keys) == 1:
         return SampleLookup(query, rejected=rejected[0])
     return SampleLookup(query, candidates=keys[:PREFIX_LIMIT])
@@ -309,6 +326,7 @@ def find_sample(
     *,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> dict[str, Any] | None:
     """The JSON of the sample :func:`lookup_sample` finds, or None."""
     return lookup_sample(
@@ -317,25 +335,33 @@ def find_sample(
         storage_options,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
+        retry=retry,
     ).meta
 
 
-def _sample_json(shard: ShardInfo, members: Any, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+def _sample_json(
+    shard: ShardInfo,
+    members: Any,
+    storage_options: dict[str, Any] | None,
+    retry: storage.RetryPolicy | None = None,
+) -> dict[str, Any]:
     for ext, offset, nbytes in members:
         if ext == "json":
-            with storage.open_stream(shard.url, offset, offset + nbytes, storage_options) as f:
+            with storage.open_stream(shard.url, offset, offset + nbytes, storage_options, retry=retry) as f:
                 meta = parse_sample_json(f.read(nbytes))
             meta.setdefault("__shard__", storage.redact(shard.url))
             return meta
     return {"__shard__": storage.redact(shard.url)}  # a foreign shard without JSON: the sample exists
 
 
-def _rejections(ds: Dataset, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _rejections(
+    ds: Dataset, storage_options: dict[str, Any] | None, retry: storage.RetryPolicy | None = None
+) -> list[dict[str, Any]]:
     """The ``errors.jsonl`` records of an output (none without a manifest or the file)."""
     if ds.folder is None:
         return []
     try:
-        text = storage.read_text(storage.join(ds.folder, ERRORS), storage_options)
+        text = storage.read_text(storage.join(ds.folder, ERRORS), storage_options, retry=retry)
     except FileNotFoundError:
         return []
     out = []
@@ -350,10 +376,14 @@ def _rejections(ds: Dataset, storage_options: dict[str, Any] | None) -> list[dic
 
 
 def json_members(
-    url: str, layout: ShardIndex, positions: list[int], storage_options: dict[str, Any] | None = None
+    url: str,
+    layout: ShardIndex,
+    positions: list[int],
+    storage_options: dict[str, Any] | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> dict[int, bytes]:
     """The JSON members of the samples at ``positions`` of one shard (one positional read each)."""
-    reader = storage.RangeReader(url, storage_options)
+    reader = storage.RangeReader(url, storage_options, retry=retry)
     try:
         out = {}
         for i in positions:
@@ -365,10 +395,12 @@ def json_members(
         reader.close()
 
 
-def load_layout(shard: ShardInfo, storage_options: dict[str, Any] | None = None) -> ShardIndex:
+def load_layout(
+    shard: ShardInfo, storage_options: dict[str, Any] | None = None, retry: storage.RetryPolicy | None = None
+) -> ShardIndex:
     """A shard's sample layout: kept from a scan, else its ``.idx``, else one header scan."""
     if shard.index is not None:
         return shard.index
-    if shard.idx_url and storage.exists(shard.idx_url, storage_options):
-        return parse_idx(storage.read_text(shard.idx_url, storage_options), shard.idx_url)
-    return scan_tar(shard.url, storage_options, shard.compressed)
+    if shard.idx_url and storage.exists(shard.idx_url, storage_options, retry=retry):
+        return parse_idx(storage.read_text(shard.idx_url, storage_options, retry=retry), shard.idx_url)
+    return scan_tar(shard.url, storage_options, shard.compressed, retry=retry)

@@ -7,9 +7,11 @@ fixture is marked ``corpus`` automatically; marked tests skip, with the reason, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.corpus)
         if item.get_closest_marker("corpus") and not corpus_present():
             item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``path`` (writes beyond it fail with ENOSPC, as on a full disk); the
+    test skips, saying why, where mounting is not permitted (it needs root, as in CI's container)."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 class FakeOutputs:

@@ -61,16 +61,27 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 # --------------------------------------------------------------------------------------------------- moto S3
 
 
-class MotoServer:
+class _ChildServer:
+    """A server in a child process on a fixed loopback port: ``kill()`` is SIGKILL, ``start()`` again reuses
+    the port. The child ends by itself when the test run that started it is gone (``--parent``)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class MotoServer(_ChildServer):
     """moto's S3 server as a child process (``tests/strict_moto.py``: moto, refusing a body cut short of its
     Content-Length as real S3 does); ``kill()`` is SIGKILL, ``start()`` reuses the port.
 
     moto keeps its state in memory, so a restarted server is empty (buckets must be recreated).
     """
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -86,6 +97,8 @@ class MotoServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                "--parent",
+                str(os.getpid()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,12 +106,6 @@ class MotoServer:
         )
         wait_for_port(self.port)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
     def storage_options(self) -> dict[str, Any]:
         return {
@@ -427,7 +434,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # a body after a HEAD answer would corrupt the kept-alive connection
+                self.wfile.write(payload)
             return
         headers = {
             k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")
@@ -531,15 +539,103 @@ class FaultProxy:
             self._httpd = None
 
 
-@pytest.fixture
-def fault_proxy() -> Iterator[Any]:
-    started: list[FaultProxy] = []
+def _factory(start: Any, stop: Any) -> Iterator[Any]:
+    """A fixture's factory: ``make(upstream)`` starts one; every one started is stopped at teardown."""
+    started: list[Any] = []
 
-    def make(upstream: str) -> FaultProxy:
-        proxy = FaultProxy(upstream).start()
-        started.append(proxy)
-        return proxy
+    def make(upstream: str) -> Any:
+        server = start(upstream)
+        started.append(server)
+        return server
 
     yield make
-    for proxy in started:
-        proxy.stop()
+    for server in started:
+        stop(server)
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Any]:
+    yield from _factory(lambda upstream: FaultProxy(upstream).start(), FaultProxy.stop)
+
+
+# ------------------------------------------------------------------------------------ TCP relay (a process)
+
+
+class TcpRelay(_ChildServer):
+    """A TCP forwarder to ``upstream`` (``http://host:port``) in a child process: ``kill()`` makes the endpoint
+    refuse every connection (and cuts the open ones), ``start()`` brings it back on the same port.
+
+    A process, not threads: DataLoader workers forked from the test process would inherit an in-process
+    server's listening socket and keep the port open (connections accepted, never answered) after it stops.
+    """
+
+    def __init__(self, upstream: str, port: int | None = None) -> None:
+        super().__init__(port)
+        self.upstream = upstream
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpRelay:
+        parts = urllib.parse.urlsplit(self.upstream)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "relay",
+                str(self.port),
+                parts.hostname or "127.0.0.1",
+                str(parts.port),
+                str(os.getpid()),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "READY":
+            raise RuntimeError(f"relay on port {self.port} did not start")
+        return self
+
+
+@pytest.fixture
+def tcp_relay() -> Iterator[Any]:
+    """Factory: ``tcp_relay(upstream_url)`` → a started :class:`TcpRelay`; all are killed at teardown."""
+    yield from _factory(lambda upstream: TcpRelay(upstream).start(), TcpRelay.kill)
+
+
+def _relay_main(port: int, host: str, upstream_port: int) -> None:
+    import asyncio
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(1 << 16):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, upstream_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, reuse_address=True)
+        print("READY", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "relay":
+    from pass_wds.lifeline import die_with_parent
+
+    die_with_parent(int(sys.argv[5]))  # a killed pytest must not leave a relay behind
+    _relay_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -105,7 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--parent", type=int, help="end when this process (the test run) is gone")
     args = parser.parse_args()
+    if args.parent:  # a killed pytest must not leave a server behind
+        from pass_wds.lifeline import die_with_parent
+
+        die_with_parent(args.parent)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, CompleteBodies(app), threaded=True)

@@ -135,6 +135,50 @@ def test_overwrite_removes_only_what_the_old_manifest_lists(src: Path, tmp_path:
     assert not {p.name for p in out.iterdir()} & (stale - ours)  # the old output's own shards are gone
 
 
+STATE_FOREIGN = {
+    "_state/mine.txt": b"the user's own notes",
+    "_state/plan.json.bak": b"a copy the user made",
+    "_state/shard-000000.json.orig": b"another copy",
+    "_state/shard-999999.json": b"a name like ours, but no shard of this output",
+    "_state/other.tmp-0123456789ab": b"someone's temp file",
+    "_state/sub/deep.txt": b"in a subfolder of _state",
+}
+
+
+def _plant_state(out: Path) -> None:
+    for name, data in STATE_FOREIGN.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+
+
+def _state_is_only_theirs(out: Path) -> None:
+    for name, data in STATE_FOREIGN.items():
+        assert (out / name).read_bytes() == data, name
+    left = {str(p.relative_to(out)) for p in (out / "_state").rglob("*") if p.is_file()}
+    assert left == set(STATE_FOREIGN), left - set(STATE_FOREIGN)  # and nothing of ours is left behind
+
+
+def test_user_files_in_the_state_folder_survive_every_cleanup(src: Path, tmp_path: Path) -> None:
+    """Before: the end of every run and --overwrite removed _state/ with everything in it, a user's files too.
+    Every folder name pass-wds uses gets user files: the output (FOREIGN), _state/ and a folder inside it."""
+    out = tmp_path / "out"
+    rc, err = run(src, "-o", out, "--shard-size", "4KB", "--shard-range", "0:1")  # an unfinished output
+    assert rc == 0, err
+    _plant_state(out)
+    rc, err = run(src, "-o", out, "--shard-size", "4KB")  # resumes, finishes, removes its own state
+    assert rc == 0, err
+    _state_is_only_theirs(out)
+    rc, err = run(src, "-o", out, "--shard-size", "4KB")  # already complete
+    assert rc == 0, err
+    _state_is_only_theirs(out)
+    _plant(out, ours_exists=True)
+    rc, err = run(src, "-o", out, "--overwrite", "--shard-size", "1MB", "--seed", "3")  # replaces the output
+    assert rc == 0, err
+    _state_is_only_theirs(out)
+    _foreign_intact(out, ours_exists=True)
+    assert json.loads((out / "index.json").read_text())["seed"] == 3
+
+
 def test_rerun_of_own_output_is_not_foreign(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run(src, "-o", out)[0] == 0

@@ -145,9 +145,10 @@ def test_wrong_endpoint_is_one_clear_line_without_secrets(aws_env: None) -> None
         "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
         "config_kwargs": {"retries": {"max_attempts": 1}},
     }
+    fast = storage.RetryPolicy(seconds=2, read_timeout=2)  # refused is transient: retried, within 2 s here
     for op in (
-        lambda: storage.read_bytes("s3://bucket/x.bin", so),
-        lambda: storage.makedirs("s3://bucket/o", so),
+        lambda: storage.read_bytes("s3://bucket/x.bin", so, retry=fast),
+        lambda: storage.makedirs("s3://bucket/o", so, retry=fast),
     ):
         start = time.monotonic()
         with pytest.raises(storage.StorageConnectionError) as e:
@@ -207,8 +208,8 @@ def test_check_writable_and_restarted_server(moto_factory: object, aws_env: None
     assert bucket.keys() == []  # the probe is removed
     storage.write_bytes(bucket.url + "/a", b"1", bucket.storage_options)
     server.kill()
-    with pytest.raises(storage.StorageError):
-        storage.read_bytes(bucket.url + "/a", bucket.storage_options)
+    with pytest.raises(storage.StorageError):  # refused is retried: for 2 s here, then one clear error
+        storage.read_bytes(bucket.url + "/a", bucket.storage_options, retry=storage.RetryPolicy(seconds=2))
     server.start()  # same port, empty state: the cached session reconnects
     bucket.client.create_bucket(Bucket=bucket.bucket)
     storage.write_bytes(bucket.url + "/a", b"2", bucket.storage_options)

@@ -119,7 +119,7 @@ def test_store_outage_mid_conversion_then_rerun_resumes(
     so = json.dumps(
         {"client_kwargs": {"endpoint_url": proxy.url}, "config_kwargs": {"retries": {"max_attempts": 2}}}
     )
-    cmd = [*MAKE_SHARDS, *_args(raw, f"{s3.url}/out"), "--storage-options", so]
+    cmd = [*MAKE_SHARDS, *_args(raw, f"{s3.url}/out"), "--storage-options", so, "--retry-seconds", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = _watch_until(proc, s3, "out", reference, 3)
@@ -143,7 +143,7 @@ def test_s3_server_killed_mid_conversion_then_restarted(
     server: MotoServer = moto_factory()  # type: ignore[operator]
     bucket = make_bucket(server)
     so = json.dumps({"config_kwargs": {"retries": {"max_attempts": 2}}})
-    cmd = [*MAKE_SHARDS, *_args(raw, f"{bucket.url}/out"), "--storage-options", so]
+    cmd = [*MAKE_SHARDS, *_args(raw, f"{bucket.url}/out"), "--storage-options", so, "--retry-seconds", "3"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(server.endpoint)
     )
@@ -179,7 +179,7 @@ def test_missing_bucket_and_wrong_endpoint_exit_2(
             "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
         }
     )
-    r = _run([*MAKE_SHARDS, *_args(raw, "s3://bucket/out"), "--storage-options", so])
+    r = _run([*MAKE_SHARDS, *_args(raw, "s3://bucket/out"), "--storage-options", so, "--retry-seconds", "2"])
     assert r.returncode == 2
     lines = _error_lines(r.stderr)
     assert len(lines) == 1 and lines[0].startswith(

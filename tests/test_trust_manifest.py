@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,66 @@ def test_a_huge_count_with_a_plausible_size_is_refused_before_planning(dataset: 
     index = edit(dataset, lambda d: d["shardlist"][0].update(nsamples=100, filesize=4096))
     with pytest.raises(ManifestError, match=r"shardlist\[0\]\.nsamples"):
         make_loader(str(index), batch_size=2, num_workers=0)
+
+
+BOUNDED = """
+import os, resource, sys
+from pass_wds.loading import make_loader
+pages = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+limit = pages + (2 << 30)  # 2 GiB more than the imports took: the hostile plan alone wanted 7.45 GiB
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    len(make_loader(sys.argv[1], batch_size=2, num_workers=0, recipe=None))  # len() plans the epoch
+except MemoryError:
+    print("MEMORY-ERROR")
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+else:
+    print("ACCEPTED")
+"""
+
+
+@pytest.mark.parametrize("present", [True, False], ids=["small-shards", "no-shards"])
+def test_counts_a_manifest_claims_are_bounded_by_the_data_under_a_memory_limit(
+    tmp_path: Path, present: bool
+) -> None:
+    """100 shards claiming 10,000,000 samples each (sizes that would fit, 10 GB each) made the planner allocate
+    7.45 GiB before reading any shard; the claims must fit the shards' real bytes before any plan is sized."""
+    real = tmp_path / "real"
+    write_shards(real, [4])
+    out = tmp_path / "hostile"
+    out.mkdir()
+    shardlist = []
+    for i in range(100):
+        name = f"shard-{i:06d}.tar"
+        if present:
+            shutil.copy(real / "shard-000000.tar", out / name)
+        shardlist.append({"url": name, "nsamples": 10_000_000, "filesize": 10_240_000_000})
+    (out / "index.json").write_text(json.dumps({"__kind__": "wids-shard-index-v1", "shardlist": shardlist}))
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    r = subprocess.run(
+        [sys.executable, "-c", BOUNDED, str(out / "index.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    line = r.stdout.strip()
+    assert line.startswith("REFUSED"), (line, r.stderr[-2000:])
+    if present:
+        assert "ManifestError" in line and "claims 10,000,000 samples, but the shard has" in line, line
+    else:
+        assert "StorageNotFoundError" in line and "not found:" in line, line
+
+
+def test_a_sample_takes_at_least_two_tar_blocks() -> None:
+    from pass_wds.format.manifest import validate_index
+
+    ok = {"__kind__": "wids-shard-index-v1", "shardlist": [{"url": "a.tar", "nsamples": 4, "filesize": 4096}]}
+    validate_index(ok, "index.json")
+    ok["shardlist"][0]["nsamples"] = 5  # 5 samples cannot fit in 4096 bytes: two 512-byte blocks each
+    with pytest.raises(ManifestError, match=r"shardlist\[0\]\.nsamples \(5\) cannot fit in filesize 4,096"):
+        validate_index(ok, "index.json")
 
 
 def test_upload_never_copies_files_outside_the_output(dataset: Path, private: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from pass_wds.cli.common import (
     add_allow_external_urls,
     add_allow_raw_archives,
+    add_retry_options,
     add_source,
     add_storage_options,
     print_result,
@@ -38,6 +39,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         storage_options=getattr(args, "storage_options", {}) or {},
         allow_external_urls=args.allow_external_urls,
         allow_raw_archives=args.allow_raw_archives,
+        retry_seconds=args.retry_seconds,
+        read_timeout=args.read_timeout,
     )
     # The loader logs the keys it drops at every epoch boundary; a benchmark crosses many of them.
     logging.getLogger("pass_wds.loading").setLevel(logging.WARNING)
@@ -81,6 +84,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_storage_options(p)
+    add_retry_options(p)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=_cmd_bench)

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from pass_wds import storage
 from pass_wds.errors import PassWdsError, did_you_mean
+from pass_wds.storage.log import redacting_filter
 
 SOURCE_HELP = (
     "dataset source: an output folder or bucket prefix, its index.json, a glob ('out/*.tar'), a brace pattern "
@@ -77,7 +78,6 @@ def _json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
-    storage.remember_secrets(value)  # nothing this process prints or logs may show them
     return value
 
 
@@ -91,6 +91,46 @@ def add_storage_options(p: argparse.ArgumentParser, *, default: Any = argparse.S
         help='fsspec storage options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\' '
         "(standard AWS environment variables and profiles work without it)",
     )
+
+
+def _seconds(positive: bool) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if value < 0 or positive and value == 0 or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'> 0' if positive else '>= 0'} seconds, got {text}")
+        return value
+
+    return parse
+
+
+def add_retry_options(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """``--retry-seconds`` and ``--read-timeout``: the retry policy of every remote read the command makes
+    (``suppress``: only a flag actually given sets a value, so a YAML config can set it too)."""
+    from pass_wds.storage.retry import READ_TIMEOUT, RETRY_SECONDS
+
+    p.add_argument(
+        "--retry-seconds",
+        type=_seconds(False),
+        default=argparse.SUPPRESS if suppress else RETRY_SECONDS,
+        metavar="S",
+        help="retry transient storage failures (refused or reset connections, timeouts, 5xx, 429, SlowDown) for "
+        f"up to S seconds without progress before giving up; 0: never (default: {RETRY_SECONDS:g})",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=_seconds(True),
+        default=argparse.SUPPRESS if suppress else READ_TIMEOUT,
+        metavar="S",
+        help=f"a request that gets no answer or byte for S seconds is a failed try (default: {READ_TIMEOUT:g})",
+    )
+
+
+def retry_policy(args: argparse.Namespace) -> storage.RetryPolicy:
+    """The retry policy of ``--retry-seconds`` / ``--read-timeout``."""
+    return storage.RetryPolicy.of(getattr(args, "retry_seconds", None), getattr(args, "read_timeout", None))
 
 
 def add_allow_external_urls(p: argparse.ArgumentParser) -> None:
@@ -132,6 +172,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     )
     for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # our own lines are the ones users act on
+    so = getattr(args, "storage_options", None)
+    for handler in logging.getLogger().handlers:  # nothing this process (or its forks) logs may show them
+        handler.addFilter(redacting_filter(so))
     try:
         rc = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
@@ -139,7 +182,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except PassWdsError as e:  # every error a user can act on: one line (exit 2; an engine failure exits 1)
-        return _fail(parser.prog, e, storage.redact(str(e)), e.exit_code)
+        return _fail(parser.prog, e, storage.redact(str(e), so), e.exit_code)
     except OSError as e:  # the machine, not the program: a full disk, a read-only or failing device
         return _fail(parser.prog, e, _os_error(e), 2)
     except KeyboardInterrupt:

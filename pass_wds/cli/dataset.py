@@ -11,8 +11,10 @@ from pass_wds import storage
 from pass_wds.cli.common import (
     add_allow_external_urls,
     add_allow_raw_archives,
+    add_retry_options,
     add_source,
     add_storage_options,
+    retry_policy,
     source_arg,
 )
 
@@ -33,6 +35,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         on_shard=report,
         allow_external_urls=args.allow_external_urls,
         allow_raw_archives=args.allow_raw_archives,
+        retry=retry_policy(args),
     )
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -58,6 +61,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             so,
             allow_external_urls=args.allow_external_urls,
             allow_raw_archives=args.allow_raw_archives,
+            retry=retry_policy(args),
         )
         if found.meta is None:
             print(found.message(), file=sys.stderr)
@@ -70,6 +74,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             so,
             allow_external_urls=args.allow_external_urls,
             allow_raw_archives=args.allow_raw_archives,
+            retry=retry_policy(args),
         )
     )
     return 0
@@ -94,6 +99,7 @@ def register(sub: Any) -> None:
     add_source(p, "output")
     p.add_argument("-j", "--workers", type=int, default=4, help="shards checked in parallel (default: 4)")
     add_storage_options(p)
+    add_retry_options(p)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_verify)
@@ -111,6 +117,7 @@ def register(sub: Any) -> None:
         "name (abc.jpeg); a rejected input shows its reason from errors.jsonl",
     )
     add_storage_options(p)
+    add_retry_options(p)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_inspect)

@@ -6,7 +6,14 @@ import argparse
 from typing import Any
 
 from pass_wds import storage
-from pass_wds.cli.common import add_allow_external_urls, add_source, add_storage_options, source_arg
+from pass_wds.cli.common import (
+    add_allow_external_urls,
+    add_retry_options,
+    add_source,
+    add_storage_options,
+    retry_policy,
+    source_arg,
+)
 
 
 def register(sub: Any) -> None:
@@ -45,6 +52,7 @@ def add_upload_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a progress bar of the bytes sent (default: on a terminal)",
     )
     add_storage_options(p, default={})
+    add_retry_options(p)
     p.set_defaults(func=cmd_upload)
     return p
 
@@ -62,6 +70,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         verify=args.verify,
         overwrite=args.overwrite,
         progress=args.progress,
+        retry=retry_policy(args),
     )
     mb = report.bytes_uploaded / 1e6
     checked = f"; verified all {report.verified} shards there" if args.verify else ""
@@ -83,6 +92,7 @@ def add_urls_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--base", help="resolve shard URLs against this URL instead (e.g. https://host/pass/)")
     p.add_argument("--brace", action="store_true", help="print brace patterns like pass-{000000..000012}.tar")
     add_storage_options(p, default={})
+    add_retry_options(p)
     add_allow_external_urls(p)
     p.set_defaults(func=cmd_urls)
     return p
@@ -97,6 +107,7 @@ def cmd_urls(args: argparse.Namespace) -> int:
         brace=args.brace,
         storage_options=args.storage_options,
         allow_external_urls=args.allow_external_urls,
+        retry=retry_policy(args),
     ):
         print(u)
     return 0

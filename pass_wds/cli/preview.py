@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pass_wds.cli.common import add_allow_raw_archives, add_source, add_storage_options, source_arg
+from pass_wds.cli.common import (
+    add_allow_raw_archives,
+    add_retry_options,
+    add_source,
+    add_storage_options,
+    source_arg,
+)
 from pass_wds.config import ConfigError
 
 
@@ -41,6 +47,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         thumb=args.thumb,
         storage_options=args.storage_options,
         allow_raw_archives=args.allow_raw_archives,
+        retry_seconds=args.retry_seconds,
+        read_timeout=args.read_timeout,
     )
     per = f", {len(result.tiles[0])} views each" if args.recipe else ""
     print(f"wrote {args.out}: {len(result.keys)} samples{per}, {result.size[0]}×{result.size[1]} px")
@@ -67,5 +75,6 @@ def register(sub: Any) -> None:
         "--thumb", type=int, default=160, help="thumbnail / largest view size in px (default: 160)"
     )
     add_storage_options(p, default={})
+    add_retry_options(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=cmd_preview)

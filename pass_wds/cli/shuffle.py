@@ -9,6 +9,7 @@ from typing import Any
 from pass_wds.cli.common import (
     add_allow_external_urls,
     add_allow_raw_archives,
+    add_retry_options,
     add_storage_options,
     print_result,
     source_arg,
@@ -58,6 +59,9 @@ def _cmd_shuffle_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epoch must be >= 0, got {args.epoch}")
     if getattr(args, "storage_options", None):
         options["storage_options"] = args.storage_options
+    for name in ("retry_seconds", "read_timeout"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     if args.allow_external_urls:
         options["allow_external_urls"] = True
     if args.allow_raw_archives:
@@ -95,6 +99,7 @@ def register(subparsers: Any) -> None:
         p.add_argument(flag, dest=dest, type=type_, default=None, help=help_)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     add_storage_options(p)
+    add_retry_options(p, suppress=True)
     add_allow_external_urls(p)
     add_allow_raw_archives(p)
     p.set_defaults(func=_cmd_shuffle_report)

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -27,8 +28,10 @@ from concurrent.futures import (
 )
 from typing import Any, TypeVar
 
+from pass_wds import lifeline
 from pass_wds.convert.options import ConvertConfig
 from pass_wds.errors import ConfigError, PassWdsError
+from pass_wds.lifeline import ParentWatch
 
 log = logging.getLogger("pass_wds.make_shards")
 
@@ -103,7 +106,10 @@ class LocalExecutor(Executor):
         self.pool: ProcessPoolExecutor | None = None
         if workers > 1:
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            # the workers end with this process, however it ends (kill -9 and the OOM killer included)
+            self.pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=ParentWatch(kernel=True)
+            )
             from pass_wds.convert.writing import warm_up
 
             for _ in range(workers):  # start (spawn and import) the workers now, while the inputs are listed
@@ -263,8 +269,14 @@ def create(cfg: ConvertConfig) -> Executor:
                 raise ConfigError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {e}") from None
         if cfg.cluster == "local":
             # one single-threaded process per worker (shard writing holds the GIL); random ports: no clashes
+            # its worker processes end with this one (pass_wds.lifeline.dask_setup), however it ends
             cluster = distributed.LocalCluster(
-                n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+                n_workers=cfg.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                preload=["pass_wds.lifeline"],
+                env={lifeline.PARENT_ENV: str(os.getpid())},
             )
             return distributed.Client(cluster), cluster
         cluster = slurm_cluster(cfg)

@@ -124,7 +124,12 @@ class Listing:
         )
 
 
-def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputSpec]:
+def expand_inputs(
+    patterns: Iterable[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
+) -> list[InputSpec]:
     """Expand paths, globs and brace patterns (``PASS.{0..9}.tar``) into existing tar files and folders."""
     specs: list[InputSpec] = []
     seen: set[str] = set()
@@ -138,7 +143,9 @@ def expand_inputs(patterns: Iterable[str], storage_options: dict[str, Any] | Non
                     raise InputError(f"input pattern matches nothing: {storage.redact(expanded)}")
             else:
                 try:
-                    found = fs.exists(path)
+                    found = storage.exists(expanded, storage_options, retry=retry)
+                except storage.StorageError:
+                    raise  # it names the input and the cause already
                 except (OSError, ValueError) as e:
                     raise InputError(
                         f"cannot access input {storage.redact(expanded)}: {storage.redact(str(e), storage_options)}"
@@ -183,7 +190,13 @@ _COMPRESSION_MAGIC = {
 }
 
 
-def list_tar(spec: InputSpec, input_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
+def list_tar(
+    spec: InputSpec,
+    input_index: int,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
+) -> Listing:
     """Scan one uncompressed tar's headers; regular members become items, others rejections.
 
     An archive that cannot be read as a tar at all (compressed, empty, not a regular file, damaged at its
@@ -198,8 +211,8 @@ def list_tar(spec: InputSpec, input_index: int, storage_options: dict[str, Any] 
             if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open; a device never ends
                 rejections.append(Rejection("", spec.name, "", NOT_REGULAR, "input is not a regular file"))
                 return Listing.of([spec], items, rejections)
-    total = storage.file_size(spec.url, storage_options)
-    with storage.open_read(spec.url, storage_options) as f:
+    total = storage.file_size(spec.url, storage_options, retry=retry)
+    with storage.open_read(spec.url, storage_options, retry=retry) as f:
         if storage.is_local(spec.url):
             with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -255,8 +268,16 @@ def list_dir(spec: InputSpec, input_index: int, storage_options: dict[str, Any] 
     return Listing.of([spec], items, rejections)
 
 
-def list_input(spec: InputSpec, input_index: int, storage_options: dict[str, Any] | None = None) -> Listing:
-    return (list_tar if spec.kind == "tar" else list_dir)(spec, input_index, storage_options)
+def list_input(
+    spec: InputSpec,
+    input_index: int,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
+) -> Listing:
+    if spec.kind == "tar":
+        return list_tar(spec, input_index, storage_options, retry=retry)
+    return list_dir(spec, input_index, storage_options)
 
 
 def merge_listings(inputs: list[InputSpec], listings: Iterable[Listing]) -> Listing:

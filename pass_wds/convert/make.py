@@ -69,10 +69,9 @@ def _config(config: ConvertConfig | None, options: dict[str, Any]) -> ConvertCon
 
 def _run(cfg: ConvertConfig, on_progress: Callable[[int, int], Any] | None) -> Summary:
     started = time.monotonic()
-    storage.remember_secrets(cfg.storage_options)
     # every check that needs no listing comes first (listing PASS reads 187 GB); the output before the inputs
     check_options(cfg)
-    check_output_writable(str(cfg.output), cfg.storage_options)
+    check_output_writable(str(cfg.output), cfg.storage_options, cfg.retry)
     foreign = check_output_owned(cfg)
     inputs = check_inputs(cfg)
     bounds = cfg.shard_bounds()
@@ -104,18 +103,18 @@ def _run(cfg: ConvertConfig, on_progress: Callable[[int, int], Any] | None) -> S
 def _already_complete(cfg: ConvertConfig, prep: Prepared) -> Summary | None:
     """A finished output of the same plan (every shard present at its manifest size) needs no work."""
     out, so = str(cfg.output), cfg.storage_options
-    index = read_json(storage.join(out, manifest.INDEX), so)
+    index = read_json(storage.join(out, manifest.INDEX), so, cfg.retry)
     if index is None or index.get("plan_digest") != prep.digest:
         return None
     sizes = {}
     try:
         for entry in index["shardlist"]:
-            sizes[entry["url"]] = storage.file_size(storage.join(out, entry["url"]), so)
+            sizes[entry["url"]] = storage.file_size(storage.join(out, entry["url"]), so, retry=cfg.retry)
     except FileNotFoundError:
         return None
     if any(sizes[e["url"]] != e["filesize"] for e in index["shardlist"]):
         return None
-    stats = read_json(storage.join(out, manifest.STATS), so) or {}
+    stats = read_json(storage.join(out, manifest.STATS), so, cfg.retry) or {}
     summary = Summary(out, shards=len(sizes), shards_resumed=len(sizes))
     summary.samples = index["totals"]["samples"]
     summary.output_bytes = index["totals"]["bytes"]
@@ -132,6 +131,7 @@ def _tasks(cfg: ConvertConfig, prep: Prepared, todo: list[int]) -> Iterator[Shar
         max_image_pixels=cfg.max_image_pixels,
         attribution_columns=prep.attribution_columns,
         storage_options=cfg.storage_options,
+        retry=cfg.retry,
     )
     out = str(cfg.output)
     for s in todo:
@@ -184,7 +184,7 @@ def _write_all(
 ) -> tuple[list[ShardResult], list[ShardResult]]:
     """Write the shards not yet done; returns all results and those kept from earlier runs."""
     so = cfg.storage_options
-    listing = set(storage.listdir(str(cfg.output), so))
+    listing = set(storage.listdir(str(cfg.output), so, retry=cfg.retry))
     wanted = range(*bounds) if bounds is not None else range(len(prep.plan.shards))
     results: dict[int, ShardResult] = {}
     for s in wanted:

@@ -30,7 +30,11 @@ of the file, so it is refused with its line rather than turned into one enormous
 
 
 def read_metadata(
-    url: str, key_column: str = "hash", storage_options: dict[str, Any] | None = None
+    url: str,
+    key_column: str = "hash",
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: storage.RetryPolicy | None = None,
 ) -> Metadata:
     """Read CSV/TSV, JSON Lines, JSON or Parquet metadata keyed by ``key_column``.
 
@@ -42,19 +46,18 @@ def read_metadata(
     lower = storage.without_query(url).lower().removesuffix(".gz")
     shown = storage.redact(url)
     try:
-        if not storage.exists(url, storage_options):
+        if not storage.exists(url, storage_options, retry=retry):
             raise InputError(f"metadata not found: {shown}")
+        so = storage_options
         if lower.endswith((".parquet", ".pq")):
-            md = _read_parquet(url, key_column, storage_options)
+            md = _read_parquet(url, key_column, so, retry)
         elif lower.endswith((".jsonl", ".ndjson")):
-            md = _read_jsonl(url, key_column, storage_options)
+            md = _read_jsonl(url, key_column, so, retry)
         elif lower.endswith(".json"):
-            md = _read_json(url, key_column, storage_options)
+            md = _read_json(url, key_column, so, retry)
         else:
-            md = _read_csv(
-                url, key_column, storage_options, delimiter="\t" if lower.endswith(".tsv") else ","
-            )
-    except InputError:
+            md = _read_csv(url, key_column, so, "\t" if lower.endswith(".tsv") else ",", retry)
+    except (InputError, storage.StorageError):
         raise
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"cannot read metadata {shown}: {first_line(e)}") from None
@@ -104,13 +107,15 @@ def _field_limit(n: int) -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-def _csv_rows(url: str, storage_options: dict[str, Any] | None, delimiter: str) -> Iterator[list[str]]:
-    """Rows of a CSV parsed by Python's csv module, each problem a InputError naming the line it starts on.
+def _csv_rows(
+    url: str, storage_options: dict[str, Any] | None, delimiter: str, retry: storage.RetryPolicy | None = None
+) -> Iterator[list[str]]:
+    """Rows of a CSV parsed by Python's csv module, each problem an InputError naming the line it starts on.
 
     Only the header goes through here, and the whole file only once Arrow has refused it: Arrow's errors do not
     say where, and a user needs a line number to fix the file.
     """
-    with storage.open_read(url, storage_options) as raw, _field_limit(MAX_FIELD_BYTES):
+    with storage.open_read(url, storage_options, retry=retry) as raw, _field_limit(MAX_FIELD_BYTES):
         reader = csv.reader(_lines(raw, url), delimiter=delimiter)
         width = None
         while True:
@@ -136,11 +141,15 @@ def _csv_rows(url: str, storage_options: dict[str, Any] | None, delimiter: str) 
 
 
 def _csv_problem(
-    url: str, storage_options: dict[str, Any] | None, delimiter: str, error: Exception
+    url: str,
+    storage_options: dict[str, Any] | None,
+    delimiter: str,
+    error: Exception,
+    retry: storage.RetryPolicy | None = None,
 ) -> InputError:
     """The InputError for a CSV that Arrow refused: re-read in Python to find the line (error path only)."""
     try:
-        for _ in _csv_rows(url, storage_options, delimiter):
+        for _ in _csv_rows(url, storage_options, delimiter, retry):
             pass
     except InputError as located:
         return located
@@ -191,12 +200,18 @@ def _null_constant(_name: str) -> None:
     return None
 
 
-def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None, delimiter: str) -> Metadata:
+def _read_csv(
+    url: str,
+    key_column: str,
+    storage_options: dict[str, Any] | None,
+    delimiter: str,
+    retry: storage.RetryPolicy | None = None,
+) -> Metadata:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    columns = next(_csv_rows(url, storage_options, delimiter), None)
+    columns = next(_csv_rows(url, storage_options, delimiter, retry), None)
     if not columns:
         raise InputError(f"metadata {storage.redact(url)} is empty (no header row)")
     _check_columns(url, columns)
@@ -206,7 +221,7 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
     def batches() -> Iterator[pa.RecordBatch]:
         """Stream the file (twice in all): the whole table is never held in memory."""
         try:
-            with storage.open_read(url, storage_options) as raw:
+            with storage.open_read(url, storage_options, retry=retry) as raw:
                 reader = pacsv.open_csv(
                     raw,
                     parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
@@ -220,7 +235,7 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
                 )
                 yield from reader
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-            raise _csv_problem(url, storage_options, delimiter, e) from None
+            raise _csv_problem(url, storage_options, delimiter, e, retry) from None
 
     # Pass 1. A column is numeric when every non-empty cell is a JSON number: then its text goes out verbatim,
     # so numbers stay numbers with no float round trip; anything else (leading zeros, NaN, dates) stays text.
@@ -231,7 +246,7 @@ def _read_csv(url: str, key_column: str, storage_options: dict[str, Any] | None,
             cells = batch.column(i).drop_null()
             seen[i] = seen[i] or len(cells) > 0
             if len(cells) and pc.max(pc.binary_length(cells)).as_py() > MAX_FIELD_BYTES:
-                raise _csv_problem(url, storage_options, delimiter, ValueError("field too large"))
+                raise _csv_problem(url, storage_options, delimiter, ValueError("field too large"), retry)
             if (
                 numeric[i]
                 and len(cells)
@@ -275,9 +290,14 @@ def _json_strings(cells: Any) -> Any:
     return pa.array(out, type=pa.string())
 
 
-def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+def _read_jsonl(
+    url: str,
+    key_column: str,
+    storage_options: dict[str, Any] | None,
+    retry: storage.RetryPolicy | None = None,
+) -> Metadata:
     md = Metadata()
-    with storage.open_read(url, storage_options) as raw:
+    with storage.open_read(url, storage_options, retry=retry) as raw:
         for lineno, line in enumerate(_lines(raw, url), 1):
             if not line.strip():
                 continue
@@ -297,8 +317,13 @@ def _read_jsonl(url: str, key_column: str, storage_options: dict[str, Any] | Non
     return md.finish()
 
 
-def _read_json(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
-    raw = storage.read_bytes(url, storage_options)
+def _read_json(
+    url: str,
+    key_column: str,
+    storage_options: dict[str, Any] | None,
+    retry: storage.RetryPolicy | None = None,
+) -> Metadata:
+    raw = storage.read_bytes(url, storage_options, retry=retry)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -344,10 +369,15 @@ def _admit_object(md: Metadata, url: str, key_column: str, row: Any, where: str)
     md.add(row[key_column], _dump(row)[1:-1])
 
 
-def _read_parquet(url: str, key_column: str, storage_options: dict[str, Any] | None) -> Metadata:
+def _read_parquet(
+    url: str,
+    key_column: str,
+    storage_options: dict[str, Any] | None,
+    retry: storage.RetryPolicy | None = None,
+) -> Metadata:
     import pyarrow.parquet as pq
 
-    with storage.open_read(url, storage_options) as raw:
+    with storage.open_read(url, storage_options, retry=retry) as raw:
         pf = pq.ParquetFile(raw)
         names = pf.schema_arrow.names
         _check_columns(url, names)

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pass_wds.config import ConfigError, check_options, option, option_names, parse_size, to_dict
+from pass_wds.config import (
+    READ_TIMEOUT,
+    RETRY_SECONDS,
+    ConfigError,
+    check_options,
+    option,
+    option_names,
+    parse_size,
+    to_dict,
+)
+
+if TYPE_CHECKING:
+    from pass_wds.storage.retry import RetryPolicy
 
 
 @dataclass
@@ -113,6 +125,20 @@ class ConvertConfig:
         metavar="START:END",
         recorded=False,
     )
+    retry_seconds: float = option(
+        RETRY_SECONDS,
+        "retry transient storage failures (refused or reset connections, timeouts, 5xx, 429, SlowDown) for up "
+        f"to S seconds without progress before giving up; 0: never (default: {RETRY_SECONDS:g})",
+        metavar="S",
+        minimum=0,
+        recorded=False,
+    )
+    read_timeout: float = option(
+        READ_TIMEOUT,
+        f"a storage request with no answer or byte for S seconds is a failed try (default: {READ_TIMEOUT:g})",
+        metavar="S",
+        recorded=False,
+    )
     # Execution engine (pass_wds.convert.executors): where it ran is not part of what was made, so none of
     # these changes the output's bytes or is recorded (a Dask run's index.json is a local one's).
     scheduler: str | None = option(
@@ -168,6 +194,15 @@ class ConvertConfig:
         self.shard_bounds()
         if self.dataset_version is not None and not 0 < len(self.dataset_version) <= 200:
             raise ConfigError("--dataset-version must be 1 to 200 characters")
+        if self.read_timeout <= 0:
+            raise ConfigError(f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every read of inputs, metadata and the output's own state."""
+        from pass_wds.storage.retry import RetryPolicy  # here: declaring the options imports no fsspec
+
+        return RetryPolicy.of(self.retry_seconds, self.read_timeout)
 
     @property
     def shard_bytes(self) -> int:

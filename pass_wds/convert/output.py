@@ -16,9 +16,11 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pass_wds import storage
@@ -32,11 +34,13 @@ LOCK = "lock"  # _state/lock: flock'ed by every run into a local output
 _PROBE = ".pass-wds-probe"  # storage.check_writable's probe object
 
 
-def check_output_writable(output: str, storage_options: dict[str, Any] | None = None) -> None:
+def check_output_writable(
+    output: str, storage_options: dict[str, Any] | None = None, retry: storage.RetryPolicy | None = None
+) -> None:
     """Fail before any real work when the output cannot be written: a local folder is checked without writing;
     an object store gets a tiny probe object (endpoint, bucket and permission), removed at once."""
     if not storage.is_local(output):
-        storage.check_writable(output, storage_options)
+        storage.check_writable(output, storage_options, retry=retry)
         return
     path = output.removeprefix("file://")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -67,9 +71,11 @@ class OutputLock:
     def __init__(self, cfg: ConvertConfig, *, shared: bool) -> None:
         self.out = str(cfg.output)
         self.so = cfg.storage_options
+        self.retry = cfg.retry
         self.shared = shared
         self._fd: int | None = None
         self._created: list[str] = []
+        self._made_lock = False
         self._kept = False
         self._remote: str | None = None
         self._stop = threading.Event()
@@ -83,7 +89,7 @@ class OutputLock:
     def _remote_holder(self) -> dict[str, Any] | None:
         """The live holder of the remote lock object, if any (None: absent, ours or stale)."""
         assert self._remote is not None
-        held = read_json(self._remote, self.so)
+        held = read_json(self._remote, self.so, self.retry)
         if held is None or held.get("token") == self._token:
             return None
         age = time.time() - float(held.get("time") or 0)
@@ -130,6 +136,7 @@ class OutputLock:
         self._created = [d for d in (root, state) if not os.path.isdir(d)]
         os.makedirs(state, exist_ok=True)
         self._path = os.path.join(state, LOCK)
+        self._made_lock = not os.path.exists(self._path)
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -151,20 +158,29 @@ class OutputLock:
             if self._beat is not None:
                 self._beat.join()
             with contextlib.suppress(Exception):  # unreachable store: the lock goes stale on its own
-                held = read_json(self._remote, self.so)
+                held = read_json(self._remote, self.so, self.retry)
                 if held is not None and held.get("token") == self._token:
                     storage.remove(self._remote, self.so)
             self._remote = None
         if self._fd is None:
             return
-        if not self._kept and self._created:
+        if not self._kept and (self._created or self._made_lock) and self._alone():
             with contextlib.suppress(OSError):
-                os.remove(self._path)
+                os.remove(self._path)  # a lock file this run made (a folder of a user's files stays)
             for d in reversed(self._created):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)  # only when empty
         os.close(self._fd)
         self._fd = None
+
+    def _alone(self) -> bool:
+        """Whether no other run holds the lock file (a shared ``--shard-range`` task may): only then may it go."""
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._release()
@@ -174,9 +190,11 @@ def state_url(cfg: ConvertConfig, name: str) -> str:
     return storage.join(str(cfg.output), STATE, name)
 
 
-def read_json(url: str, so: dict[str, Any]) -> dict[str, Any] | None:
+def read_json(
+    url: str, so: dict[str, Any], retry: storage.RetryPolicy | None = None
+) -> dict[str, Any] | None:
     try:
-        data = json.loads(storage.read_bytes(url, so))
+        data = json.loads(storage.read_bytes(url, so, retry=retry))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
@@ -189,8 +207,10 @@ def owned_entries(cfg: ConvertConfig) -> set[str]:
     Never a name pattern: a ``pass-backup.tar`` or someone's ``*.tmp-*`` file is not ours because of its name.
     """
     out, so = str(cfg.output), cfg.storage_options
-    owned = {STATE, _PROBE} | manifest.listed_names(read_json(storage.join(out, manifest.INDEX), so))
-    plan = read_json(state_url(cfg, "plan.json"), so)
+    owned = {STATE, _PROBE} | manifest.listed_names(
+        read_json(storage.join(out, manifest.INDEX), so, cfg.retry)
+    )
+    plan = read_json(state_url(cfg, "plan.json"), so, cfg.retry)
     if plan is not None and isinstance(plan.get("plan_digest"), str):
         owned |= manifest.OUTPUT_FILES
         name, count = plan.get("name", cfg.name), plan.get("shards")
@@ -203,7 +223,7 @@ def check_output_owned(cfg: ConvertConfig) -> set[str]:
     """Refuse an output folder holding anything pass-wds did not write (unless ``--overwrite``), before any
     input is read; returns those foreign names (they are never deleted or rewritten)."""
     out, so = str(cfg.output), cfg.storage_options
-    entries = storage.listdir(out, so)
+    entries = storage.listdir(out, so, retry=cfg.retry)
     if not entries:
         return set()
     owned = owned_entries(cfg)
@@ -240,7 +260,9 @@ def claim_output(
     out, so = str(cfg.output), cfg.storage_options
     planned = {f(cfg.name, i) for i in range(shards) for f in (manifest.shard_name, manifest.idx_name)}
     _refuse_collisions(cfg, foreign, planned)
-    previous = read_json(state_url(cfg, "plan.json"), so) or read_json(storage.join(out, manifest.INDEX), so)
+    previous = read_json(state_url(cfg, "plan.json"), so, cfg.retry) or read_json(
+        storage.join(out, manifest.INDEX), so, cfg.retry
+    )
     if previous is not None and previous.get("plan_digest") != digest:
         if not cfg.overwrite:
             raise ConfigError(
@@ -248,11 +270,11 @@ def claim_output(
                 "use a new --output, or --overwrite to replace it"
             )
         _clear_output(cfg, keep=foreign)
-    storage.makedirs(out, so)
+    storage.makedirs(out, so, retry=cfg.retry)
     if not partial:
         # temp files of names the output itself lists (a crashed run's leftovers); a temp file named for one of
         # our names in a folder that never held our output is someone else's
-        storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE}, keep=foreign)
+        storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE}, keep=foreign, retry=cfg.retry)
     storage.write_bytes(
         state_url(cfg, "plan.json"),
         manifest.dumps({"plan_digest": digest, "name": cfg.name, "shards": shards}),
@@ -264,27 +286,60 @@ def _clear_output(cfg: ConvertConfig, keep: set[str] | frozenset[str] = frozense
     """``--overwrite``: remove what the earlier output itself lists (manifest, state), nothing else."""
     out, so = str(cfg.output), cfg.storage_options
     owned = owned_entries(cfg) - {STATE, _PROBE}
-    for name in storage.listdir(out, so):
+    for name in storage.listdir(out, so, retry=cfg.retry):
         if name not in keep and (name in owned or storage.temp_of(name) in owned):
             storage.remove(storage.join(out, name), so)
+    _remove_state_files(cfg, keep_lock=True)  # the lock is held by this run
+
+
+_SHARD_RECORD = re.compile(r"shard-(\d{6,})\.json")
+
+
+def _ours_in_state(cfg: ConvertConfig) -> Callable[[str], bool]:
+    """Whether a name in ``_state/`` is one pass-wds writes there, by name and as the output's own
+    ``plan.json`` records it: ``plan.json``, the locks, ``shard-NNNNNN.json`` for the shards of that plan,
+    and the temp files of their atomic writes. Anything else (a user's notes, a copy, a subfolder) is not."""
+    plan = read_json(state_url(cfg, "plan.json"), cfg.storage_options, cfg.retry) or {}
+    recorded = plan.get("shards")
+    count = recorded if isinstance(recorded, int) else 0
+
+    def ours(name: str) -> bool:
+        name = storage.temp_of(name) or name
+        if name in ("plan.json", LOCK, "lock.json"):
+            return True
+        m = _SHARD_RECORD.fullmatch(name)
+        return m is not None and int(m.group(1)) < count
+
+    return ours
+
+
+def _remove_state_files(cfg: ConvertConfig, *, keep_lock: bool = False) -> None:
+    """Remove the files pass-wds wrote in ``_state/`` (never recursively, never a name it did not write);
+    the folder itself goes when nothing else is left in it."""
+    out, so = str(cfg.output), cfg.storage_options
     state = storage.join(out, STATE)
-    for name in storage.listdir(state, so):
-        if name not in (LOCK, "lock.json"):  # the lock is held by this run
-            storage.remove(storage.join(state, name), so, recursive=True)
+    ours = _ours_in_state(cfg)
+    names = storage.listdir(state, so, retry=cfg.retry)
+    for name in names:
+        if ours(name) and not (keep_lock and name in (LOCK, "lock.json")):
+            storage.remove(storage.join(state, name), so)
+    if storage.is_local(out):
+        with contextlib.suppress(OSError):
+            os.rmdir(state.removeprefix("file://"))  # only when empty: a user's files keep it
 
 
 def kept_result(cfg: ConvertConfig, digest: str, index: int, listing: set[str]) -> ShardResult | None:
     """The recorded result of shard ``index`` when an earlier run of the same plan finished it (its record,
     shard and ``.idx`` present, the shard at its recorded size); None when it must be written."""
     so = cfg.storage_options
-    record = read_json(state_url(cfg, f"shard-{index:06d}.json"), so)
+    record = read_json(state_url(cfg, f"shard-{index:06d}.json"), so, cfg.retry)
     name = manifest.shard_name(cfg.name, index)
     if record is None or record.get("plan_digest") != digest or name not in listing:
         return None
     if manifest.idx_name(cfg.name, index) not in listing:
         return None
     result = ShardResult(**record["result"])
-    if storage.file_size(storage.join(str(cfg.output), name), so) != result.filesize:
+    if storage.file_size(storage.join(str(cfg.output), name), so, retry=cfg.retry) != result.filesize:
         return None
     return result
 
@@ -299,12 +354,14 @@ def record_shard(cfg: ConvertConfig, digest: str, result: ShardResult) -> None:
 
 
 def remove_state(cfg: ConvertConfig) -> None:
-    """The output is finished (its manifest written): its resume records go."""
-    storage.remove(storage.join(str(cfg.output), STATE), cfg.storage_options, recursive=True)
+    """The output is finished (its manifest written): its resume records go, and only they."""
+    _remove_state_files(cfg)
 
 
 def remove_leftovers(cfg: ConvertConfig, foreign: set[str] | frozenset[str]) -> None:
     """Temp files of a worker killed mid-shard (its retry wrote the shard). Only temp files of names this output
     lists are ours, never one that was there, foreign, before the run."""
     out, so = str(cfg.output), cfg.storage_options
-    storage.remove_temp_files(out, so, names=owned_entries(cfg) - {STATE, _PROBE}, keep=foreign)
+    storage.remove_temp_files(
+        out, so, names=owned_entries(cfg) - {STATE, _PROBE}, keep=foreign, retry=cfg.retry
+    )

@@ -24,7 +24,7 @@ from pass_wds.errors import ConfigError, InputError
 from pass_wds.format import reasons
 from pass_wds.format.reasons import Rejection
 from pass_wds.format.samples import estimate_json_sizes
-from pass_wds.storage.errors import get_logger
+from pass_wds.storage.log import get_logger
 
 log = get_logger("pass_wds.make_shards")
 
@@ -59,9 +59,9 @@ def check_options(cfg: ConvertConfig) -> None:
 def check_inputs(cfg: ConvertConfig) -> list[InputSpec]:
     """The inputs exist (exists/stat only: nothing is read yet): the allowlist, then every input expanded."""
     so = cfg.storage_options
-    if cfg.metadata and not storage.exists(cfg.metadata, so):
+    if cfg.metadata and not storage.exists(cfg.metadata, so, retry=cfg.retry):
         raise InputError(f"metadata not found: {storage.redact(cfg.metadata)}")
-    return expand_inputs(cfg.inputs, so)
+    return expand_inputs(cfg.inputs, so, retry=cfg.retry)
 
 
 def prepare(
@@ -75,16 +75,18 @@ def prepare(
     so = cfg.storage_options
     if inputs is None:
         check_options(cfg)
-        check_output_writable(str(cfg.output), so)
+        check_output_writable(str(cfg.output), so, cfg.retry)
         inputs = check_inputs(cfg)
     t0 = time.monotonic()
-    jobs = [(spec, i, so) for i, spec in enumerate(inputs)]
+    jobs = [(spec, i, so, cfg.retry) for i, spec in enumerate(inputs)]
     own = executor is None
     ex = executors.LocalExecutor(1) if executor is None else executor
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass-wds-metadata") as reader:
             md_future = (
-                reader.submit(read_metadata, cfg.metadata, cfg.key_column, so) if cfg.metadata else None
+                reader.submit(read_metadata, cfg.metadata, cfg.key_column, so, retry=cfg.retry)
+                if cfg.metadata
+                else None
             )
             listings: list[Listing | None] = [None] * len(inputs)
             lines: list[tuple[str, int, int]] = []  # held while the metadata may still fail: one error line
@@ -174,10 +176,10 @@ def _json_literal(text: str) -> bytes:
     return json.encoder.encode_basestring(text).encode("utf-8")  # type: ignore[attr-defined,no-any-return]
 
 
-def _list_one(job: tuple[InputSpec, int, dict[str, Any]]) -> tuple[int, Listing]:
+def _list_one(job: tuple[InputSpec, int, dict[str, Any], storage.RetryPolicy]) -> tuple[int, Listing]:
     """A listing task (runs on a worker): the input's index and its listing."""
-    spec, index, so = job
-    return index, list_input(spec, index, so)
+    spec, index, so, retry = job
+    return index, list_input(spec, index, so, retry=retry)
 
 
 def plan_digest(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pass_wds import storage
 from pass_wds.convert.writing import ShardResult
 from pass_wds.format import manifest
-from pass_wds.storage.errors import get_logger
+from pass_wds.storage.log import get_logger
 
 if TYPE_CHECKING:
     from pass_wds.convert.options import ConvertConfig

@@ -56,7 +56,7 @@ from pass_wds.convert.rewrite import CRASH_ENV, Crash, Written, rewrite_shard
 from pass_wds.errors import ConfigError
 from pass_wds.format import croissant, manifest, revisions
 from pass_wds.format.keys import safe_key
-from pass_wds.storage.errors import get_logger
+from pass_wds.storage.log import get_logger
 
 log = get_logger("pass_wds.make_shards")
 
@@ -216,7 +216,6 @@ def run_update(opts: UpdateOptions) -> UpdateSummary:
     from pass_wds.convert.output import OutputLock, check_output_writable  # the output lock of make-shards
 
     so = opts.storage_options
-    storage.remember_secrets(so)
     check_options(opts)
     if opts.dry_run and is_purge_only(opts):
         index = load_output(opts.output, so, opts.workers).index

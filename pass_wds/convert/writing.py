@@ -53,6 +53,7 @@ class WriteOptions:
     max_image_pixels: int = 89_478_485
     attribution_columns: tuple[str, ...] = ()
     storage_options: dict[str, Any] = field(default_factory=dict)
+    retry: storage.RetryPolicy | None = None  # of every input read (None: the default policy)
 
     @property
     def reencode(self) -> bool:
@@ -219,9 +220,11 @@ class _Prefetcher:
         storage_options: dict[str, Any],
         window_bytes: int = 32 << 20,
         threads: int = 8,
+        retry: storage.RetryPolicy | None = None,
     ) -> None:
         self._items = items
         self._so = storage_options
+        self._retry = retry
         self._window = window_bytes
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pass-wds-read")
         self._readers: dict[str, storage.RangeReader] = {}
@@ -229,7 +232,7 @@ class _Prefetcher:
     def _reader(self, url: str) -> storage.RangeReader:
         reader = self._readers.get(url)
         if reader is None:
-            reader = self._readers[url] = storage.RangeReader(url, self._so)
+            reader = self._readers[url] = storage.RangeReader(url, self._so, retry=self._retry)
         return reader
 
     def _open(self, item: TaskItem) -> None:
@@ -245,7 +248,7 @@ class _Prefetcher:
         Losing the store itself (connection, retries exhausted) is not one item's fault and ends the task."""
         try:
             if not item.from_tar:
-                return storage.read_bytes(item.url, self._so)
+                return storage.read_bytes(item.url, self._so, retry=self._retry)
             return self._reader(item.url).read(item.offset, item.size)
         except (ConnectionError, TimeoutError):
             raise
@@ -302,7 +305,7 @@ def warm_up() -> None:
 def write_shard(task: ShardTask) -> ShardResult:
     """Write one planned shard (and its ``.idx``); bad images are left out and reported."""
     opts = task.options
-    reader = _Prefetcher(task.items, opts.storage_options)
+    reader = _Prefetcher(task.items, opts.storage_options, retry=opts.retry)
     rejections: list[dict[str, str]] = []
     attributed: list[tuple[str, str | None]] = []
     idx_lines: list[str] = []

@@ -161,8 +161,9 @@ class ManifestNotFoundError(ManifestError, FileNotFoundError):
 
 MAX_SHARD_SAMPLES = 10_000_000
 """More samples than any tar shard holds; a larger count is a lie that would cost gigabytes of planning arrays."""
-MIN_SAMPLE_BYTES = 512
-"""A sample takes at least one tar header, so a shard of ``filesize`` bytes holds at most filesize/512 samples."""
+MIN_SAMPLE_BYTES = 1024
+"""A sample takes at least two 512-byte tar blocks (two members' headers, or one header and its data), so a
+shard of ``size`` bytes holds at most size/1024 samples: what a count may claim is bounded by the data."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _ALLOW_HINT = "pass allow_external_urls=True (--allow-external-urls) only if this manifest is trusted"
@@ -214,7 +215,8 @@ def validate_index(data: Any, where: str, *, require_filesize: bool = False) -> 
                 raise bad(f"{f}.filesize", "must be a whole number >= 0")
             if n * MIN_SAMPLE_BYTES > size:
                 raise bad(
-                    f"{f}.nsamples", f"({n:,}) cannot fit in filesize {size:,} (a sample takes >= 512 bytes)"
+                    f"{f}.nsamples",
+                    f"({n:,}) cannot fit in filesize {size:,} (a sample takes >= {MIN_SAMPLE_BYTES} bytes)",
                 )
         sha = entry.get("sha256")
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
@@ -260,14 +262,18 @@ def is_index_url(url: str) -> bool:
 
 
 def load_index(
-    out: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    out: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """The validated manifest of a pass-wds output (folder/URL or its index.json): every entry has url,
     nsamples and filesize, and every shard and ``.idx`` it names lies inside the output's folder unless
     ``allow_external_urls``."""
     url = out if is_index_url(out) else storage.join(out, INDEX)
     try:
-        raw = storage.read_bytes(url, storage_options)
+        raw = storage.read_bytes(url, storage_options, retry=retry)
     except FileNotFoundError:
         raise ManifestNotFoundError(
             f"no {INDEX} at {storage.redact(url)} (not a pass-wds output, or unfinished)"
@@ -306,14 +312,20 @@ def _dirname(url: str) -> str:
 
 
 def read_index_json(
-    url: str, storage_options: dict[str, Any] | None = None, *, allow_external_urls: bool = False
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    allow_external_urls: bool = False,
+    retry: storage.RetryPolicy | None = None,
 ) -> list[ShardInfo]:
     """Shards of a wids ``index.json`` (validated; URLs relative to its folder and kept inside it unless
     ``allow_external_urls``); ``nsamples`` is required."""
     where = storage.redact(url)
     try:
-        raw = storage.read_bytes(url, storage_options)
-    except (OSError, FileNotFoundError) as e:
+        raw = storage.read_bytes(url, storage_options, retry=retry)
+    except storage.StorageError:
+        raise  # it names the URL and the cause already
+    except OSError as e:
         raise ShardError(
             f"{where}: cannot read shard index: {storage.redact(str(e), storage_options)}"
         ) from None

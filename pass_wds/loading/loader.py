@@ -18,11 +18,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from pass_wds.augment import RecipeLike, load_recipe
-from pass_wds.config import ConfigError, check_options, from_dict, load_yaml, option, option_table, parse_size
+from pass_wds.config import (
+    READ_TIMEOUT,
+    RETRY_SECONDS,
+    ConfigError,
+    check_options,
+    from_dict,
+    load_yaml,
+    option,
+    option_table,
+    parse_size,
+)
+from pass_wds.dataset import check_counts_fit_data
 from pass_wds.format.errors import ShardError
 from pass_wds.format.manifest import ShardInfo
 from pass_wds.format.revisions import revision_of
 from pass_wds.format.samples import IMAGE_EXTS
+from pass_wds.lifeline import ParentWatch
 from pass_wds.loading import carry
 from pass_wds.loading.handoff import BatchArenas, init_worker, to_wire
 from pass_wds.loading.pipeline import (
@@ -47,7 +59,9 @@ from pass_wds.loading.shards import resolve_dataset
 from pass_wds.loading.state import STATE_VERSION, LoaderState, StateError, parse_state
 from pass_wds.loading.stream import IndexCache, json_field
 from pass_wds.storage.cache import ShardCache
-from pass_wds.storage.errors import get_logger, remember_secrets
+from pass_wds.storage.errors import StorageError
+from pass_wds.storage.log import get_logger
+from pass_wds.storage.retry import RetryPolicy
 from pass_wds.storage.urls import without_query
 
 log = get_logger("pass_wds.loading")
@@ -118,6 +132,21 @@ class LoaderConfig:
     )
     cache_dir: str | None = option(None, "node-local shard cache: remote shards are downloaded once per node")
     cache_bytes: str | int = option("100GB", "size cap of that cache (LRU)", size=True)
+    cache_full: str = option(
+        "error",
+        "a shard the cache's disk cannot hold even after evicting its own entries: error (one line), or stream "
+        "it directly from storage",
+        choices=("error", "stream"),
+    )
+    retry_seconds: float = option(
+        RETRY_SECONDS,
+        "transient storage failures (refused, reset, timeouts, 5xx, 429, SlowDown) are retried this many "
+        "seconds without progress before the error; 0: never",
+        minimum=0,
+    )
+    read_timeout: float = option(
+        READ_TIMEOUT, "a storage request with no answer or byte for this many seconds is a failed try"
+    )
     prefetch_factor: int = option(2, "batches each worker prepares ahead (the DataLoader's)", minimum=1)
     reuse_buffers: bool = option(
         True, "workers hand batches over in reused shared-memory arenas (docs/loader.md)"
@@ -155,6 +184,8 @@ class LoaderConfig:
                 "decode='device' decodes in the device stage, so it needs device= (e.g. 'cuda', or 'cpu' to run "
                 "the same code on the CPU)"
             )
+        if self.read_timeout <= 0:
+            raise ConfigError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")
 
     def build(self, recipe: str | RecipeLike | Callable[..., Any] | None = None) -> Loader:
         """A :class:`Loader`; ``recipe`` (a callable) overrides the configured recipe name."""
@@ -211,19 +242,22 @@ class Loader:
         self, config: LoaderConfig, recipe: str | RecipeLike | Callable[..., Any] | None = None
     ) -> None:
         self.config = config
-        remember_secrets(config.storage_options)
         self.rank, self.world_size = distributed_topology(config.rank, config.world_size)
+        self.retry = RetryPolicy.of(config.retry_seconds, config.read_timeout)
         dataset = resolve_dataset(
             config.source,  # type: ignore[arg-type]
             config.storage_options or None,
             allow_external_urls=config.allow_external_urls,
             allow_raw_archives=config.allow_raw_archives,
+            retry=self.retry,
         )
         self.shards: list[ShardInfo] = dataset.shards
         self._manifest = dataset.manifest or {}
         self.revision = revision_of(self._manifest)
         """The dataset revision (``index.json``'s ``revision``; 0 without one): ``make-shards update`` makes the
         next one, and a state saved on another is refused unless ``across_revisions``."""
+        # manifest counts are claims: they must fit the shards' bytes before they size any plan
+        check_counts_fit_data(self.shards, config.storage_options or None, retry=self.retry)
         if recipe is None and config.decode is not None:
             raise ConfigError(
                 f"decode={config.decode!r} needs a recipe (recipe=None gives undecoded batches)"
@@ -254,7 +288,14 @@ class Loader:
         self._start: np.ndarray | None = None
         self._workers_start: np.ndarray | None = None  # the start the persistent workers were given
         self.stats = LoaderStats()
-        self._cache = IndexCache(self.shards, config.storage_options or None)
+        self._cache = IndexCache(self.shards, config.storage_options or None, retry=self.retry)
+        self._shard_cache = (  # one per loader: what it says once stays said
+            ShardCache(
+                config.cache_dir, parse_size(config.cache_bytes), retry=self.retry, on_full=config.cache_full
+            )
+            if config.cache_dir
+            else None
+        )
         self._plans: tuple[Any, list[GenerationPlan]] | None = None
         self._workers: DataLoader | None = None  # the persistent DataLoader, made on the first iteration
         self._epoch_state: torch.Tensor | None = None
@@ -357,11 +398,8 @@ class Loader:
             on_error=self.config.on_error,
             verify_samples=self.config.verify_samples,
             storage_options=self.config.storage_options or None,
-            shard_cache=(
-                ShardCache(self.config.cache_dir, parse_size(self.config.cache_bytes))
-                if self.config.cache_dir
-                else None
-            ),
+            retry=self.retry,
+            shard_cache=self._shard_cache,
             arenas=self._arenas,
             start=self._start,
             start_epoch=self.epoch if self._start is not None else -1,
@@ -398,7 +436,7 @@ class Loader:
         on_cuda = device is not None and device.type == "cuda"
         side = torch.cuda.Stream(device) if staged and self.decode_on_device and on_cuda else None
         pending: tuple[dict[str, Any], dict[str, Any], Any] | None = None
-        for batch in batches:
+        for batch in _one_line_errors(batches):
             stats = batch.pop("__stats__", {})
             received += 1
             event = None
@@ -465,7 +503,7 @@ class Loader:
             pin_memory=self.config.pin_memory,
             persistent_workers=persistent,
             collate_fn=to_wire,
-            worker_init_fn=init_worker,
+            worker_init_fn=WorkerInit(),
         )
 
     def _persistent(self, history: tuple[Generation, ...]) -> DataLoader:
@@ -545,7 +583,7 @@ class Loader:
         kind, _, name = group_by.partition(":")
         if kind != "json" or not name:
             raise ConfigError(f"group_by must be 'json:FIELD', got {group_by!r}")
-        values = json_field(self.shards, name, self.config.storage_options or None)
+        values = json_field(self.shards, name, self.config.storage_options or None, retry=self.retry)
         names = sorted(set(values), key=str)
         code = {v: i for i, v in enumerate(names)}
         return f"json:{name}", np.array([code[v] for v in values], dtype=np.int64), [str(v) for v in names]
@@ -714,6 +752,41 @@ def fingerprint_of(shards: Sequence[Sequence[Any]], params: PlanParams) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class WorkerInit:
+    """The DataLoader's ``worker_init_fn``: each worker ends with this rank, however the rank ends
+    (:mod:`pass_wds.lifeline`), then tunes its allocator (:func:`~pass_wds.loading.handoff.init_worker`)."""
+
+    def __init__(self) -> None:
+        self.lifeline = ParentWatch()  # made here, in the rank: it carries the rank's pid to the workers
+
+    def __call__(self, worker_id: int) -> None:
+        self.lifeline()
+        init_worker(worker_id)
+
+
+def _one_line_errors(batches: Any) -> Iterator[dict[str, Any]]:
+    """Batches, with a storage or shard error raised in a DataLoader worker re-raised as the one line it was
+    there: torch re-raises it with "Caught … in DataLoader worker process N. Original Traceback …" as its
+    message, and a user's mistake (a 403, a missing shard) must not read as a crash."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (StorageError, ShardError) as e:
+            text = str(e)
+            if not (text.startswith("Caught ") and "Original Traceback" in text):
+                raise
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            try:
+                unwrapped = type(e)(last.partition(": ")[2] or last)
+            except Exception:
+                raise e from None
+            raise unwrapped from None
+        yield batch
+
+
 def make_loader(
     source: str | Sequence[str],
     *,
@@ -735,6 +808,9 @@ def make_loader(
     across_revisions: bool = False,
     cache_dir: str | None = None,
     cache_bytes: str | int = "100GB",
+    cache_full: str = "error",
+    retry_seconds: float = RETRY_SECONDS,
+    read_timeout: float = READ_TIMEOUT,
     prefetch_factor: int = 2,
     reuse_buffers: bool = True,
     pin_memory: bool = False,

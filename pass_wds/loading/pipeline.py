@@ -34,7 +34,9 @@ from pass_wds.loading.plan import (
 from pass_wds.loading.rngs import batch_generators
 from pass_wds.loading.stream import IndexCache, Sample, read_samples
 from pass_wds.storage.cache import ShardCache
-from pass_wds.storage.errors import get_logger, redact
+from pass_wds.storage.errors import redact
+from pass_wds.storage.log import get_logger
+from pass_wds.storage.retry import RetryPolicy
 
 log = get_logger("pass_wds.loading")
 
@@ -84,6 +86,7 @@ class EpochJob:
     verify_samples: bool = True
     storage_options: dict[str, Any] | None = None
     shard_cache: ShardCache | None = None
+    retry: RetryPolicy | None = None
     cache: IndexCache | None = field(default=None, repr=False)
     arenas: BatchArenas | None = field(default=None, repr=False)  # reused hand-off buffers (workers only)
     start: np.ndarray | None = field(default=None, repr=False)
@@ -95,7 +98,7 @@ class EpochJob:
 
     def index_cache(self) -> IndexCache:
         if self.cache is None:
-            self.cache = IndexCache(self.shards, self.storage_options)
+            self.cache = IndexCache(self.shards, self.storage_options, retry=self.retry)
         return self.cache
 
     def planner(self) -> EpochPlanner:

@@ -14,17 +14,20 @@ from pass_wds.dataset import Dataset, expand_urls, read_idx, resolve, scan_tar
 from pass_wds.format.errors import ShardError
 from pass_wds.format.idx import ShardIndex
 from pass_wds.format.manifest import ShardInfo
+from pass_wds.storage.retry import RetryPolicy
 
 __all__ = ["expand_urls", "load_shard_index", "resolve_dataset", "resolve_source", "scan_tar"]
 
 
-def load_shard_index(shard: ShardInfo, storage_options: dict[str, Any] | None = None) -> ShardIndex:
+def load_shard_index(
+    shard: ShardInfo, storage_options: dict[str, Any] | None = None, retry: RetryPolicy | None = None
+) -> ShardIndex:
     """The sample layout of a shard: kept from the scan, else read from its ``.idx`` (count checked)."""
     if shard.index is not None:
         return shard.index
     if shard.idx_url is None:
-        return scan_tar(shard.url, storage_options, shard.compressed)
-    index = read_idx(shard.idx_url, storage_options)
+        return scan_tar(shard.url, storage_options, shard.compressed, retry=retry)
+    index = read_idx(shard.idx_url, storage_options, retry)
     if len(index) != shard.nsamples:
         raise ShardError(f"{shard.idx_url}: {len(index)} samples, but the shard list says {shard.nsamples}")
     return index
@@ -37,6 +40,7 @@ def resolve_dataset(
     *,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> Dataset:
     """:func:`resolve_source` with the manifest kept (its revision and history, for resumes across revisions)."""
     return resolve(
@@ -45,6 +49,7 @@ def resolve_dataset(
         threads=threads,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
+        retry=retry,
     )
 
 
@@ -55,6 +60,7 @@ def resolve_source(
     *,
     allow_external_urls: bool = False,
     allow_raw_archives: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> list[ShardInfo]:
     """The shards of a dataset source, with sample counts (see :func:`pass_wds.dataset.resolve`); an
     ``index.json`` may only name shards inside its own folder unless ``allow_external_urls``, and raw image
@@ -65,4 +71,5 @@ def resolve_source(
         threads,
         allow_external_urls=allow_external_urls,
         allow_raw_archives=allow_raw_archives,
+        retry=retry,
     ).shards

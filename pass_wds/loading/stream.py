@@ -35,9 +35,16 @@ Sample = dict[str, Any]
 class IndexCache:
     """Per-process LRU of parsed shard indexes (a worker touches only a few shards at a time)."""
 
-    def __init__(self, shards: Sequence[ShardInfo], storage_options: dict[str, Any] | None, size: int = 64):
+    def __init__(
+        self,
+        shards: Sequence[ShardInfo],
+        storage_options: dict[str, Any] | None,
+        size: int = 64,
+        retry: storage.RetryPolicy | None = None,
+    ):
         self.shards = shards
         self.storage_options = storage_options
+        self.retry = retry
         self.size = size
         self._cache: OrderedDict[int, ShardIndex] = OrderedDict()
         self._sizes: dict[int, np.ndarray] = {}  # 8 bytes per sample: kept for every shard seen
@@ -46,7 +53,7 @@ class IndexCache:
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
-        index = load_shard_index(self.shards[shard], self.storage_options)
+        index = load_shard_index(self.shards[shard], self.storage_options, self.retry)
         self._cache[shard] = index
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
@@ -96,14 +103,19 @@ class IndexCache:
 
 
 def open_shard(
-    shard: ShardInfo, start: int, end: int | None, so: dict[str, Any] | None, cache: ShardCache | None = None
+    shard: ShardInfo,
+    start: int,
+    end: int | None,
+    so: dict[str, Any] | None,
+    cache: ShardCache | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> IO[bytes]:
     """Byte range of a shard; with a node-local cache, the whole shard is fetched once (size/sha256 checked
     against index.json when known) and read locally."""
     url = shard.url
     if cache is not None and not storage.is_local(url):
         url = cache.get(url, so, size=shard.filesize, sha256=shard.sha256)
-    return storage.open_stream(url, start, end, so)
+    return storage.open_stream(url, start, end, so, retry=retry)
 
 
 def _read_exact(f: IO[bytes], n: int, url: str) -> bytes:
@@ -171,12 +183,13 @@ def _read_plain_span(
     wanted: list[int],
     so: dict[str, Any] | None,
     cache: ShardCache | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> Iterator[tuple[int, Sample]]:
     first = index.members[wanted[0]][0]
     last = index.members[wanted[-1]][-1]
     start = max(0, first.offset - 512)
     end = last.offset + last.size
-    with open_shard(shard, start, end, so, cache) as f:
+    with open_shard(shard, start, end, so, cache, retry) as f:
         pos = start
         for i in wanted:
             sample: Sample = {"__key__": index.keys[i], "__url__": shard.url}
@@ -192,14 +205,18 @@ def _read_plain_span(
 
 
 def _read_compressed_span(
-    shard: ShardInfo, wanted: list[int], so: dict[str, Any] | None, cache: ShardCache | None = None
+    shard: ShardInfo,
+    wanted: list[int],
+    so: dict[str, Any] | None,
+    cache: ShardCache | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> Iterator[tuple[int, Sample]]:
     """Gzipped shards cannot seek: stream from the start, keep the wanted samples (members are read as the
     stream passes them; unwanted samples are dropped at once)."""
     want = set(wanted)
     last = wanted[-1]
     i = -1
-    with open_shard(shard, 0, None, so, cache) as raw, gzip.GzipFile(fileobj=raw) as gz:
+    with open_shard(shard, 0, None, so, cache, retry) as raw, gzip.GzipFile(fileobj=raw) as gz:
         scanner = tar.TarScanner(gz)
         members = ((m.name, scanner.data(m)) for m in scanner if m.isreg)
         try:
@@ -225,15 +242,19 @@ def read_samples(
         shard = cache.shards[s]
         base = int(offsets[s])
         if shard.compressed:
-            it = _read_compressed_span(shard, wanted, storage_options, shard_cache)
+            it = _read_compressed_span(shard, wanted, storage_options, shard_cache, cache.retry)
         else:
-            it = _read_plain_span(shard, cache.get(s), wanted, storage_options, shard_cache)
+            it = _read_plain_span(shard, cache.get(s), wanted, storage_options, shard_cache, cache.retry)
         for i, sample in it:
             yield base + i, sample
 
 
 def json_field(
-    shards: Sequence[ShardInfo], name: str, storage_options: dict[str, Any] | None = None, threads: int = 16
+    shards: Sequence[ShardInfo],
+    name: str,
+    storage_options: dict[str, Any] | None = None,
+    threads: int = 16,
+    retry: storage.RetryPolicy | None = None,
 ) -> list[Any]:
     """The value of JSON field ``name`` of every sample, in global id order (``None`` where the sample has no
     JSON member, the JSON does not parse or lacks the field). Reads only the JSON members (by ``.idx``
@@ -241,16 +262,16 @@ def json_field(
     from concurrent.futures import ThreadPoolExecutor
 
     def one(shard: ShardInfo) -> list[Any]:
-        index = load_shard_index(shard, storage_options)
+        index = load_shard_index(shard, storage_options, retry)
         values: list[Any] = [None] * len(index)
         wanted = [(i, m) for i, ms in enumerate(index.members) for m in ms if m.ext == "json"]
         if not wanted:
             return values
         if shard.compressed:
-            it = _read_compressed_span(shard, [i for i, _ in wanted], storage_options)
+            it = _read_compressed_span(shard, [i for i, _ in wanted], storage_options, retry=retry)
             raws = {i: s.get("json") for i, s in it}
         else:
-            reader = storage.RangeReader(shard.url, storage_options)
+            reader = storage.RangeReader(shard.url, storage_options, retry=retry)
             try:
                 raws = {i: reader.read(m.offset, m.size) for i, m in wanted}
             finally:

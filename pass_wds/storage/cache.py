@@ -8,23 +8,37 @@ named ``<sha256(url, endpoint)[:16]>-<basename>``, so shards of different datase
 endpoints) never collide. The total size is kept under ``max_bytes`` by evicting the least recently used
 entries (file mtime is the access time, stamped by the cache in nanoseconds on download and on every hit: the
 kernel's own stamps are as coarse as a few milliseconds, too coarse to order accesses in a busy loader).
+
+A disk that cannot hold a shard (other files fill it, or the shard is larger than the disk) first costs the
+cache's own least recently used entries; if that is not enough it is a :class:`CacheFullError` of one line
+naming the folder, the free space and the shard's size (never a bare ``ENOSPC`` from a worker), or, with
+``on_full="stream"``, the shard is read directly from storage instead and the cache says so once per process.
+A download cut by a full disk leaves no partial entry: the temp file goes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pass_wds import storage
+from pass_wds.storage.errors import CacheFullError
+from pass_wds.storage.log import get_logger
+
+log = get_logger(__name__)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+ON_FULL = ("error", "stream")
 
 _LOCK = ".lock"
 _TMP = storage.TMP_MARK
@@ -44,10 +58,16 @@ class ShardCache:
     directory: str
     max_bytes: int
     retry: storage.RetryPolicy | None = None
+    on_full: str = "error"
+    """What a shard the disk cannot hold does: ``error`` (:class:`CacheFullError`) or ``stream`` (read it
+    directly from storage, said once per process)."""
+    _said_full: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0:
             raise ValueError(f"cache max_bytes must be positive, got {self.max_bytes}")
+        if self.on_full not in ON_FULL:
+            raise ValueError(f"cache on_full must be 'error' or 'stream', got {self.on_full!r}")
         os.makedirs(self.directory, exist_ok=True)
 
     # ----------------------------------------------------------------------------------------- naming
@@ -73,18 +93,53 @@ class ShardCache:
         """Local path of a complete copy of ``url``, downloading it if no process on this node has yet.
 
         ``size`` / ``sha256`` (from index.json) are checked before the copy is committed; a mismatch raises
-        :class:`~pass_wds.storage.StorageError` and caches nothing.
+        :class:`~pass_wds.storage.StorageError` and caches nothing. A shard the disk cannot hold raises
+        :class:`CacheFullError`, or with ``on_full="stream"`` returns ``url`` itself (read it directly).
         """
         if storage.is_local(url):
             return url.removeprefix("file://")
         path = self.entry_path(url, storage_options)
         if self._touch(path):
             return path
-        with self._locked(path):
-            if not self._touch(path):  # another process may have finished it while we waited
-                self._download(url, path, storage_options, size, sha256)
+        try:
+            with self._locked(path):
+                if not self._touch(path):  # another process may have finished it while we waited
+                    self._make_room(url, size, storage_options)
+                    self._download(url, path, storage_options, size, sha256)
+        except CacheFullError as e:
+            if self.on_full != "stream":
+                raise
+            if not self._said_full:
+                self._said_full = True
+                log.warning("%s: reading such shards directly from storage (cache_full='stream')", e.fact)
+            return url
         self.evict(keep=path)
         return path
+
+    def _full(self, url: str, so: dict[str, Any] | None, needs: str) -> CacheFullError:
+        free = shutil.disk_usage(self.directory).free
+        fact = (
+            f"node cache {self.directory} is full: {free:,} bytes free, shard {storage.redact(url, so)} "
+            f"needs {needs}"
+        )
+        error = CacheFullError(
+            f"{fact}; free space there, lower cache_bytes, or set cache_full='stream' to read shards that do "
+            "not fit directly from storage"
+        )
+        error.fact = fact
+        return error
+
+    def _make_room(self, url: str, size: int | None, so: dict[str, Any] | None) -> None:
+        """Before a download of known size: evict the cache's own least recently used entries until the disk
+        can hold it (files the cache did not write are never touched); if it still cannot, the disk is full."""
+        if size is None or shutil.disk_usage(self.directory).free >= size:
+            return
+        for _, _, entry in self.entries():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry)
+            if shutil.disk_usage(self.directory).free >= size:
+                return
+        raise self._full(url, so, f"{size:,} bytes")
 
     def _touch(self, path: str) -> bool:
         """Mark ``path`` used now; False if it is not (or no longer) in the cache."""
@@ -97,7 +152,15 @@ class ShardCache:
 
     @contextlib.contextmanager
     def _locked(self, path: str) -> Iterator[None]:
-        fd = os.open(path + _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path + _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno in _FULL:
+                raise CacheFullError(
+                    f"node cache {self.directory} is full: {shutil.disk_usage(self.directory).free:,} bytes free, "
+                    "not even room for a lock file; free space there or set cache_full='stream'"
+                ) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -124,6 +187,13 @@ class ShardCache:
                 raise storage.StorageError(f"{where}: sha256 differs from index.json (corrupt or changed)")
             self._touch(tmp)  # the access time of the new entry (rename keeps it)
             os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)  # no partial entry, ever
+            if e.errno in _FULL:
+                needs = f"{size:,} bytes" if size is not None else f"more than the {n:,} bytes written"
+                raise self._full(url, so, needs) from None
+            raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)

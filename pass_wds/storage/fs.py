@@ -1,5 +1,8 @@
-"""Filesystems (fsspec) and atomic writes: a reader never sees a partial object under a final name (local:
-temp name + ``os.replace``; object stores: the upload is discarded, multipart aborted, when the writer fails)."""
+"""Filesystems (fsspec), reads and atomic writes. Every remote read (existence, size, listing, bytes) runs
+under the one retry policy (:mod:`pass_wds.storage.retry`: transient failures retried within a time budget,
+permanent ones at once, each try bounded by ``read_timeout``); a reader never sees a partial object under a
+final name (local: temp name + ``os.replace``; object stores: the upload is discarded, multipart aborted, when
+the writer fails)."""
 
 from __future__ import annotations
 
@@ -11,19 +14,14 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import IO, Any
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
 
-from pass_wds.storage.errors import (
-    ReadOnlyError,
-    StorageNotFoundError,
-    _bucket,
-    _client_error_code,
-    _guard,
-    get_logger,
-    redact,
-)
-from pass_wds.storage.stream import open_stream
+from pass_wds.storage.errors import ReadOnlyError, StorageNotFoundError, bucket_of, classify, guard, redact
+from pass_wds.storage.log import get_logger
+from pass_wds.storage.retry import RetryPolicy, call, run_bounded
+from pass_wds.storage.stream import http_stat, open_stream
 from pass_wds.storage.urls import HTTP as _HTTP
-from pass_wds.storage.urls import get_fs, is_local, is_object_store, join
+from pass_wds.storage.urls import get_fs, is_local, is_object_store, join, read_fs
 from pass_wds.storage.urls import protocol as _protocol
 
 log = get_logger(__name__)
@@ -40,31 +38,78 @@ def _fresh(fs: fsspec.AbstractFileSystem, path: str) -> None:
         fs.invalidate_cache(path)
 
 
-def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    with _guard(url, storage_options, "check"):
-        fs, path = get_fs(url, storage_options)
+def _bounded(
+    fs: fsspec.AbstractFileSystem, method: str, policy: RetryPolicy, *args: Any, **kwargs: Any
+) -> Any:
+    """``fs.<method>(*args)``, through the async API with a ``read_timeout`` where the filesystem has one (a
+    stalled server is a failed try, not a hang)."""
+    if isinstance(fs, AsyncFileSystem):
+        return run_bounded(fs, getattr(fs, f"_{method}")(*args, **kwargs), policy.read_timeout)
+    return getattr(fs, method)(*args, **kwargs)
+
+
+def exists(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> bool:
+    """Whether ``url`` exists; only a real "not found" answer is False (a 503 or a refused connection is
+    retried, a 403 is a :class:`~pass_wds.storage.errors.StoragePermissionError`)."""
+    policy = retry or RetryPolicy()
+    with guard(url, storage_options, "read"):
+        fs, path = read_fs(url, storage_options)
+    if is_local(url):
+        with guard(url, storage_options, "read"):
+            return bool(fs.exists(path))
+
+    def once() -> bool:
         _fresh(fs, path)
-        return bool(fs.exists(path))
+        if _protocol(url) in _HTTP:
+            return bool(run_bounded(fs, http_stat(fs, path), policy.read_timeout) is not None)
+        if _protocol(url) in ("s3", "s3a"):
+            try:
+                _bounded(fs, "info", policy, path)
+            except FileNotFoundError:
+                return False
+            except Exception as exc:
+                if classify(exc).kind == "not-found":
+                    return False
+                raise
+            return True
+        return bool(_bounded(fs, "exists", policy, path))
+
+    return call(once, url, storage_options, "read", policy)
 
 
-def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+def read_bytes(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> bytes:
     """The whole object; remote reads go through :func:`open_stream` (retries, resume, length check)."""
     if is_local(url):
-        with _guard(url, storage_options, "read"):
+        with guard(url, storage_options, "read"):
             fs, path = get_fs(url, storage_options)
             with open(path, "rb") as f:
                 return f.read()
-    with open_stream(url, storage_options=storage_options) as f:
+    with open_stream(url, storage_options=storage_options, retry=retry) as f:
         return f.read()
 
 
-def read_text(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    return read_bytes(url, storage_options).decode("utf-8")
+def read_text(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> str:
+    return read_bytes(url, storage_options, retry=retry).decode("utf-8")
 
 
-def open_read(url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> IO[bytes]:
-    """A seekable random-access file (fsspec's; remote reads fetch blocks by range)."""
-    with _guard(url, storage_options, "open"):
+def open_read(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+    **kwargs: Any,
+) -> IO[bytes]:
+    """A seekable file. HTTP(S) and S3 objects are read as retried, resuming ranged streams
+    (:func:`open_stream`; a seek opens a new range); other stores use fsspec's own file (``kwargs``)."""
+    if _protocol(url) in _HTTP | {"s3", "s3a"}:
+        return open_stream(url, 0, None, storage_options, retry=retry)
+    with guard(url, storage_options, "open"):
         fs, path = get_fs(url, storage_options)
         return fs.open(path, "rb", **kwargs)  # type: ignore[no-any-return]
 
@@ -74,41 +119,53 @@ def _check_writable_proto(url: str) -> None:
         raise ReadOnlyError(f"{redact(url)} is read-only: http(s) locations can be read but not written")
 
 
-def makedirs(url: str, storage_options: dict[str, Any] | None = None) -> None:
+def makedirs(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> None:
     """Create a folder; on object stores only check that the bucket exists (never create a bucket)."""
     _check_writable_proto(url)
-    with _guard(url, storage_options, "create"):
+    with guard(url, storage_options, "create"):
         fs, path = get_fs(url, storage_options)
-        if is_object_store(url):
-            _check_bucket(fs, url, storage_options)
-            return
+    if is_object_store(url):
+        _check_bucket(read_fs(url, storage_options)[0], url, storage_options, retry or RetryPolicy())
+        return
+    with guard(url, storage_options, "create"):
         fs.makedirs(path, exist_ok=True)
 
 
-def _check_bucket(fs: fsspec.AbstractFileSystem, url: str, storage_options: Mapping[str, Any] | None) -> None:
-    bucket = _bucket(url)
-    if _protocol(url) in ("s3", "s3a"):
+def _check_bucket(
+    fs: fsspec.AbstractFileSystem, url: str, storage_options: Mapping[str, Any] | None, policy: RetryPolicy
+) -> None:
+    bucket = bucket_of(url)
+
+    def missing() -> StorageNotFoundError:
+        return StorageNotFoundError(f"bucket {bucket!r} does not exist ({redact(url, storage_options)})")
+
+    def once() -> None:
+        if _protocol(url) not in ("s3", "s3a"):
+            if not _bounded(fs, "exists", policy, bucket):
+                raise missing()
+            return
         try:
-            fs.call_s3("head_bucket", Bucket=bucket)  # type: ignore[attr-defined]
+            _bounded(fs, "call_s3", policy, "head_bucket", Bucket=bucket)
         except Exception as exc:
-            code, status = _client_error_code(exc)
-            if isinstance(exc, FileNotFoundError) or code in ("404", "NoSuchBucket") or status == 404:
-                raise StorageNotFoundError(
-                    f"bucket {bucket!r} does not exist ({redact(url, storage_options)})"
-                ) from None
+            if isinstance(exc, FileNotFoundError) or classify(exc).kind in ("not-found", "no-bucket"):
+                raise missing() from None
             raise
-    elif not fs.exists(bucket):
-        raise StorageNotFoundError(f"bucket {bucket!r} does not exist ({redact(url, storage_options)})")
+
+    call(once, url, storage_options, "check", policy)
 
 
-def check_writable(url: str, storage_options: dict[str, Any] | None = None) -> None:
+def check_writable(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> None:
     """Fail fast with a one-line :class:`StorageError` when ``url`` cannot be written.
 
     Checks the endpoint, the bucket and write permission by writing and deleting a tiny probe object, so a
     long conversion never starts against a location it cannot finish in.
     """
     _check_writable_proto(url)
-    makedirs(url, storage_options)
+    makedirs(url, storage_options, retry=retry)
     probe = join(url, f".pass-wds-probe{TMP_MARK}{uuid.uuid4().hex[:12]}")
     write_bytes(probe, b"", storage_options)
     remove(probe, storage_options)
@@ -116,33 +173,64 @@ def check_writable(url: str, storage_options: dict[str, Any] | None = None) -> N
 
 def remove(url: str, storage_options: dict[str, Any] | None = None, recursive: bool = False) -> None:
     _check_writable_proto(url)
-    with _guard(url, storage_options, "remove"):
+    with guard(url, storage_options, "remove"):
         fs, path = get_fs(url, storage_options)
         _fresh(fs, path)
         if fs.exists(path):
             fs.rm(path, recursive=recursive)
 
 
-def listdir(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def listdir(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> list[str]:
     """Base names of the entries directly under ``url`` (empty when it does not exist)."""
-    with _guard(url, storage_options, "list"):
-        fs, path = get_fs(url, storage_options)
+    policy = retry or RetryPolicy()
+    with guard(url, storage_options, "list"):
+        fs, path = read_fs(url, storage_options)
+
+    def once() -> list[str] | None:
         _fresh(fs, path)
         try:
-            entries = fs.ls(path, detail=False)
+            return list(_bounded(fs, "ls", policy, path, detail=False))
         except FileNotFoundError:
-            if is_object_store(url):
-                _check_bucket(fs, url, storage_options)  # a missing bucket is an error, not an empty folder
-            return []
-        base = path.rstrip("/")
-        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries if str(e).rstrip("/") != base)
+            return None
+
+    if is_local(url):
+        with guard(url, storage_options, "list"):
+            found = once()
+    else:
+        found = call(once, url, storage_options, "list", policy)
+    if found is None:
+        if is_object_store(url):
+            _check_bucket(
+                fs, url, storage_options, policy
+            )  # a missing bucket is an error, not an empty folder
+        return []
+    entries = found
+    base = path.rstrip("/")
+    return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries if str(e).rstrip("/") != base)
 
 
-def file_size(url: str, storage_options: dict[str, Any] | None = None) -> int:
-    with _guard(url, storage_options, "stat"):
-        fs, path = get_fs(url, storage_options)
+def file_size(
+    url: str, storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
+) -> int:
+    policy = retry or RetryPolicy()
+    with guard(url, storage_options, "stat"):
+        fs, path = read_fs(url, storage_options)
+    if is_local(url):
+        with guard(url, storage_options, "stat"):
+            return int(fs.size(path))
+
+    def once() -> int:
         _fresh(fs, path)
-        return int(fs.size(path))
+        if _protocol(url) in _HTTP:
+            size = run_bounded(fs, http_stat(fs, path), policy.read_timeout)
+            if size is None:
+                raise FileNotFoundError(url)
+            return int(size)
+        return int(_bounded(fs, "info", policy, path)["size"])
+
+    return call(once, url, storage_options, "stat", policy)
 
 
 @contextlib.contextmanager
@@ -162,7 +250,7 @@ def atomic_write(
     if is_local(url):
         fs, path = get_fs(url, storage_options)
         directory = os.path.dirname(path) or "."
-        with _guard(url, storage_options, "write"):
+        with guard(url, storage_options, "write"):
             os.makedirs(directory, exist_ok=True)
         tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
         try:
@@ -176,7 +264,7 @@ def atomic_write(
                 os.remove(tmp)
             raise
         return
-    with _guard(url, storage_options, "write"):
+    with guard(url, storage_options, "write"):
         fs, path = get_fs(url, storage_options)
         kwargs = {"block_size": block_size} if block_size else {}
         if _protocol(url) not in _DISCARDING:
@@ -187,14 +275,14 @@ def atomic_write(
         try:
             with f:
                 yield f
-            with _guard(url, storage_options, "write"):
+            with guard(url, storage_options, "write"):
                 fs.mv(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
                 fs.rm(tmp)
             raise
         return
-    with _guard(url, storage_options, "write"):
+    with guard(url, storage_options, "write"):
         f = fs.open(path, "wb", **kwargs)
     try:
         yield f
@@ -202,7 +290,7 @@ def atomic_write(
         _discard(f, fs, path)
         raise
     try:
-        with _guard(url, storage_options, "write"):
+        with guard(url, storage_options, "write"):
             f.close()
     except BaseException:
         _discard(f, fs, path)
@@ -243,6 +331,8 @@ def remove_temp_files(
     storage_options: dict[str, Any] | None = None,
     names: Collection[str] | None = None,
     keep: Collection[str] = (),
+    *,
+    retry: RetryPolicy | None = None,
 ) -> list[str]:
     """Delete leftovers of interrupted atomic writes directly under ``url``; return their names.
 
@@ -254,7 +344,7 @@ def remove_temp_files(
     """
     removed = [
         n
-        for n in listdir(url, storage_options)
+        for n in listdir(url, storage_options, retry=retry)
         if (base := temp_of(n)) is not None and (names is None or base in names) and n not in keep
     ]
     for name in removed:
@@ -270,7 +360,7 @@ def _abort_stale_uploads(
     import datetime
 
     started = datetime.datetime.now(datetime.timezone.utc)
-    with _guard(url, storage_options, "list uploads in"):
+    with guard(url, storage_options, "list uploads in"):
         fs, path = get_fs(url, storage_options)
         bucket, _, prefix = path.partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""

@@ -1,124 +1,31 @@
-"""Resumable ranged reads: transient failures are retried with bounded, jittered backoff and a broken stream
-resumes at the byte offset reached, so callers never see a byte twice or miss one."""
+"""Resumable ranged reads: a broken stream resumes at the byte offset reached, so callers never see a byte twice
+or miss one, and every failed try goes through the one retry policy (:mod:`pass_wds.storage.retry`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import io
 import os
-import random
 import re
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import IO, Any
 
 from fsspec.asyn import AsyncFileSystem, sync
 
 from pass_wds.storage.errors import (
+    HttpStatusError,
+    ShortBodyError,
     StorageError,
-    StoragePermissionError,
-    _chain,
-    _client_error_code,
-    _first_line,
-    _guard,
-    get_logger,
+    client_error_code,
+    error_chain,
+    guard,
     redact,
-    translate_error,
 )
+from pass_wds.storage.retry import Attempts, RetryPolicy, call, run_bounded
 from pass_wds.storage.urls import HTTP as _HTTP
-from pass_wds.storage.urls import get_fs, is_local
+from pass_wds.storage.urls import get_fs, is_local, read_fs
 from pass_wds.storage.urls import protocol as _protocol
-
-log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How :func:`open_stream` treats transient failures.
-
-    ``attempts`` bounds consecutive failures without progress (a stream that keeps making progress keeps
-    going); delays grow as ``base_delay * 2**n`` capped at ``max_delay`` with full jitter; a read that
-    produces no byte for ``read_timeout`` seconds counts as a broken connection.
-    """
-
-    attempts: int = 6
-    base_delay: float = 0.2
-    max_delay: float = 10.0
-    read_timeout: float = 60.0
-    chunk_size: int = 1 << 20
-
-    def delay(self, failure: int, rng: random.Random) -> float:
-        return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (failure - 1)))
-
-
-class _Transient(Exception):
-    """A failure worth retrying (5xx, throttling, short body)."""
-
-
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "500",
-    "502",
-    "503",
-    "504",
-}
-_TRANSIENT_NAMES = {
-    "ClientPayloadError",
-    "ServerDisconnectedError",
-    "ClientOSError",
-    "ServerTimeoutError",
-    "ClientConnectionError",
-    "ClientConnectorError",
-    "ConnectionClosedError",
-    "EndpointConnectionError",
-    "ReadTimeoutError",
-    "ConnectTimeoutError",
-    "ResponseStreamingError",
-    "IncompleteReadError",
-    "IncompleteRead",
-    "FSTimeoutError",
-    "HTTPClientError",
-    "ProtocolError",
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying could help (connection trouble, timeouts, 5xx, throttling, truncated bodies)."""
-    if isinstance(exc, StorageError | FileNotFoundError | PermissionError | IsADirectoryError):
-        return False
-    for e in _chain(exc):
-        if isinstance(e, _Transient | TimeoutError | asyncio.TimeoutError | ConnectionError):
-            return True
-        if type(e).__name__ in _TRANSIENT_NAMES:
-            return True
-        code, status = _client_error_code(e)
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return True
-        if isinstance(e, OSError) and e.errno in (
-            errno.EBUSY,
-            errno.EREMOTEIO,
-            errno.ETIMEDOUT,
-            errno.EAGAIN,
-        ):
-            return True
-    return False
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    return any(
-        isinstance(e, ConnectionRefusedError)
-        or type(e).__name__ in ("EndpointConnectionError", "ClientConnectorError", "gaierror")
-        for e in _chain(exc)
-    )
 
 
 class _Response:
@@ -195,11 +102,53 @@ async def _open_http(fs: Any, url: str, pos: int, end: int | None) -> _Response:
         raise StorageError(f"range starting at byte {pos} is beyond the end of {redact(url)}")
     if status == 404:
         raise FileNotFoundError(url)
-    if status in (401, 403):
-        raise StoragePermissionError(f"permission denied to read {redact(url)} (HTTP {status})")
-    if status >= 500 or status in (408, 429):
-        raise _Transient(f"HTTP {status}")
-    raise StorageError(f"cannot read {redact(url)}: HTTP {status}")
+    raise HttpStatusError(status)
+
+
+async def http_stat(fs: Any, url: str) -> int | None:
+    """The size of an HTTP(S) object, or None when the server says it does not exist (404, 410).
+
+    A ``HEAD`` first; where that is refused (a presigned URL is often signed for GET only: 403, or 405/501 from
+    a server without HEAD) or says no length, one ``GET`` of the first byte. Every answer is classified like
+    any other: 401/403 and other 4xx are permanent errors, 5xx/408/429 transient. fsspec's own
+    ``exists``/``info`` call every failure "not found", which is how a 503 used to read as a missing
+    ``index.json``.
+    """
+    session = await fs.set_session()
+    kw = dict(fs.kwargs)
+    headers = dict(kw.pop("headers", None) or {})
+    r = await session.head(fs.encode_url(url), headers=headers, allow_redirects=True, **kw)
+    try:
+        length = r.headers.get("Content-Length", "")
+        if r.status == 200 and length.isdigit() and "gzip" not in r.headers.get("Content-Encoding", ""):
+            return int(length)
+        if r.status in (404, 410):
+            return None
+        if r.status >= 500 or r.status in (408, 429):
+            raise HttpStatusError(r.status)
+    finally:
+        r.close()
+    headers["Range"] = "bytes=0-0"
+    r = await session.get(fs.encode_url(url), headers=headers, **kw)
+    try:
+        status = r.status
+        if status == 206:
+            m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+            if m and m.group(3) != "*":
+                return int(m.group(3))
+        if status == 416:  # an empty object has no byte 0
+            m = re.match(r"bytes \*/(\d+)", r.headers.get("Content-Range", ""))
+            return int(m.group(1)) if m else 0
+        if status in (200, 206):
+            length = r.headers.get("Content-Length", "")
+            if status == 200 and length.isdigit():
+                return int(length)
+            raise StorageError(f"{redact(url)}: the server did not say how large the object is")
+        if status in (404, 410):
+            return None
+        raise HttpStatusError(status)
+    finally:
+        r.close()
 
 
 class _Empty:
@@ -220,7 +169,7 @@ async def _open_s3(fs: Any, path: str, pos: int, end: int | None, tag: str | Non
     try:
         resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, **version_id_kw(version), **kw)
     except Exception as exc:
-        codes = [_client_error_code(e) for e in _chain(exc)]
+        codes = [client_error_code(e) for e in error_chain(exc)]
         if any(c == "InvalidRange" or s == 416 for c, s in codes) or "range is not satisfiable" in str(exc):
             if pos == 0:  # an empty object has no byte 0
                 return _Response(_Empty(), 0, tag)
@@ -234,7 +183,8 @@ async def _open_s3(fs: Any, path: str, pos: int, end: int | None, tag: str | Non
 
 
 class _ResumableReader(io.RawIOBase):
-    """Sequential reader of ``[start, end)`` that reopens at the offset reached after a transient failure."""
+    """Reader of ``[start, end)`` that reopens at the offset reached after a transient failure; seekable (a
+    seek drops the response in flight and the next read opens a new range there)."""
 
     def __init__(
         self,
@@ -255,18 +205,51 @@ class _ResumableReader(io.RawIOBase):
         self._sync_file: Any = None
         self._tag: str | None = None
         self._total: int | None = None
-        self._rng = random.Random()
-        self.retries = 0
+        self._attempts = Attempts(policy, url, storage_options, "read")
         self._proto = _protocol(url)
 
+    @property
+    def retries(self) -> int:
+        return self._attempts.retries
+
     def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
         return True
 
     def tell(self) -> int:
         return self._pos
 
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            if self._end is None:
+                self._connect()
+            assert self._end is not None
+            offset += self._end
+        if offset < self._start:
+            raise ValueError(f"cannot seek to {offset}, before the start of the range ({self._start})")
+        if offset != self._pos:
+            self._drop()
+            self._pos = offset
+        return self._pos
+
     def _run(self, coro: Any) -> Any:
-        return sync(self._fs.loop, asyncio.wait_for, coro, self._policy.read_timeout)
+        return run_bounded(self._fs, coro, self._policy.read_timeout)
+
+    def _connect(self) -> None:
+        """Open a response at the current offset, under the retry policy."""
+        while True:
+            self._attempts.start()
+            try:
+                self._open()
+                self._attempts.progressed()
+                return
+            except Exception as exc:
+                self._drop()
+                self._attempts.failed(exc, position=self._pos)
 
     def _open(self) -> None:
         if self._proto in _HTTP:
@@ -321,8 +304,8 @@ class _ResumableReader(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         if self._end is not None and self._pos >= self._end or not len(b):
             return 0
-        failures = 0
         while True:
+            self._attempts.start()
             try:
                 if self._resp is None and self._sync_file is None:
                     self._open()
@@ -333,37 +316,15 @@ class _ResumableReader(io.RawIOBase):
                 if not data:
                     if self._end is None or self._pos >= self._end:
                         return 0  # size unknown to the server: its EOF is the end
-                    raise _Transient(f"connection ended at byte {self._pos} of {self._end}")
+                    raise ShortBodyError(f"connection ended at byte {self._pos} of {self._end}")
                 n = min(len(data), want)
                 b[:n] = data[:n]
                 self._pos += n
+                self._attempts.progressed()
                 return n
             except Exception as exc:
                 self._drop()
-                if not is_transient(exc) or (self._pos == self._start and _is_unreachable(exc)):
-                    # an endpoint that refuses the very first request is a configuration error: fail fast
-                    translated = translate_error(exc, self._url, self._so, "read")
-                    if translated is exc:
-                        raise
-                    raise translated from None
-                failures += 1
-                self.retries += 1
-                reason = redact(_first_line(exc), self._so) or type(exc).__name__
-                if failures >= self._policy.attempts:
-                    raise StorageError(
-                        f"giving up reading {redact(self._url, self._so)} at byte {self._pos} after "
-                        f"{failures} failed tries ({type(exc).__name__}: {reason})"
-                    ) from None
-                wait = self._policy.delay(failures, self._rng)
-                log.warning(
-                    "retrying %s at byte %d in %.2fs after %s: %s",
-                    redact(self._url, self._so),
-                    self._pos,
-                    wait,
-                    type(exc).__name__,
-                    reason,
-                )
-                time.sleep(wait)
+                self._attempts.failed(exc, position=self._pos)
 
     def close(self) -> None:
         if not self.closed:
@@ -414,23 +375,24 @@ def open_stream(
     """Open ``url`` for sequential reading of bytes ``[start, end)`` (``end=None``: to the end).
 
     Local files are plain file reads. Remote objects are read with one streaming ranged GET, reusing the
-    filesystem's session; a transient failure (reset, timeout, 5xx, throttling, short body) is retried with
-    backoff and the stream resumes at the byte offset reached, so the caller sees every byte exactly once.
-    The total length is checked; an object that changes while being read is an error.
+    filesystem's session; a transient failure (refused, reset, timeout, 5xx, throttling, short body) is retried
+    under ``retry`` (the default :class:`RetryPolicy`) and the stream resumes at the byte offset reached, so the
+    caller sees every byte exactly once. The total length is checked; an object that changes while being read
+    is an error. Remote streams are seekable too (a seek opens a new range on the next read).
     """
     if start < 0 or (end is not None and end < start):
         raise ValueError(f"bad byte range [{start}, {end})")
     policy = retry or RetryPolicy()
     if is_local(url):
-        with _guard(url, storage_options, "read"):
+        with guard(url, storage_options, "read"):
             fs, path = get_fs(url, storage_options)
             f = open(path, "rb")  # noqa: SIM115 (returned to the caller)
         if end is None:
             f.seek(start)
             return f
         return io.BufferedReader(_BoundedRaw(f, start, end), buffer_size=min(policy.chunk_size, 1 << 16))
-    with _guard(url, storage_options, "open"):
-        fs, path = get_fs(url, storage_options)
+    with guard(url, storage_options, "open"):
+        fs, path = read_fs(url, storage_options)
     if _protocol(url) in _HTTP | {"s3", "s3a"} and not isinstance(fs, AsyncFileSystem):
         raise StorageError(f"unexpected filesystem for {redact(url)}")
     raw = _ResumableReader(fs, path, url, start, end, policy, storage_options)
@@ -441,8 +403,8 @@ class RangeReader:
     """Positional reads of byte ranges from one object, for the shard writer's random access into archives.
 
     Local files: ``os.pread`` on one descriptor (thread-safe), with :meth:`advise` asking the kernel to read
-    ahead. Remote objects: one ranged GET per read through the cached fsspec filesystem, retried with the same
-    backoff as :func:`open_stream`; errors become redacted one-line :class:`StorageError`\\s.
+    ahead. Remote objects: one ranged GET per read through the cached fsspec filesystem, under the same retry
+    policy as :func:`open_stream`; errors become redacted one-line :class:`StorageError`\\s.
     """
 
     def __init__(
@@ -452,11 +414,11 @@ class RangeReader:
         self._so = storage_options
         self._policy = retry or RetryPolicy()
         self._fd: int | None = None
-        with _guard(url, storage_options, "open"):
+        with guard(url, storage_options, "open"):
             if is_local(url):
                 self._fd = os.open(url.removeprefix("file://"), os.O_RDONLY)
             else:
-                self._fs, self._path = get_fs(url, storage_options)
+                self._fs, self._path = read_fs(url, storage_options)
 
     def advise(self, offset: int, size: int) -> None:
         """Hint that ``[offset, offset + size)`` will be read soon (local files; a no-op elsewhere)."""
@@ -469,10 +431,18 @@ class RangeReader:
         if size == 0:  # a range request for 0 bytes would return the whole object
             return b""
         if self._fd is not None:
-            with _guard(self.url, self._so, "read"):
+            with guard(self.url, self._so, "read"):
                 data = os.pread(self._fd, size, offset)
         else:
-            data = self._read_remote(offset, size)
+            data = call(lambda: self._cat(offset, size), self.url, self._so, "read", self._policy)
+        if len(data) > size:
+            # a server that ignores Range sends the whole object for every image: reading a 20 GB archive
+            # once per image is not a fallback, it is a hang; one line says what to do instead
+            raise StorageError(
+                f"{redact(self.url, self._so)}: the server ignores HTTP Range requests (sent {len(data)} "
+                f"bytes for a {size}-byte range); images inside an archive are read by byte range: "
+                "download the archive and convert the local copy"
+            )
         if len(data) != size:
             raise OSError(
                 f"short read in {redact(self.url, self._so)} at {offset}: {len(data)} of {size} bytes; "
@@ -480,30 +450,11 @@ class RangeReader:
             )
         return data
 
-    def _read_remote(self, offset: int, size: int) -> bytes:
-        rng = random.Random()
-        failures = 0
-        while True:
-            try:
-                data = bytes(self._fs.cat_file(self._path, start=offset, end=offset + size))
-            except Exception as exc:
-                failures += 1
-                if not is_transient(exc) or failures >= self._policy.attempts:
-                    translated = translate_error(exc, self.url, self._so, "read")
-                    if translated is exc:
-                        raise
-                    raise translated from None
-                time.sleep(self._policy.delay(failures, rng))
-                continue
-            if len(data) > size:
-                # a server that ignores Range sends the whole object for every image: reading a 20 GB archive
-                # once per image is not a fallback, it is a hang; one line says what to do instead
-                raise StorageError(
-                    f"{redact(self.url, self._so)}: the server ignores HTTP Range requests (sent {len(data)} "
-                    f"bytes for a {size}-byte range); images inside an archive are read by byte range: "
-                    "download the archive and convert the local copy"
-                )
-            return data
+    def _cat(self, offset: int, size: int) -> bytes:
+        if isinstance(self._fs, AsyncFileSystem):
+            coro = self._fs._cat_file(self._path, start=offset, end=offset + size)
+            return bytes(run_bounded(self._fs, coro, self._policy.read_timeout))
+        return bytes(self._fs.cat_file(self._path, start=offset, end=offset + size))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -51,6 +51,23 @@ def get_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fss
     return fs, path
 
 
+NO_BACKEND_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+"""botocore's own retries for the filesystem pass-wds reads S3 through: none, because every read already runs
+under pass-wds's retry policy (one budget, each try one request, the real cause in the final error)."""
+
+
+def read_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """:func:`get_fs` for reads. On S3 its client makes one attempt per request unless the options set
+    ``config_kwargs.retries`` themselves: retries nested in retries would multiply the waits and hide the
+    cause (a stalled series of 503s would end as a timeout). Writes keep botocore's retries."""
+    so = dict(storage_options or {})
+    if protocol(url) in ("s3", "s3a"):
+        config = dict(so.get("config_kwargs") or {})
+        if "retries" not in config:
+            so["config_kwargs"] = {**config, "retries": dict(NO_BACKEND_RETRIES)}
+    return get_fs(url, so)
+
+
 def endpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
     """The server a URL resolves to: the configured endpoint (``storage_options`` or the AWS environment) for
     S3, else the URL's host; ``""`` for AWS S3 itself and local paths. Cache keys and error messages use it."""
