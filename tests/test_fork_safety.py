@@ -4,7 +4,8 @@ fsspec runs HTTP and S3 on one event loop whose epoll instance and sockets a for
 parent. When a worker's garbage collector freed the filesystems it inherited, their finalizers closed the
 parent's pooled connections from the child and so removed them from the shared epoll: the parent's next request
 on such a keep-alive connection never woke up (a second ``make_loader`` after a first one's workers hung in
-``exists`` until aiohttp's 5-minute session timeout). See pass_wds/storage/forks.py. Real loopback HTTP
+``exists``: until aiohttp's 5-minute session timeout, or a read timeout per try and connection once reads
+were bounded). See pass_wds/storage/forks.py. Real loopback HTTP
 server, moto S3 behind a keep-alive proxy, real forks; each check runs in a subprocess with a timeout, so a
 regression fails in a minute instead of hanging the suite.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -29,7 +31,7 @@ TESTS = str(Path(__file__).resolve().parent)  # tests/shardkit.py for the loader
 # collector (what a busy worker does sooner or later) and exit, then uses the store again.
 STORAGE_SCRIPT = textwrap.dedent(
     """
-    import gc, json, multiprocessing, sys
+    import gc, json, multiprocessing, sys, time
     from pass_wds import storage
 
     url, missing, so = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) or None
@@ -43,7 +45,9 @@ STORAGE_SCRIPT = textwrap.dedent(
         p.start()
         p.join()
         assert p.exitcode == 0, p.exitcode
-    print("AFTER FORK", (storage.exists(missing, so), storage.exists(url, so), storage.read_bytes(url, so) == data))
+    start = time.monotonic()
+    found = (storage.exists(missing, so), storage.exists(url, so), storage.read_bytes(url, so) == data)
+    print("AFTER FORK", found, f"{time.monotonic() - start:.1f} s")
     """
 )
 
@@ -51,7 +55,7 @@ STORAGE_SCRIPT = textwrap.dedent(
 # source: one line) after they are gone. The workers collect garbage on their first sample.
 LOADER_SCRIPT = textwrap.dedent(
     """
-    import gc, sys
+    import gc, sys, time
     from shardkit import TinyRecipe
     from pass_wds.loading import make_loader
 
@@ -68,6 +72,7 @@ LOADER_SCRIPT = textwrap.dedent(
     first = make_loader(source, batch_size=3, num_workers=2, recipe=CollectingRecipe(), shuffle=False)
     batches = iter(first)
     n_first = len(next(batches)["__key__"])
+    start = time.monotonic()
     second = make_loader(source, batch_size=3, num_workers=0, recipe=TinyRecipe(), shuffle=False)
     n_second = sum(len(b["__key__"]) for b in second)
     n_first += sum(len(b["__key__"]) for b in batches)
@@ -75,10 +80,13 @@ LOADER_SCRIPT = textwrap.dedent(
         make_loader(source.replace("/d/", "/nowhere/"), batch_size=3, num_workers=0)
     except Exception as e:
         print("ERROR", type(e).__name__)
-    print("LOADED", n_first, n_second)
+    print("LOADED", n_first, n_second, f"{time.monotonic() - start:.1f} s")
     """
 )
 BUDGET_S = 60  # each script takes seconds; a hang took aiohttp's session timeout (300 s)
+# The calls after the forks take well under a second; a connection the child broke cost a read timeout (30 s)
+# per try once reads were bounded by one, so more than this is the bug, not a slow machine.
+SLOW_S = 15.0
 
 
 def run_script(script: str, *args: str) -> str:
@@ -90,6 +98,8 @@ def run_script(script: str, *args: str) -> str:
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"storage calls after a fork hung ({BUDGET_S} s): {e.stdout!r} {e.stderr!r}")
     assert r.returncode == 0, r.stderr
+    took = re.findall(r"([0-9.]+) s$", r.stdout.strip())
+    assert took and float(took[-1]) < SLOW_S, f"storage calls after a fork took too long: {r.stdout}"
     return r.stdout
 
 
@@ -97,7 +107,7 @@ def test_http_connections_survive_a_forked_worker(http_server: HttpServer) -> No
     (http_server.root / "a.bin").write_bytes(os.urandom(50_000))
     url = http_server.url
     out = run_script(STORAGE_SCRIPT, f"{url}/a.bin", f"{url}/missing.bin", "null")
-    assert "AFTER FORK (False, True, True)" in out, out
+    assert "AFTER FORK (False, True, True) " in out, out
 
 
 def test_s3_connections_survive_a_forked_worker(s3: Bucket, fault_proxy: Any) -> None:
@@ -108,10 +118,10 @@ def test_s3_connections_survive_a_forked_worker(s3: Bucket, fault_proxy: Any) ->
     client = {**s3.storage_options["client_kwargs"], "endpoint_url": proxy.url}
     so = json.dumps({**s3.storage_options, "client_kwargs": client})
     out = run_script(STORAGE_SCRIPT, f"{s3.url}/a.bin", f"{s3.url}/missing.bin", so)
-    assert "AFTER FORK (False, True, True)" in out, out
+    assert "AFTER FORK (False, True, True) " in out, out
 
 
 def test_a_loader_beside_another_loaders_workers(http_server: HttpServer) -> None:
     write_shards(http_server.root / "d", [6, 6])
     out = run_script(LOADER_SCRIPT, f"{http_server.url}/d/index.json")
-    assert "LOADED 12 12" in out and "ERROR SourceError" in out, out
+    assert "LOADED 12 12 " in out and "ERROR SourceError" in out, out

@@ -8,8 +8,9 @@ and clears its instance cache, so the inherited filesystems become garbage there
 collector frees them, their finalizers (``HTTPFileSystem.close_session``, aiohttp's connector) close the
 parent's pooled connections from the child. Closing a transport unregisters its socket from the shared epoll,
 so the parent's selector still believes a keep-alive connection is watched while the kernel no longer reports
-it: the next request on it never wakes up (until aiohttp's 5-minute session timeout). A TLS connection
-closed there would also write its close alert into the parent's stream.
+it: the next request on it never wakes up (a read timeout per try and connection, where none is set
+aiohttp's 5-minute session timeout). A TLS connection closed there would also write its close alert into the
+parent's stream.
 
 So right after a fork, in the child, every descriptor of the inherited loop (its epoll, its self-pipe, its
 sockets) is pointed at ``/dev/null``: whatever the child then does with them reaches nothing of the parent's,
